@@ -30,8 +30,10 @@ inline constexpr std::uint16_t kMaxVersion = kVersion1;
 
 inline constexpr std::size_t kHeaderSize = 16;
 inline constexpr std::uint32_t kDefaultMaxFrameBytes = 16u * 1024 * 1024;
-// The daemon never lets a single kRows frame grow past this many payload bytes; it ends
-// the batch and starts another. Clients may rely on it to size their read buffers.
+// The daemon never lets a kRows frame grow past this many payload bytes: it ends the batch
+// before a row that would not fit and starts another. The one exception is a single row that
+// is larger than this on its own: it travels alone in one kRows frame, bounded only by
+// max_frame_bytes (RowBatchEncoder::fits() implements the rule).
 inline constexpr std::uint32_t kMaxRowBatchBytes = 256u * 1024;
 // Hard caps on counts, independent of max_frame_bytes, so a decoder never loops or
 // allocates on a forged count.
@@ -117,5 +119,15 @@ std::string_view to_string(ErrorCategory c);
 std::string_view to_string(ValueTag t);
 std::string_view to_string(AdminCommand c);
 bool is_known(MsgType t);
+bool is_known(ErrorCategory c);
+bool is_known(AdminCommand c);
+bool is_known(ValueTag t);
+// True for the requests that must name a session (kOpen, kExecute, kCommit, kRollback,
+// kClose, kCancel); false for the ones that must carry session id 0 and for replies.
+bool needs_session(MsgType t);
+// True for kHello, kOneShot, kInfo, kAdmin, kPing: requests that must carry session id 0.
+bool forbids_session(MsgType t);
+// Replies have the high bit set.
+inline constexpr bool is_reply(MsgType t) { return (static_cast<std::uint8_t>(t) & 0x80) != 0; }
 
 }  // namespace dbmgr::proto
