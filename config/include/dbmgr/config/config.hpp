@@ -110,6 +110,7 @@ struct DatabaseConfig {
   std::string driver;       // ODBC driver name (MariaDB/MySQL/MSSQL through unixODBC)
   PoolSettings pool;
   SqliteSettings sqlite;
+  friend bool operator==(const DatabaseConfig&, const DatabaseConfig&) = default;
 };
 
 // Which prefixes may create databases on demand (default: prefixes starting with "test").
@@ -155,14 +156,24 @@ struct CommandLine {
 // DBMGR_CONFIG, else /etc/dbmgr/dbmgr.yaml if it exists), then the environment, then the
 // command line.
 Result<Settings> load(const CommandLine& cli, const EnvLookup& env);
+// The file load() reads when neither --config nor DBMGR_CONFIG names one (and it exists).
+inline constexpr std::string_view kSystemConfigFile = "/etc/dbmgr/dbmgr.yaml";
+// As load(), with another fallback file than kSystemConfigFile (for tests).
+Result<Settings> load(const CommandLine& cli, const EnvLookup& env, std::string_view system_file);
 // Parses YAML text as if it came from `file_name` (for tests and reload).
 Result<Settings> load_yaml(std::string_view yaml_text, std::string_view file_name,
                            Settings base = {});
 // Applies DATABASE_* and DBMGR_SOCKET to `s`.
 Result<Settings> apply_env(Settings s, const EnvLookup& env);
 
-// Parses "30s", "250ms", "5m", "1h", "1500" (milliseconds) and "0".
+// Parses "30s", "250ms", "5m", "1h", "2d", "1500" (milliseconds) and "0". The YAML loader
+// refuses a bare non-zero number ("30": seconds or milliseconds?) and asks for a unit.
 std::optional<Millis> parse_duration(std::string_view s);
+
+// Parses a size: a plain number counts `unit` bytes; "512B", "64k"/"64KB"/"64KiB",
+// "16M"/"16MB"/"16MiB", "1G"/"1GB"/"1GiB" are binary multiples (KB = KiB = 1024, as
+// PostgreSQL reads them). Returns bytes, or nullopt on a bad string or overflow.
+std::optional<std::uint64_t> parse_size(std::string_view s, std::uint64_t unit = 1);
 
 // ---- naming ----
 
