@@ -1,0 +1,276 @@
+// dbmgr::DatabaseManager: the free list of daemon connections, sessions, one-shots, info.
+#include "dbmgr/manager.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <utility>
+
+#include "connection.hpp"
+#include "manager_core.hpp"
+
+namespace dbmgr {
+namespace detail {
+namespace {
+
+std::atomic<std::uint64_t> g_next_manager_id{1};
+
+// Borrows a connection for one request and gives it back however the scope ends.
+struct Lease {
+  ManagerCore& core;
+  std::unique_ptr<Connection> conn;
+  ~Lease() { core.release(std::move(conn)); }
+};
+
+}  // namespace
+
+std::string default_socket_path() {
+  const char* env = std::getenv("DBMGR_SOCKET");
+  if (env != nullptr && *env != '\0') return env;
+  return "/run/dbmgr/dbmgrd.sock";
+}
+
+std::string default_client_name() {
+  std::ifstream comm("/proc/self/comm");
+  std::string name;
+  if (comm && std::getline(comm, name) && !name.empty()) return name;
+  return "dbmgr-client";
+}
+
+ManagerCore::ManagerCore(const Options& options)
+    : socket_path_(options.socket_path.empty() ? default_socket_path() : options.socket_path),
+      client_name_(options.client_name.empty() ? default_client_name() : options.client_name),
+      database_(options.database),
+      max_idle_(options.max_idle_connections),
+      id_(g_next_manager_id.fetch_add(1)),
+      prefix_(options.db_prefix) {}
+
+std::unique_ptr<Connection> ManagerCore::acquire(bool* fresh) {
+  std::vector<std::unique_ptr<Connection>> dead;  // closed after unlocking
+  {
+    std::lock_guard lock(mu_);
+    while (!idle_.empty()) {
+      std::unique_ptr<Connection> c = std::move(idle_.back());
+      idle_.pop_back();
+      if (!c->owned_by_this_process()) {
+        c->abandon();
+      } else if (c->idle_and_alive()) {
+        *fresh = false;
+        return c;
+      }
+      dead.push_back(std::move(c));
+    }
+  }
+  dead.clear();
+  *fresh = true;
+  return Connection::open(socket_path_, client_name_);
+}
+
+void ManagerCore::release(std::unique_ptr<Connection> conn) noexcept {
+  if (!conn) return;
+  if (!conn->owned_by_this_process()) {
+    conn->abandon();
+    return;
+  }
+  if (conn->broken()) return;
+  std::lock_guard lock(mu_);
+  if (idle_.size() < max_idle_) idle_.push_back(std::move(conn));
+  // Otherwise conn closes here; the daemon closes its session with it.
+}
+
+void ManagerCore::drop_inherited() noexcept {
+  std::lock_guard lock(mu_);
+  for (auto& c : idle_) {
+    if (!c->owned_by_this_process()) c->abandon();
+  }
+  std::erase_if(idle_, [](const std::unique_ptr<Connection>& c) { return c->broken(); });
+}
+
+std::string ManagerCore::prefix() const {
+  std::lock_guard lock(mu_);
+  return prefix_;
+}
+
+std::size_t ManagerCore::idle_count() const {
+  std::lock_guard lock(mu_);
+  return idle_.size();
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::Connection;
+using detail::Expect;
+
+// This thread's thread_session() per manager (by ManagerCore::id_). unique_ptr keeps the
+// references handed out stable while the table grows.
+struct ThreadSessions {
+  std::vector<std::pair<std::uint64_t, std::unique_ptr<Session>>> entries;
+};
+thread_local ThreadSessions t_sessions;
+
+}  // namespace
+
+DatabaseManager::DatabaseManager(Options options)
+    : core_(std::make_shared<detail::ManagerCore>(options)) {
+  if (options.test_connection) {
+    DatabaseInfo info = fetch_info(true);
+    std::lock_guard lock(core_->mu_);
+    core_->info_ = std::move(info);
+  }
+}
+
+DatabaseManager::~DatabaseManager() = default;
+DatabaseManager::DatabaseManager(DatabaseManager&&) noexcept = default;
+DatabaseManager& DatabaseManager::operator=(DatabaseManager&&) noexcept = default;
+
+void DatabaseManager::init_engine_config(std::string_view prefix, bool test_connection) {
+  {
+    std::lock_guard lock(core_->mu_);
+    core_->prefix_.assign(prefix);
+    core_->info_.reset();
+  }
+  if (test_connection) {
+    DatabaseInfo info = fetch_info(true);
+    std::lock_guard lock(core_->mu_);
+    if (core_->prefix_ == prefix) core_->info_ = std::move(info);
+  }
+}
+
+void DatabaseManager::init_worker() {
+  core_->drop_inherited();
+  for (auto& [id, session] : t_sessions.entries) {
+    if (id == core_->id_) session->forget_inherited_connection();
+  }
+}
+
+ScopedSession DatabaseManager::get_db(bool auto_commit, Access access) {
+  return ScopedSession(get_session(access), auto_commit);
+}
+
+Session DatabaseManager::get_session(Access access) {
+  return Session(core_, core_->database_, core_->prefix(), access);
+}
+
+Session& DatabaseManager::thread_session() {
+  for (auto& [id, session] : t_sessions.entries) {
+    if (id == core_->id_) {
+      if (!session->is_open()) *session = get_session();
+      return *session;
+    }
+  }
+  t_sessions.entries.emplace_back(core_->id_, std::make_unique<Session>(get_session()));
+  return *t_sessions.entries.back().second;
+}
+
+void DatabaseManager::cleanup_thread() {
+  std::erase_if(t_sessions.entries, [this](const auto& e) { return e.first == core_->id_; });
+}
+
+Result DatabaseManager::execute(std::string_view sql, std::initializer_list<Param> params,
+                                Access access) {
+  return one_shot(sql, params.begin(), params.size(), access);
+}
+
+Result DatabaseManager::execute(std::string_view sql, const std::vector<Param>& params,
+                                Access access) {
+  return one_shot(sql, params.data(), params.size(), access);
+}
+
+Result DatabaseManager::one_shot(std::string_view sql, const Param* params, std::size_t count,
+                                 Access access) {
+  const std::uint32_t flags = access == Access::kReadOnly ? proto::kOpenReadOnly : 0;
+  const std::string prefix = core_->prefix();
+  Result result;
+  for (int attempt = 0;; ++attempt) {
+    bool fresh = false;
+    detail::Lease lease{*core_, core_->acquire(&fresh)};
+    Connection& c = *lease.conn;
+    c.begin_batch();
+    const std::vector<proto::Value>& values = c.values(params, count);
+    std::uint32_t rid = c.next_request_id();
+    std::size_t start = c.output_size();
+    c.encoder().one_shot(rid, core_->database_, prefix, flags, sql, values.data(),
+                         values.size());
+    c.check_frame_size(start);
+    std::size_t i = c.expect(rid, Expect::kResult, &result);
+    try {
+      c.round_trip();
+    } catch (const Error&) {
+      // A one-shot commits by itself, so it is resent only if the daemon got none of it.
+      if (attempt == 0 && !fresh && c.failed_before_sending()) continue;
+      throw;
+    }
+    c.throw_first_error();
+    (void)i;
+    return result;
+  }
+}
+
+DatabaseInfo DatabaseManager::fetch_info(bool test_connection) {
+  const std::string prefix = core_->prefix();
+  DatabaseInfo info;
+  for (int attempt = 0;; ++attempt) {
+    bool fresh = false;
+    detail::Lease lease{*core_, core_->acquire(&fresh)};
+    Connection& c = *lease.conn;
+    c.begin_batch();
+    std::uint32_t rid = c.next_request_id();
+    proto::Info req;
+    req.database = core_->database_;
+    req.prefix = prefix;
+    req.flags = test_connection ? proto::kInfoTestConnection : 0;
+    c.encoder().info(rid, req);
+    c.expect(rid, Expect::kInfo, nullptr, &info);
+    try {
+      c.round_trip();
+    } catch (const Error&) {
+      if (attempt == 0 && !fresh && c.failed_before_sending()) continue;
+      throw;
+    }
+    c.throw_first_error();
+    return info;
+  }
+}
+
+DatabaseInfo DatabaseManager::info() {
+  std::string prefix;
+  {
+    std::lock_guard lock(core_->mu_);
+    if (core_->info_) return *core_->info_;
+    prefix = core_->prefix_;
+  }
+  DatabaseInfo info = fetch_info(false);
+  std::lock_guard lock(core_->mu_);
+  if (core_->prefix_ == prefix) core_->info_ = info;
+  return info;
+}
+
+void DatabaseManager::ping() {
+  for (int attempt = 0;; ++attempt) {
+    bool fresh = false;
+    detail::Lease lease{*core_, core_->acquire(&fresh)};
+    Connection& c = *lease.conn;
+    c.begin_batch();
+    std::uint32_t rid = c.next_request_id();
+    c.encoder().empty(proto::MsgType::kPing, rid, 0);
+    c.expect(rid, Expect::kPong);
+    try {
+      c.round_trip();
+    } catch (const Error&) {
+      if (attempt == 0 && !fresh && c.failed_before_sending()) continue;
+      throw;
+    }
+    c.throw_first_error();
+    return;
+  }
+}
+
+std::string DatabaseManager::prefix() const { return core_->prefix(); }
+const std::string& DatabaseManager::socket_path() const { return core_->socket_path_; }
+const std::string& DatabaseManager::database() const { return core_->database_; }
+
+}  // namespace dbmgr

@@ -1,0 +1,54 @@
+// detail::ManagerCore: the state a DatabaseManager shares with its Sessions: where the
+// daemon is, the current prefix, the free list of idle connections and the cached info.
+// Internal to libdbmgr (not installed).
+//
+// Ownership: held by shared_ptr from the DatabaseManager and from every Session it handed
+// out, so a Session may outlive its manager and still return its connection.
+// Thread-safety: the fields after mu_ are guarded by it; the rest are set once.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "connection.hpp"
+#include "dbmgr/manager.hpp"
+
+namespace dbmgr::detail {
+
+struct ManagerCore {
+  explicit ManagerCore(const Options& options);
+
+  // An idle connection that passed the liveness check, or a new one (then *fresh = true).
+  // Dead, foreign-process and surplus connections met on the way are closed.
+  std::unique_ptr<Connection> acquire(bool* fresh);
+  // Takes a connection back; keeps it if healthy, owned by this process and there is room.
+  void release(std::unique_ptr<Connection> conn) noexcept;
+  // After fork: closes every inherited idle connection without writing to it.
+  void drop_inherited() noexcept;
+  std::string prefix() const;
+  std::size_t idle_count() const;
+
+  const std::string socket_path_;
+  const std::string client_name_;
+  const std::string database_;
+  const std::size_t max_idle_;
+  const std::uint64_t id_;  // distinguishes managers in thread_session()'s per-thread table
+
+  mutable std::mutex mu_;
+  std::string prefix_;                              // guarded by mu_
+  std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_; most recent last
+  std::optional<DatabaseInfo> info_;                // guarded by mu_; for prefix_
+};
+
+// Where a client connects when Options::socket_path is empty.
+std::string default_socket_path();
+// This program's name from /proc/self/comm, or "dbmgr-client".
+std::string default_client_name();
+
+}  // namespace dbmgr::detail
