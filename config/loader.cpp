@@ -317,8 +317,8 @@ bool YamlWalker::apply_sqlite_knob(std::string_view name, const Field& f, const 
   return true;
 }
 
-#define DBMGR_POOL_KNOBS                                                                   \
-  "pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping",            \
+#define DBMGR_POOL_KNOBS                                                        \
+  "pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping", \
       "idle_in_transaction_timeout", "statement_timeout"
 #define DBMGR_SQLITE_KNOBS "busy_timeout", "cache_size", "readers"
 
@@ -378,9 +378,8 @@ void YamlWalker::apply_entry(const Field& f, const std::string& path, bool type_
     fail(entry_line, join(path, "type"), "missing required field 'type'");
   }
   Fields fs = fields(f.value, path, entry_line,
-                     {"type", "name", "host", "port", "user", "password", "password_file",
-                      "path", "sslmode", "driver", "pool", "sqlite", DBMGR_POOL_KNOBS,
-                      DBMGR_SQLITE_KNOBS});
+                     {"type", "name", "host", "port", "user", "password", "password_file", "path",
+                      "sslmode", "driver", "pool", "sqlite", DBMGR_POOL_KNOBS, DBMGR_SQLITE_KNOBS});
   auto get = [&](std::string_view name) -> const Field* {
     auto it = fs.find(name);
     return it == fs.end() ? nullptr : &it->second;
@@ -421,8 +420,7 @@ void YamlWalker::apply_entry(const Field& f, const std::string& path, bool type_
     const std::string key = join(path, "sslmode");
     std::string mode = lower(string(*v, key));
     if (!one_of(mode, kSslModes)) {
-      fail(v->value, key,
-           "unknown sslmode '" + mode + "'; expected " + list_of(kSslModes));
+      fail(v->value, key, "unknown sslmode '" + mode + "'; expected " + list_of(kSslModes));
     }
     db->sslmode = std::move(mode);
   }
@@ -466,8 +464,7 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
   if (const Field* v = get("max_frame_bytes")) {
     std::uint64_t n = size(*v, "max_frame_bytes", 1);
     if (n < kMinFrameBytes || n > kMaxFrameBytes) {
-      fail(v->value, "max_frame_bytes",
-           std::to_string(n) + " bytes is out of range 4KiB..1GiB");
+      fail(v->value, "max_frame_bytes", std::to_string(n) + " bytes is out of range 4KiB..1GiB");
     }
     s->max_frame_bytes = static_cast<std::uint32_t>(n);
   }
@@ -516,8 +513,7 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
 
 }  // namespace
 
-Result<Settings> load_yaml(std::string_view yaml_text, std::string_view file_name,
-                           Settings base) {
+Result<Settings> load_yaml(std::string_view yaml_text, std::string_view file_name, Settings base) {
   const std::string file(file_name);
   try {
     YAML::Node root = YAML::Load(std::string(yaml_text));
@@ -607,8 +603,7 @@ Result<Settings> load(const CommandLine& cli, const EnvLookup& env) {
   return load(cli, env, kSystemConfigFile);
 }
 
-Result<Settings> load(const CommandLine& cli, const EnvLookup& env,
-                      std::string_view system_file) {
+Result<Settings> load(const CommandLine& cli, const EnvLookup& env, std::string_view system_file) {
   std::string file;
   if (cli.config_file) {
     file = *cli.config_file;
@@ -644,8 +639,9 @@ Result<Settings> load(const CommandLine& cli, const EnvLookup& env,
   if (cli.log_level) {
     auto l = normalize_log_level(*cli.log_level);
     if (!l) {
-      return Error{.key = "--log-level", .message = "unknown log level '" + *cli.log_level +
-                                                        "'; expected " + list_of(kLogLevels)};
+      return Error{
+          .key = "--log-level",
+          .message = "unknown log level '" + *cli.log_level + "'; expected " + list_of(kLogLevels)};
     }
     s.log_level = *l;
   }

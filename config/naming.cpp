@@ -61,8 +61,8 @@ bool is_name_word_char(char c) {
 }
 
 bool is_unreserved(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '.' || c == '_' || c == '~';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
 }
 
 // Percent-encodes everything but RFC 3986's unreserved characters (user names, database names).
@@ -210,8 +210,8 @@ PkType pk_type(DbType type, std::string_view server_version) {
     case DbType::kMariadb: {
       // MariaDB has a native UUID column type since 10.7; a MySQL driver may talk to a MariaDB
       // server, so the version string decides, not only the configured type.
-      const bool mariadb = type == DbType::kMariadb ||
-                           server_version.find("MariaDB") != std::string_view::npos;
+      const bool mariadb =
+          type == DbType::kMariadb || server_version.find("MariaDB") != std::string_view::npos;
       int major = 0;
       int minor = 0;
       if (mariadb && parse_major_minor(server_version, &major, &minor) &&

@@ -33,10 +33,11 @@ TEST_CASE("no environment leaves the settings alone") {
 }
 
 TEST_CASE("DATABASE_TYPE") {
-  CHECK(env_applied({{"DATABASE_TYPE", "mariadb"}, {"DATABASE_NAME", "x"}})
-            .default_database.type == DbType::kMariadb);
-  CHECK(env_applied({{"DATABASE_TYPE", "postgres"}, {"DATABASE_NAME", "x"}})
-            .default_database.type == DbType::kPostgresql);
+  CHECK(env_applied({{"DATABASE_TYPE", "mariadb"}, {"DATABASE_NAME", "x"}}).default_database.type ==
+        DbType::kMariadb);
+  CHECK(
+      env_applied({{"DATABASE_TYPE", "postgres"}, {"DATABASE_NAME", "x"}}).default_database.type ==
+      DbType::kPostgresql);
   Error e = env_error({{"DATABASE_TYPE", "oracle"}});
   CHECK(e.key == "DATABASE_TYPE");
   CHECK(e.message.find("'oracle'") != std::string::npos);

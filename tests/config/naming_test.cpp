@@ -37,8 +37,7 @@ TEST_CASE("validate_prefix accepts dot-separated lowercase words") {
 TEST_CASE("validate_prefix refuses each bad form with a message saying what is wrong") {
   CHECK(problem(validate_prefix("")) == "prefix is empty");
   CHECK(problem(validate_prefix("../x")).find("starts with a dot") != std::string::npos);
-  CHECK(problem(validate_prefix("a..b")).find("empty word between two dots") !=
-        std::string::npos);
+  CHECK(problem(validate_prefix("a..b")).find("empty word between two dots") != std::string::npos);
   CHECK(problem(validate_prefix("/etc")).find("contains '/'") != std::string::npos);
   CHECK(problem(validate_prefix("a/b")).find("contains '/'") != std::string::npos);
   CHECK(problem(validate_prefix("Test")).find("uppercase letter 'T'") != std::string::npos);
@@ -172,8 +171,8 @@ TEST_CASE("database_uri for MySQL, MariaDB and MSSQL") {
 }
 
 TEST_CASE("no URI ever contains the password") {
-  for (DbType t : {DbType::kSqlite, DbType::kPostgresql, DbType::kMysql, DbType::kMariadb,
-                   DbType::kMssql}) {
+  for (DbType t :
+       {DbType::kSqlite, DbType::kPostgresql, DbType::kMysql, DbType::kMariadb, DbType::kMssql}) {
     DatabaseConfig db = server(t);
     db.password = Secret("hunter2");
     CHECK(database_uri(db, "x").find("hunter2") == std::string::npos);
@@ -219,8 +218,8 @@ TEST_CASE("db types print and parse") {
   CHECK(parse_db_type("mariadb") == DbType::kMariadb);
   CHECK(parse_db_type("mysql") == DbType::kMysql);
   CHECK(parse_db_type("oracle") == std::nullopt);
-  for (DbType t : {DbType::kSqlite, DbType::kPostgresql, DbType::kMysql, DbType::kMariadb,
-                   DbType::kMssql}) {
+  for (DbType t :
+       {DbType::kSqlite, DbType::kPostgresql, DbType::kMysql, DbType::kMariadb, DbType::kMssql}) {
     CHECK(parse_db_type(to_string(t)) == t);
   }
 }

@@ -44,8 +44,8 @@ struct Error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}            // NOLINT: implicit by design
-  Result(Error error) : v_(std::move(error)) {}        // NOLINT
+  Result(T value) : v_(std::move(value)) {}      // NOLINT: implicit by design
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
   T& value() { return std::get<0>(v_); }
@@ -100,14 +100,14 @@ struct SqliteSettings {
 struct DatabaseConfig {
   std::string key;
   DbType type = DbType::kSqlite;
-  std::string name;         // database name on the server, or the SQLite file stem
-  std::string host;         // host name or Unix socket folder (PostgreSQL, MariaDB)
-  int port = 0;             // 0 = the driver's default
+  std::string name;  // database name on the server, or the SQLite file stem
+  std::string host;  // host name or Unix socket folder (PostgreSQL, MariaDB)
+  int port = 0;      // 0 = the driver's default
   std::string user;
-  Secret password;          // from `password`, `password_file` or DATABASE_PASSWORD[_FILE]
-  std::string path = ".";   // SQLite folder (DATABASE_PATH)
-  std::string sslmode;      // PostgreSQL sslmode (DATABASE_SSL); empty = libpq default
-  std::string driver;       // ODBC driver name (MariaDB/MySQL/MSSQL through unixODBC)
+  Secret password;         // from `password`, `password_file` or DATABASE_PASSWORD[_FILE]
+  std::string path = ".";  // SQLite folder (DATABASE_PATH)
+  std::string sslmode;     // PostgreSQL sslmode (DATABASE_SSL); empty = libpq default
+  std::string driver;      // ODBC driver name (MariaDB/MySQL/MSSQL through unixODBC)
   PoolSettings pool;
   SqliteSettings sqlite;
   friend bool operator==(const DatabaseConfig&, const DatabaseConfig&) = default;
@@ -129,10 +129,10 @@ struct Settings {
   std::uint32_t max_frame_bytes = 16u * 1024 * 1024;
   Millis drain_timeout{30'000};
   std::string log_level = "info";
-  int worker_threads = 4;    // blocking backends (SQLite, ODBC)
-  PoolSettings pool;         // global defaults for every database
+  int worker_threads = 4;  // blocking backends (SQLite, ODBC)
+  PoolSettings pool;       // global defaults for every database
   SqliteSettings sqlite;
-  DatabaseConfig default_database;                // from `default:` and DATABASE_*
+  DatabaseConfig default_database;                  // from `default:` and DATABASE_*
   std::map<std::string, DatabaseConfig> databases;  // the `databases:` map, by key
   PrefixPolicy prefixes;
 
@@ -182,9 +182,14 @@ Result<std::string> validate_prefix(std::string_view prefix);
 // Checks a database name: dot-separated words of [A-Za-z0-9_-]+, at most 63 bytes.
 Result<std::string> validate_name(std::string_view name);
 // "test" + "app" -> "test.app"; "test.payment" + "app" -> "test.payment.app";
-// "test" + "test.app" -> "test.app"; "" + "app" -> "app". Validates both parts.
+// "test" + "test.app" -> "test.app"; "" + "app" -> "app". Validates both parts. Only the
+// whole prefix followed by '.' counts as already there: "test" + "test" -> "test.test",
+// "test.payment" + "test.app" -> "test.payment.test.app". The result is at most 63 bytes.
 Result<std::string> resolve_name(std::string_view prefix, std::string_view name);
-// SQLite: DATABASE_PATH/NAME.db with forward slashes, never outside `folder`.
+// SQLite: DATABASE_PATH/NAME.db with forward slashes, never outside `folder`. The folder is
+// normalized lexically (no file system access): "/srv/db/" -> "/srv/db/NAME.db", "." or ""
+// -> "./NAME.db" (relative stays relative; the daemon resolves it against its own folder).
+// Refuses any name validate_name() refuses, so '/', "..", and empty words never get through.
 Result<std::string> db_name_to_path(std::string_view folder, std::string_view name);
 
 struct PkType {
@@ -195,8 +200,11 @@ struct PkType {
 PkType pk_type(DbType type, std::string_view server_version = {});
 
 // The URI of a database for people: the password, if any, is always ***.
-// sqlite:///abs/path/name.db, postgresql://user:***@host:5432/name?sslmode=require,
-// mysql://user:***@host:3306/name, mariadb://..., mssql+odbc://user:***@host:1433/name?driver=...
+// SQLAlchemy's forms: sqlite:///./name.db (relative) or sqlite:////abs/path/name.db,
+// postgresql://user:***@host:5432/name?sslmode=require, a socket folder as host goes in the
+// query (postgresql://user:***@/name?host=/tmp/x&port=5433), mysql://user:***@host:3306/name
+// (a socket path as ?unix_socket=), mariadb://..., mssql+odbc://user:***@host:1433/name?driver=
+// ODBC+Driver+18+for+SQL+Server. Port only when set; no ":***" when the password is empty.
 std::string database_uri(const DatabaseConfig& db, std::string_view resolved_name);
 
 struct DatabaseInfo {
