@@ -1,0 +1,531 @@
+// SQLite backend: tuned connections, RE2 REGEXP, batched row streaming on worker threads.
+#include "backend_sqlite.hpp"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include <fmt/format.h>
+#include <re2/re2.h>
+
+namespace dbmgr::daemon {
+namespace {
+
+// x REGEXP y calls regexp(y, x). The compiled pattern is cached on the statement with
+// sqlite3_set_auxdata, so a pattern bound once is compiled once per statement.
+void regexp_fn(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  if (argc != 2 || sqlite3_value_type(argv[0]) == SQLITE_NULL ||
+      sqlite3_value_type(argv[1]) == SQLITE_NULL) {
+    sqlite3_result_null(ctx);
+    return;
+  }
+  auto* re = static_cast<RE2*>(sqlite3_get_auxdata(ctx, 0));
+  if (re == nullptr) {
+    const char* pat = reinterpret_cast<const char*>(sqlite3_value_text(argv[0]));
+    int pat_len = sqlite3_value_bytes(argv[0]);
+    RE2::Options opts;
+    opts.set_log_errors(false);
+    opts.set_max_mem(64 << 20);
+    auto compiled = std::make_unique<RE2>(re2::StringPiece(pat, pat_len), opts);
+    if (!compiled->ok()) {
+      std::string msg = "invalid REGEXP pattern: " + compiled->error();
+      sqlite3_result_error(ctx, msg.c_str(), static_cast<int>(msg.size()));
+      return;
+    }
+    re = compiled.release();
+    sqlite3_set_auxdata(ctx, 0, re, [](void* p) { delete static_cast<RE2*>(p); });
+    // set_auxdata may have destroyed it already (out of memory); fetch it back.
+    re = static_cast<RE2*>(sqlite3_get_auxdata(ctx, 0));
+    if (re == nullptr) {
+      sqlite3_result_error_nomem(ctx);
+      return;
+    }
+  }
+  const char* text = reinterpret_cast<const char*>(sqlite3_value_text(argv[1]));
+  int text_len = sqlite3_value_bytes(argv[1]);
+  sqlite3_result_int(ctx, RE2::PartialMatch(re2::StringPiece(text, text_len), *re) ? 1 : 0);
+}
+
+proto::ValueTag decl_to_tag(const char* decl) {
+  if (decl == nullptr) return proto::ValueTag::kNull;
+  std::string d(decl);
+  for (auto& c : d) c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
+  if (d.find("BOOL") != std::string::npos) return proto::ValueTag::kBool;
+  if (d.find("INT") != std::string::npos) return proto::ValueTag::kInt64;
+  if (d.find("CHAR") != std::string::npos || d.find("CLOB") != std::string::npos ||
+      d.find("TEXT") != std::string::npos)
+    return proto::ValueTag::kText;
+  if (d.find("BLOB") != std::string::npos) return proto::ValueTag::kBlob;
+  if (d.find("REAL") != std::string::npos || d.find("FLOA") != std::string::npos ||
+      d.find("DOUB") != std::string::npos)
+    return proto::ValueTag::kDouble;
+  return proto::ValueTag::kNull;
+}
+
+}  // namespace
+
+SqliteConn::SqliteConn(uv_loop_t* loop, std::string path, const config::SqliteSettings& settings,
+                       config::Millis statement_timeout, std::uint32_t max_frame_bytes, Role role)
+    : loop_(loop),
+      path_(std::move(path)),
+      settings_(settings),
+      statement_timeout_(statement_timeout),
+      max_frame_bytes_(max_frame_bytes),
+      role_(role) {
+  work_.data = this;
+}
+
+SqliteConn::~SqliteConn() = default;
+
+Status SqliteConn::ensure_file(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    std::string dir = path.substr(0, slash);
+    // mkdir -p with 0750 for every missing component.
+    for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
+      if (pos == dir.size() || dir[pos] == '/') {
+        std::string part = dir.substr(0, pos);
+        if (::mkdir(part.c_str(), 0750) != 0 && errno != EEXIST) {
+          return Status::internal(
+              fmt::format("cannot create folder {}: {}", part, std::strerror(errno)));
+        }
+      }
+    }
+  }
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    return Status::connection(
+        fmt::format("cannot open database file {}: {}", path, std::strerror(errno)));
+  }
+  ::close(fd);
+  return Status::ok();
+}
+
+std::string SqliteConn::server_version() const { return sqlite3_libversion(); }
+
+void SqliteConn::queue(BackendOp op) {
+  op_ = op;
+  if (op != BackendOp::kExecute) deadline_ = Clock::time_point{};  // statement_timeout ended
+  busy_ = true;
+  result_ = BackendResult{};
+  int rc = uv_queue_work(loop_, &work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
+  if (rc != 0) {
+    // Cannot happen with a valid loop; report it as an operation error on the next turn
+    // would need another handle, so fail loudly instead.
+    std::abort();
+  }
+}
+
+void SqliteConn::work_cb(uv_work_t* req) {
+  auto* self = static_cast<SqliteConn*>(req->data);
+  if (self->closing_) {
+    self->finish_statement();
+    for (auto& c : self->cache_) {
+      if (c.stmt != nullptr) sqlite3_finalize(c.stmt);
+      c.stmt = nullptr;
+    }
+    if (self->db_ != nullptr) sqlite3_close_v2(self->db_);
+    self->db_ = nullptr;
+    return;
+  }
+  switch (self->op_) {
+    case BackendOp::kOpen: self->do_open(); break;
+    case BackendOp::kExecute: self->do_execute(); break;
+    case BackendOp::kCommit: self->do_end_tx("COMMIT"); break;
+    case BackendOp::kRollback: self->do_end_tx("ROLLBACK"); break;
+    case BackendOp::kReset: self->do_end_tx(nullptr); break;
+    case BackendOp::kPing: self->result_.status = self->exec_simple("SELECT 1"); break;
+  }
+  self->result_.in_transaction = self->in_tx_;
+}
+
+void SqliteConn::after_work_cb(uv_work_t* req, int /*status*/) {
+  auto* self = static_cast<SqliteConn*>(req->data);
+  if (self->closing_) {
+    if (self->db_ == nullptr) {
+      delete self;
+      return;
+    }
+    // close() arrived while an operation ran: now run the close itself.
+    self->busy_ = true;
+    uv_queue_work(self->loop_, &self->work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
+    return;
+  }
+  self->complete(self->op_, self->result_);
+}
+
+void SqliteConn::open() { queue(BackendOp::kOpen); }
+
+void SqliteConn::execute(const ExecRequest& req) {
+  req_ = req;
+  deadline_ = statement_timeout_.count() > 0 ? Clock::now() + statement_timeout_ : Clock::time_point{};
+  timed_out_ = false;
+  queue(BackendOp::kExecute);
+}
+
+void SqliteConn::resume() { queue(BackendOp::kExecute); }
+void SqliteConn::commit() { queue(BackendOp::kCommit); }
+void SqliteConn::rollback() { queue(BackendOp::kRollback); }
+void SqliteConn::ping() { queue(BackendOp::kPing); }
+void SqliteConn::reset() { queue(BackendOp::kReset); }
+
+void SqliteConn::cancel() {
+  if (db_ != nullptr && busy_) sqlite3_interrupt(db_);
+}
+
+void SqliteConn::close() {
+  set_listener(nullptr);
+  closing_ = true;
+  if (busy_) return;  // after_work_cb runs the close
+  if (db_ == nullptr) {
+    delete this;
+    return;
+  }
+  busy_ = true;
+  uv_queue_work(loop_, &work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
+}
+
+Status SqliteConn::error_status(int rc, std::string_view what) {
+  int ext = db_ != nullptr ? sqlite3_extended_errcode(db_) : rc;
+  std::string msg = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+  if (!what.empty()) msg = fmt::format("{}: {}", what, msg);
+  using C = proto::ErrorCategory;
+  switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT: {
+      std::string state = "23000";
+      if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY) state = "23505";
+      if (ext == SQLITE_CONSTRAINT_FOREIGNKEY) state = "23503";
+      if (ext == SQLITE_CONSTRAINT_NOTNULL) state = "23502";
+      if (ext == SQLITE_CONSTRAINT_CHECK) state = "23514";
+      return {C::kConstraint, msg, state};
+    }
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return {C::kBusy, msg, "55P03"};
+    case SQLITE_INTERRUPT:
+      if (timed_out_) return {C::kTimeout, "statement_timeout reached: " + msg, "57014"};
+      return {C::kCancelled, "statement cancelled", "57014"};
+    case SQLITE_READONLY:
+      return {C::kInvalidRequest, "the session is read-only: " + msg, "25006"};
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+    case SQLITE_TOOBIG:
+      return {C::kData, msg, "22000"};
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_FULL:
+      return {C::kConnection, msg, "58030"};
+    case SQLITE_NOMEM:
+      return {C::kInternal, msg, "53200"};
+    default:
+      return {C::kSyntax, msg, "42000"};
+  }
+}
+
+void SqliteConn::do_open() {
+  if (Status s = ensure_file(path_); !s.is_ok()) {
+    result_.status = s;
+    result_.broken = true;
+    return;
+  }
+  int rc = sqlite3_open_v2(path_.c_str(), &db_,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    result_.status = error_status(rc, fmt::format("cannot open {}", path_));
+    result_.broken = true;
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+    return;
+  }
+  sqlite3_extended_result_codes(db_, 1);
+  sqlite3_busy_timeout(db_, static_cast<int>(settings_.busy_timeout.count()));
+  std::string pragmas = fmt::format(
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
+      "PRAGMA busy_timeout={}; PRAGMA cache_size=-{};",
+      settings_.busy_timeout.count(), settings_.cache_kib);
+  if (role_ == Role::kReader) pragmas += " PRAGMA query_only=1;";
+  if (Status s = exec_simple(pragmas.c_str()); !s.is_ok()) {
+    result_.status = s;
+    result_.broken = true;
+    return;
+  }
+  sqlite3_create_function_v2(db_, "regexp", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
+                             &regexp_fn, nullptr, nullptr, nullptr);
+  sqlite3_progress_handler(db_, 10000, &SqliteConn::on_progress, this);
+}
+
+int SqliteConn::on_progress(void* arg) {
+  auto* self = static_cast<SqliteConn*>(arg);
+  if (self->deadline_ != Clock::time_point{} && Clock::now() > self->deadline_) {
+    self->timed_out_ = true;
+    return 1;
+  }
+  return 0;
+}
+
+Status SqliteConn::exec_simple(const char* sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
+  if (rc != SQLITE_OK) {
+    Status s = error_status(rc, {});
+    sqlite3_free(err);
+    return s;
+  }
+  return Status::ok();
+}
+
+Status SqliteConn::prepare(std::string_view sql, sqlite3_stmt** out, bool* cached) {
+  for (auto& c : cache_) {
+    if (c.stmt != nullptr && c.sql == sql) {
+      c.used = ++use_counter_;
+      *out = c.stmt;
+      *cached = true;
+      return Status::ok();
+    }
+  }
+  const char* end = sql.data() + sql.size();
+  auto blank = [end](const char* p) {
+    return p == nullptr ||
+           std::string_view(p, end - p).find_first_not_of(" \t\r\n;") == std::string_view::npos;
+  };
+  const char* tail = nullptr;
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                              SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
+  if (rc != SQLITE_OK) return error_status(rc, {});
+  if (blank(tail)) {
+    *out = stmt;
+    *cached = stmt != nullptr;
+    if (stmt == nullptr) return Status::ok();  // only whitespace or comments
+    // A single statement: cache it, evicting the least recently used.
+    Cached* victim = &cache_[0];
+    for (auto& c : cache_) {
+      if (c.stmt == nullptr) {
+        victim = &c;
+        break;
+      }
+      if (c.used < victim->used) victim = &c;
+    }
+    if (victim->stmt != nullptr) sqlite3_finalize(victim->stmt);
+    victim->sql.assign(sql.data(), sql.size());
+    victim->stmt = stmt;
+    victim->used = ++use_counter_;
+    return Status::ok();
+  }
+  // A script: run every statement but the last to completion; the last one's result is the
+  // reply. Parameters are only allowed with a single statement.
+  if (req_.params.size() > 0) {
+    sqlite3_finalize(stmt);
+    return Status::invalid("parameters are only allowed in a single statement");
+  }
+  for (;;) {
+    if (stmt != nullptr) {
+      while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+      }
+      sqlite3_finalize(stmt);
+      if (rc != SQLITE_DONE) return error_status(rc, {});
+      result_.statements++;
+    }
+    const char* p = tail;
+    stmt = nullptr;
+    rc = sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &stmt, &tail);
+    if (rc != SQLITE_OK) return error_status(rc, {});
+    if (blank(tail)) {
+      *out = stmt;
+      *cached = false;
+      return Status::ok();
+    }
+  }
+}
+
+void SqliteConn::finish_statement() {
+  if (stmt_ != nullptr) {
+    if (stmt_cached_) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    } else {
+      sqlite3_finalize(stmt_);
+    }
+  }
+  stmt_ = nullptr;
+  stmt_cached_ = false;
+}
+
+void SqliteConn::do_execute() {
+  proto::Encoder enc(result_.frames.bytes());
+  auto fail = [&](Status s) {
+    finish_statement();
+    result_.frames.bytes().clear();
+    result_.status = std::move(s);
+    // An error ends the transaction: roll back whatever this one did.
+    if (in_tx_ && !sqlite3_get_autocommit(db_)) exec_simple("ROLLBACK").is_ok();
+    in_tx_ = false;
+  };
+
+  if (stmt_ == nullptr) {  // a new statement, not a resumed stream
+    if (req_.begin != TxBegin::kNone) {
+      Status s = exec_simple(req_.begin == TxBegin::kImmediate ? "BEGIN IMMEDIATE" : "BEGIN");
+      if (!s.is_ok()) return fail(std::move(s));
+      in_tx_ = true;
+    }
+    sqlite3_stmt* stmt = nullptr;
+    bool cached = false;
+    Status s = prepare(req_.sql, &stmt, &cached);
+    if (!s.is_ok()) return fail(std::move(s));
+    stmt_ = stmt;
+    stmt_cached_ = cached;
+    columns_sent_ = false;
+    rows_ = 0;
+    if (stmt_ != nullptr) {
+      int n = sqlite3_bind_parameter_count(stmt_);
+      if (static_cast<std::uint32_t>(n) != req_.params.size()) {
+        return fail(Status(proto::ErrorCategory::kInvalidRequest,
+                           fmt::format("the statement has {} parameter(s), {} given", n,
+                                       req_.params.size()),
+                           "07001"));
+      }
+      int i = 1;
+      for (const proto::Value& v : req_.params) {
+        int rc = SQLITE_OK;
+        switch (v.tag) {
+          case proto::ValueTag::kNull: rc = sqlite3_bind_null(stmt_, i); break;
+          case proto::ValueTag::kBool: rc = sqlite3_bind_int(stmt_, i, v.b ? 1 : 0); break;
+          case proto::ValueTag::kInt64: rc = sqlite3_bind_int64(stmt_, i, v.i); break;
+          case proto::ValueTag::kDouble: rc = sqlite3_bind_double(stmt_, i, v.d); break;
+          case proto::ValueTag::kText:
+            rc = sqlite3_bind_text64(stmt_, i, v.bytes.data(), v.bytes.size(), SQLITE_STATIC,
+                                     SQLITE_UTF8);
+            break;
+          case proto::ValueTag::kBlob:
+            rc = sqlite3_bind_blob64(stmt_, i, v.bytes.data(), v.bytes.size(), SQLITE_STATIC);
+            break;
+        }
+        if (rc != SQLITE_OK) return fail(error_status(rc, fmt::format("parameter {}", i)));
+        ++i;
+      }
+    }
+    result_.statements++;
+  }
+
+  int ncols = stmt_ != nullptr ? sqlite3_column_count(stmt_) : 0;
+  auto send_columns = [&] {
+    if (columns_sent_ || ncols == 0) return;
+    proto::ColumnDesc cols[64];
+    std::vector<proto::ColumnDesc> many;
+    proto::ColumnDesc* p = cols;
+    if (ncols > 64) {
+      many.resize(ncols);
+      p = many.data();
+    }
+    for (int c = 0; c < ncols; ++c) {
+      const char* name = sqlite3_column_name(stmt_, c);
+      p[c].name = name != nullptr ? name : "";
+      p[c].type = decl_to_tag(sqlite3_column_decltype(stmt_, c));
+    }
+    enc.columns(req_.request_id, req_.session_id, p, static_cast<std::size_t>(ncols));
+    columns_sent_ = true;
+  };
+
+  std::optional<proto::RowBatchEncoder> batch;
+  int rc = stmt_ != nullptr ? SQLITE_ROW : SQLITE_DONE;
+  while (stmt_ != nullptr) {
+    rc = sqlite3_step(stmt_);
+    if (rc != SQLITE_ROW) break;
+    send_columns();
+    if (!batch) batch.emplace(enc, req_.request_id, req_.session_id, static_cast<std::uint16_t>(ncols));
+    for (int c = 0; c < ncols; ++c) {
+      switch (sqlite3_column_type(stmt_, c)) {
+        case SQLITE_INTEGER: batch->int64(sqlite3_column_int64(stmt_, c)); break;
+        case SQLITE_FLOAT: batch->real(sqlite3_column_double(stmt_, c)); break;
+        case SQLITE_TEXT: {
+          auto* t = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, c));
+          batch->text(std::string_view(t, sqlite3_column_bytes(stmt_, c)));
+          break;
+        }
+        case SQLITE_BLOB: {
+          auto* b = static_cast<const char*>(sqlite3_column_blob(stmt_, c));
+          batch->blob(std::string_view(b, sqlite3_column_bytes(stmt_, c)));
+          break;
+        }
+        default: batch->null(); break;
+      }
+    }
+    batch->end_row();
+    ++rows_;
+    if (batch->payload_bytes() > max_frame_bytes_) {
+      return fail(Status(proto::ErrorCategory::kData,
+                         fmt::format("a row batch grew past max_frame_bytes ({}): a single row "
+                                     "is too large to send",
+                                     max_frame_bytes_),
+                         "54000"));
+    }
+    if (batch->payload_bytes() >= proto::kMaxRowBatchBytes) {
+      batch->finish();
+      result_.more = true;  // keep stmt_ for resume()
+      return;
+    }
+  }
+  if (batch) batch->finish();
+  if (rc != SQLITE_DONE) return fail(error_status(rc, {}));
+  send_columns();
+  proto::Complete done;
+  bool readonly = stmt_ == nullptr || sqlite3_stmt_readonly(stmt_);
+  done.affected_rows = readonly ? rows_ : sqlite3_changes64(db_);
+  done.last_insert_id = readonly ? 0 : sqlite3_last_insert_rowid(db_);
+  finish_statement();
+  if (req_.commit_after && in_tx_) {
+    Status s = exec_simple("COMMIT");
+    if (!s.is_ok()) return fail(std::move(s));
+    in_tx_ = false;
+  }
+  // A statement may have ended the transaction itself (COMMIT/ROLLBACK sent as SQL).
+  if (in_tx_ && sqlite3_get_autocommit(db_)) in_tx_ = false;
+  if (!in_tx_ && !sqlite3_get_autocommit(db_)) in_tx_ = true;  // BEGIN sent as SQL
+  done.in_transaction = in_tx_;
+  enc.complete(req_.request_id, req_.session_id, done);
+}
+
+void SqliteConn::do_end_tx(const char* sql) {
+  finish_statement();
+  if (db_ == nullptr) {
+    result_.status = Status::connection("database connection is closed");
+    result_.broken = true;
+    return;
+  }
+  if (sql == nullptr) {  // reset: make sure nothing is left open
+    if (!sqlite3_get_autocommit(db_)) result_.status = exec_simple("ROLLBACK");
+    in_tx_ = false;
+    return;
+  }
+  if (sqlite3_get_autocommit(db_)) {  // nothing open (already ended by an error or by SQL)
+    in_tx_ = false;
+    return;
+  }
+  result_.status = exec_simple(sql);
+  if (!result_.status.is_ok() && !sqlite3_get_autocommit(db_)) {
+    exec_simple("ROLLBACK").is_ok();
+  }
+  in_tx_ = !sqlite3_get_autocommit(db_);
+}
+
+std::string_view to_string(BackendOp op) {
+  switch (op) {
+    case BackendOp::kOpen: return "open";
+    case BackendOp::kExecute: return "execute";
+    case BackendOp::kCommit: return "commit";
+    case BackendOp::kRollback: return "rollback";
+    case BackendOp::kPing: return "ping";
+    case BackendOp::kReset: return "reset";
+  }
+  return "?";
+}
+
+}  // namespace dbmgr::daemon

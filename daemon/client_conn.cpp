@@ -1,0 +1,402 @@
+// ClientConn: framing, handshake, request routing and batched, backpressured replies.
+#include "client_conn.hpp"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "engine.hpp"
+#include "server.hpp"
+#include "session.hpp"
+
+namespace dbmgr::daemon {
+namespace {
+
+struct WriteReq {
+  uv_write_t req;
+  Buffer buf;
+  ClientConn* conn;
+};
+
+constexpr std::string_view kServerVersion = "dbmgrd 0.1.0";
+
+}  // namespace
+
+ClientConn::ClientConn(Server& server, std::uint64_t id)
+    : server_(server), id_(id), decoder_(server.settings().max_frame_bytes) {
+  pipe_.data = this;
+  shutdown_req_.data = this;
+  tag_ = fmt::format("client {}", id_);
+}
+
+ClientConn::~ClientConn() = default;
+
+int ClientConn::accept(uv_stream_t* listener) {
+  int rc = uv_pipe_init(server_.loop(), &pipe_, 0);
+  if (rc != 0) return rc;
+  rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(&pipe_));
+  if (rc != 0) return rc;
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&pipe_), &fd) == 0) {
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      pid_ = cred.pid;
+      uid_ = cred.uid;
+      gid_ = cred.gid;
+    }
+  }
+  tag_ = fmt::format("client {} pid {}", id_, pid_);
+  spdlog::debug("{}: connected (uid {}, gid {})", tag_, uid_, gid_);
+  update_reading();
+  return 0;
+}
+
+void ClientConn::on_alloc(uv_handle_t* h, std::size_t /*suggested*/, uv_buf_t* buf) {
+  auto* self = static_cast<ClientConn*>(h->data);
+  // One read buffer for the whole loop: its bytes are consumed before the next read.
+  buf->base = self->server_.read_buffer();
+  buf->len = self->server_.read_buffer_size();
+}
+
+void ClientConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  auto* self = static_cast<ClientConn*>(s->data);
+  if (n == 0) return;
+  if (n < 0) {
+    self->close(n == UV_EOF ? "client closed the connection" : uv_strerror(static_cast<int>(n)));
+    return;
+  }
+  auto err = self->decoder_.feed(reinterpret_cast<const std::uint8_t*>(buf->base),
+                                 static_cast<std::size_t>(n),
+                                 [self](const proto::FrameView& f) { return self->on_frame(f); });
+  if (err != proto::DecodeError::kOk && !self->shutting_down_ && !self->closing_) {
+    self->protocol_error(0, fmt::format("malformed frame: {}", proto::to_string(err)));
+  }
+  if (!self->closing_) {
+    if (self->decoder_.idle()) self->decoder_.release();
+    self->update_reading();
+  }
+}
+
+void ClientConn::update_reading() {
+  if (closing_ || shutting_down_) return;
+  bool want = write_queue_bytes_ < kHighWater && pending_requests_ < kMaxPendingRequests;
+  if (want && !reading_) {
+    if (decoder_.paused()) {  // frames kept by an earlier stop go first
+      decoder_.resume([this](const proto::FrameView& f) { return on_frame(f); });
+      if (closing_ || shutting_down_) return;
+    }
+    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&pipe_), &on_alloc, &on_read) == 0) {
+      reading_ = true;
+    }
+  } else if (!want && reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
+    reading_ = false;
+  }
+}
+
+bool ClientConn::on_frame(const proto::FrameView& f) {
+  if (closing_ || shutting_down_) return false;
+  proto::Message msg;
+  auto err = proto::decode(f, &msg);
+  if (err != proto::DecodeError::kOk) {
+    protocol_error(f.header.request_id,
+                   fmt::format("malformed {} frame: {}", proto::to_string(f.header.type),
+                               proto::to_string(err)));
+    return false;
+  }
+  if (!handshaken_) {
+    auto* hello = std::get_if<proto::Hello>(&msg);
+    if (hello == nullptr) {
+      protocol_error(f.header.request_id, "the first frame must be hello");
+      return false;
+    }
+    auto version = proto::negotiate_version(hello->min_version, hello->max_version);
+    if (!version) {
+      protocol_error(f.header.request_id,
+                     fmt::format("unsupported protocol version {}..{}; this dbmgrd speaks {}..{}",
+                                 hello->min_version, hello->max_version, proto::kMinVersion,
+                                 proto::kMaxVersion));
+      return false;
+    }
+    name_.assign(hello->client_name);
+    if (pid_ == 0) pid_ = static_cast<pid_t>(hello->pid);
+    tag_ = fmt::format("client {} pid {} ({})", id_, pid_, name_);
+    handshaken_ = true;
+    proto::HelloOk ok;
+    ok.version = *version;
+    ok.server_version = kServerVersion;
+    ok.max_frame_bytes = server_.settings().max_frame_bytes;
+    ok.server_pid = static_cast<std::uint32_t>(getpid());
+    encoder().hello_ok(f.header.request_id, ok);
+    spdlog::info("{}: hello, protocol v{}, uid {}", tag_, *version, uid_);
+    return true;
+  }
+  handle(f, msg);
+  return !closing_ && !shutting_down_ && pending_requests_ < kMaxPendingRequests;
+}
+
+void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
+  const std::uint32_t rid = f.header.request_id;
+  const std::uint32_t sid = f.header.session_id;
+  auto find = [&]() -> Session* {
+    auto it = sessions_.find(sid);
+    if (it == sessions_.end()) {
+      send_error(rid, sid,
+                 Status::not_found(fmt::format("no session {} on this connection", sid)));
+      return nullptr;
+    }
+    return it->second;
+  };
+
+  switch (f.header.type) {
+    case proto::MsgType::kPing:
+      encoder().empty(proto::MsgType::kPong, rid, 0);
+      return;
+    case proto::MsgType::kOpen: {
+      const auto& o = std::get<proto::Open>(m);
+      if (sessions_.count(sid) != 0) {
+        send_error(rid, sid, Status::invalid(fmt::format("session {} is already open", sid)));
+        return;
+      }
+      if (server_.draining()) {
+        send_error(rid, sid, Status(proto::ErrorCategory::kShuttingDown,
+                                    "dbmgrd is shutting down and opens no new sessions"));
+        return;
+      }
+      auto engine = server_.engine_for(o.database, o.prefix);
+      if (!engine.is_ok()) {
+        send_error(rid, sid, engine.status());
+        return;
+      }
+      auto* s = new Session(server_, this, sid, engine.value(),
+                            (o.flags & proto::kOpenReadOnly) != 0, false);
+      sessions_.emplace(sid, s);
+      server_.count_session();
+      spdlog::debug("{} session {} {}: opened{}", tag_, sid, engine.value()->name(),
+                    s->read_only() ? " read-only" : "");
+      encoder().empty(proto::MsgType::kOk, rid, sid);
+      return;
+    }
+    case proto::MsgType::kExecute:
+    case proto::MsgType::kCommit:
+    case proto::MsgType::kRollback:
+    case proto::MsgType::kClose:
+      if (Session* s = find()) enqueue_to(s, f);
+      return;
+    case proto::MsgType::kOneShot: {
+      const auto& o = std::get<proto::OneShot>(m);
+      if (server_.draining()) {
+        send_error(rid, 0, Status(proto::ErrorCategory::kShuttingDown,
+                                  "dbmgrd is shutting down and starts no new transactions"));
+        return;
+      }
+      auto engine = server_.engine_for(o.database, o.prefix);
+      if (!engine.is_ok()) {
+        send_error(rid, 0, engine.status());
+        return;
+      }
+      auto* s = new Session(server_, this, 0, engine.value(),
+                            (o.flags & proto::kOpenReadOnly) != 0, true);
+      one_shots_.push_back(s);
+      enqueue_to(s, f);
+      return;
+    }
+    case proto::MsgType::kCancel:
+      if (Session* s = find()) {
+        s->cancel();
+        encoder().empty(proto::MsgType::kOk, rid, sid);
+      }
+      return;
+    case proto::MsgType::kInfo: {
+      const auto& i = std::get<proto::Info>(m);
+      auto engine = server_.engine_for(i.database, i.prefix);
+      if (!engine.is_ok()) {
+        send_error(rid, 0, engine.status());
+        return;
+      }
+      if ((i.flags & proto::kInfoTestConnection) != 0) {
+        auto* probe = new ConnectionProbe(this, rid, engine.value());
+        add_probe(probe);
+        probe->start();
+        return;
+      }
+      const config::DatabaseInfo& info = engine.value()->info();
+      proto::InfoResult r;
+      std::string type(config::to_string(info.type));
+      r.type = type;
+      r.name = info.name;
+      r.uri = info.uri;
+      r.pk_type = info.pk.name;
+      r.pk_column_type = info.pk.column_type;
+      encoder().info_result(rid, r);
+      return;
+    }
+    case proto::MsgType::kAdmin: {
+      const auto& a = std::get<proto::Admin>(m);
+      auto result = server_.admin(*this, a.command, a.argument);
+      if (!result.is_ok()) {
+        send_error(rid, 0, result.status());
+      } else {
+        encoder().admin_result(rid, result.value());
+      }
+      return;
+    }
+    default:
+      protocol_error(rid, fmt::format("{} is a reply; a client may not send it",
+                                      proto::to_string(f.header.type)));
+      return;
+  }
+}
+
+void ClientConn::enqueue_to(Session* s, const proto::FrameView& f) {
+  PendingRequest* r = server_.take_request();
+  r->header = f.header;
+  auto& bytes = r->payload.bytes();
+  bytes.assign(f.payload, f.payload + f.header.length);
+  ++pending_requests_;
+  s->enqueue(r);
+}
+
+void ClientConn::request_done() {
+  --pending_requests_;
+  if (!reading_) update_reading();
+}
+
+proto::Encoder ClientConn::encoder() {
+  server_.mark_dirty(this);
+  return proto::Encoder(out_.bytes());
+}
+
+void ClientConn::send_error(std::uint32_t request_id, std::uint32_t session_id, const Status& s) {
+  proto::ErrorMsg e;
+  e.category = s.category();
+  e.sqlstate = s.sqlstate();
+  e.message = s.message();
+  encoder().error(request_id, session_id, e);
+}
+
+void ClientConn::send_frames(Buffer&& frames) {
+  if (closing_) return;
+  if (out_.empty()) {
+    out_ = std::move(frames);
+  } else if (frames.size() < 16 * 1024) {
+    auto& o = out_.bytes();
+    o.insert(o.end(), frames.data(), frames.data() + frames.size());
+  } else {
+    flush();
+    out_ = std::move(frames);
+  }
+  server_.mark_dirty(this);
+}
+
+void ClientConn::flush() {
+  if (closing_ || out_.empty()) {
+    out_.release();
+    return;
+  }
+  auto* w = new WriteReq{};
+  w->req.data = w;
+  w->conn = this;
+  w->buf = std::move(out_);
+  uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(w->buf.bytes().data()),
+                           static_cast<unsigned>(w->buf.size()));
+  write_queue_bytes_ += w->buf.size();
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&pipe_), &b, 1, &on_write);
+  if (rc != 0) {
+    write_queue_bytes_ -= w->buf.size();
+    delete w;
+    close(fmt::format("write failed: {}", uv_strerror(rc)));
+    return;
+  }
+  if (backed_up()) update_reading();
+}
+
+void ClientConn::on_write(uv_write_t* req, int status) {
+  auto* w = static_cast<WriteReq*>(req->data);
+  ClientConn* self = w->conn;
+  self->write_queue_bytes_ -= w->buf.size();
+  delete w;
+  if (status != 0) {
+    if (status != UV_ECANCELED) self->close(fmt::format("write failed: {}", uv_strerror(status)));
+    return;
+  }
+  self->on_drained();
+}
+
+void ClientConn::on_drained() {
+  if (closing_ || write_queue_bytes_ >= kLowWater) return;
+  if (!blocked_.empty()) {
+    std::vector<Session*> resume;
+    resume.swap(blocked_);
+    for (Session* s : resume) s->resume_stream();
+  }
+  update_reading();
+}
+
+void ClientConn::protocol_error(std::uint32_t request_id, std::string message) {
+  server_.count_protocol_error();
+  spdlog::warn("{}: protocol error: {}", tag_, message);
+  Status s = Status::protocol(std::move(message));
+  send_error(request_id, 0, s);
+  shutting_down_ = true;
+  if (reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
+    reading_ = false;
+  }
+  flush();
+  if (closing_) return;
+  // Closes once the error frame has been written.
+  if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&pipe_), &on_shutdown) != 0) {
+    close("protocol error");
+  }
+}
+
+void ClientConn::on_shutdown(uv_shutdown_t* req, int /*status*/) {
+  auto* self = static_cast<ClientConn*>(req->data);
+  self->close("protocol error");
+}
+
+void ClientConn::forget(Session* s) {
+  auto it = sessions_.find(s->id());
+  if (it != sessions_.end() && it->second == s) sessions_.erase(it);
+  one_shots_.erase(std::remove(one_shots_.begin(), one_shots_.end(), s), one_shots_.end());
+  blocked_.erase(std::remove(blocked_.begin(), blocked_.end(), s), blocked_.end());
+}
+
+void ClientConn::remove_probe(ConnectionProbe* p) {
+  probes_.erase(std::remove(probes_.begin(), probes_.end(), p), probes_.end());
+}
+
+void ClientConn::close(std::string_view reason) {
+  if (closing_) return;
+  closing_ = true;
+  reading_ = false;
+  std::size_t open_tx = 0;
+  for (auto& [sid, s] : sessions_) {
+    if (s->holds_connection()) ++open_tx;
+  }
+  open_tx += one_shots_.size();
+  spdlog::info("{}: disconnected ({}); {} session(s), {} with a transaction to roll back", tag_,
+               reason, sessions_.size(), open_tx);
+  for (ConnectionProbe* p : probes_) p->detach();
+  probes_.clear();
+  blocked_.clear();
+  auto sessions = std::move(sessions_);
+  sessions_.clear();
+  auto one_shots = std::move(one_shots_);
+  one_shots_.clear();
+  for (auto& [sid, s] : sessions) s->abandon();
+  for (Session* s : one_shots) s->abandon();
+  out_.release();
+  server_.on_client_closed(this);
+  uv_close(reinterpret_cast<uv_handle_t*>(&pipe_), &on_close);
+}
+
+void ClientConn::on_close(uv_handle_t* h) { delete static_cast<ClientConn*>(h->data); }
+
+}  // namespace dbmgr::daemon

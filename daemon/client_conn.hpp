@@ -1,0 +1,116 @@
+// ClientConn: one worker process's connection to dbmgrd, and the sessions it carries.
+//
+// Bytes from the socket go through proto::FrameDecoder; each frame is handled here: the
+// handshake, then requests routed to their Session (queued in order per session), one-shot
+// requests (a Session of their own), ping, cancel, info and admin. Replies are encoded into
+// out_, a buffer borrowed from the BufferPool while output is pending, and written once per
+// loop turn by the Server (so many replies become one write).
+//
+// Backpressure: while more than kHighWater bytes wait to be written, the connection stops
+// reading and row streams pause; they go on once less than kLowWater is queued.
+//
+// A protocol violation gets an error frame, then the connection is shut down after the
+// frame is written. On EOF or a socket error every session is abandoned (rolled back).
+//
+// Threading: loop thread only. Ownership: the Server's client list; freed from the libuv
+// close callback.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <uv.h>
+
+#include "buffer_pool.hpp"
+#include "dbmgr/protocol/codec.hpp"
+#include "status.hpp"
+
+namespace dbmgr::daemon {
+
+class Server;
+class Session;
+class ConnectionProbe;
+
+class ClientConn {
+ public:
+  static constexpr std::size_t kHighWater = 1024 * 1024;
+  static constexpr std::size_t kLowWater = 256 * 1024;
+  static constexpr int kMaxPendingRequests = 4096;
+
+  ClientConn(Server& server, std::uint64_t id);
+  ~ClientConn();
+  ClientConn(const ClientConn&) = delete;
+  ClientConn& operator=(const ClientConn&) = delete;
+
+  // Accepts a pending connection of `listener`; returns a libuv error code.
+  int accept(uv_stream_t* listener);
+  // Takes over an accepted socket (tests, socket activation).
+  void close(std::string_view reason);
+
+  proto::Encoder encoder();  // replies appended to out_; flushed this loop turn
+  void send_error(std::uint32_t request_id, std::uint32_t session_id, const Status& s);
+  void send_frames(Buffer&& frames);
+  bool backed_up() const { return write_queue_bytes_ >= kHighWater; }
+  void wait_writable(Session* s) { blocked_.push_back(s); }
+  void forget(Session* s);
+  void request_done();
+  void flush();  // called by the Server once per loop turn
+
+  void add_probe(ConnectionProbe* p) { probes_.push_back(p); }
+  void remove_probe(ConnectionProbe* p);
+
+  std::uint64_t id() const { return id_; }
+  pid_t pid() const { return pid_; }
+  uid_t uid() const { return uid_; }
+  gid_t gid() const { return gid_; }
+  const std::string& name() const { return name_; }
+  const std::string& tag() const { return tag_; }
+  std::chrono::steady_clock::time_point connected_at() const { return connected_at_; }
+  const std::unordered_map<std::uint32_t, Session*>& sessions() const { return sessions_; }
+  const std::vector<Session*>& one_shots() const { return one_shots_; }
+  std::size_t write_queue_bytes() const { return write_queue_bytes_; }
+  bool dirty_ = false;  // listed in Server::dirty_
+
+ private:
+  static void on_alloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  static void on_write(uv_write_t* req, int status);
+  static void on_shutdown(uv_shutdown_t* req, int status);
+  static void on_close(uv_handle_t* h);
+
+  bool on_frame(const proto::FrameView& f);
+  void handle(const proto::FrameView& f, const proto::Message& m);
+  void enqueue_to(Session* s, const proto::FrameView& f);
+  void protocol_error(std::uint32_t request_id, std::string message);
+  void on_drained();
+  void update_reading();
+
+  Server& server_;
+  std::uint64_t id_;
+  uv_pipe_t pipe_{};
+  uv_shutdown_t shutdown_req_{};
+  proto::FrameDecoder decoder_;
+  Buffer out_;
+  std::size_t write_queue_bytes_ = 0;
+  int pending_requests_ = 0;
+  std::unordered_map<std::uint32_t, Session*> sessions_;
+  std::vector<Session*> one_shots_;        // one-shot requests in progress
+  std::vector<Session*> blocked_;          // row streams paused until output drains
+  std::vector<ConnectionProbe*> probes_;   // test_connection probes answering to us
+  bool handshaken_ = false;
+  bool reading_ = false;
+  bool closing_ = false;       // uv_close called
+  bool shutting_down_ = false; // a protocol error: no more reads, close after the write
+  pid_t pid_ = 0;
+  uid_t uid_ = 0;
+  gid_t gid_ = 0;
+  std::string name_;
+  std::string tag_;
+  std::chrono::steady_clock::time_point connected_at_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace dbmgr::daemon

@@ -1,0 +1,95 @@
+// Engine: the pools, naming and settings of one resolved database.
+#include "engine.hpp"
+
+#include <fmt/format.h>
+
+#include "backend_sqlite.hpp"
+
+namespace dbmgr::daemon {
+
+Engine::Engine(std::string key, config::DatabaseConfig db)
+    : key_(std::move(key)), db_(std::move(db)) {}
+
+Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
+                                               config::DatabaseConfig db,
+                                               std::uint32_t max_frame_bytes) {
+  std::unique_ptr<Engine> e(new Engine(std::move(key), std::move(db)));
+  const config::DatabaseConfig& c = e->db_;
+  switch (c.type) {
+    case config::DbType::kSqlite: {
+      auto path = config::db_name_to_path(c.path, c.name);
+      if (!path.ok()) return Status::invalid(path.error().to_string());
+      std::string file = *path;
+      e->info_ = config::get_database_info(c, c.name);
+      config::PoolSettings writer = c.pool;
+      writer.pool_size = 1;
+      writer.max_overflow = 0;
+      auto sqlite = c.sqlite;
+      auto timeout = c.pool.statement_timeout;
+      e->writer_ = std::make_unique<Pool>(
+          fmt::format("{} (writer)", c.name), writer, [=] {
+            return new SqliteConn(loop, file, sqlite, timeout, max_frame_bytes,
+                                  SqliteConn::Role::kWriter);
+          });
+      e->readers_ = std::make_unique<Pool>(
+          fmt::format("{} (readers)", c.name), c.pool, [=] {
+            return new SqliteConn(loop, file, sqlite, timeout, max_frame_bytes,
+                                  SqliteConn::Role::kReader);
+          });
+      return e;
+    }
+    default:
+      return Status::invalid(fmt::format("database type {} is not served by this dbmgrd yet",
+                                         config::to_string(c.type)));
+  }
+}
+
+Pool& Engine::pool_for(bool read_only) {
+  return read_only && readers_ ? *readers_ : *writer_;
+}
+
+TxBegin Engine::begin_mode(bool read_only) const {
+  if (db_.type == config::DbType::kSqlite && !read_only) return TxBegin::kImmediate;
+  return TxBegin::kDeferred;
+}
+
+std::vector<Pool*> Engine::pools() {
+  std::vector<Pool*> v{writer_.get()};
+  if (readers_) v.push_back(readers_.get());
+  return v;
+}
+
+std::string_view Engine::role(const Pool* p) const {
+  if (!readers_) return "main";
+  return p == readers_.get() ? "reader" : "writer";
+}
+
+void Engine::apply(const config::PoolSettings& s) {
+  db_.pool = s;
+  if (readers_) {
+    config::PoolSettings w = s;
+    w.pool_size = 1;
+    w.max_overflow = 0;
+    writer_->apply(w);
+    readers_->apply(s);
+  } else {
+    writer_->apply(s);
+  }
+}
+
+void Engine::expire(Clock::time_point now) {
+  writer_->expire(now);
+  if (readers_) readers_->expire(now);
+}
+
+void Engine::dispose() {
+  writer_->dispose();
+  if (readers_) readers_->dispose();
+}
+
+bool Engine::idle() const {
+  auto quiet = [](const Pool* p) { return p == nullptr || (p->in_use() == 0 && p->opening() == 0); };
+  return quiet(writer_.get()) && quiet(readers_.get());
+}
+
+}  // namespace dbmgr::daemon

@@ -1,0 +1,60 @@
+// Engine: everything the daemon holds for one resolved database (prefix applied): its
+// configuration, its masked URI and PK type, and its pools.
+//
+// Engines are created lazily on the first request that names them and live until shutdown.
+// SQLite engines have two pools: the writer (exactly one connection; write transactions
+// queue for it FIFO and begin with BEGIN IMMEDIATE, so no client ever sees SQLITE_BUSY from
+// another) and the readers (pool_size + max_overflow query_only connections for read-only
+// sessions, which run concurrently). Server engines have one pool.
+//
+// Threading: loop thread only.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <uv.h>
+
+#include "backend.hpp"
+#include "dbmgr/config/config.hpp"
+#include "pool.hpp"
+
+namespace dbmgr::daemon {
+
+class Engine {
+ public:
+  // `db` is the database's configuration with `name` already resolved (prefix applied).
+  static Result<std::unique_ptr<Engine>> create(uv_loop_t* loop, std::string key,
+                                                config::DatabaseConfig db,
+                                                std::uint32_t max_frame_bytes);
+
+  Pool& pool_for(bool read_only);
+  TxBegin begin_mode(bool read_only) const;
+  std::vector<Pool*> pools();
+  // The role of a pool for people: "writer", "reader" or "main".
+  std::string_view role(const Pool* p) const;
+
+  const std::string& key() const { return key_; }
+  const config::DatabaseConfig& config() const { return db_; }
+  const std::string& name() const { return db_.name; }
+  const config::DatabaseInfo& info() const { return info_; }
+  Clock::time_point created_at() const { return created_at_; }
+
+  void apply(const config::PoolSettings& s);
+  void expire(Clock::time_point now);
+  void dispose();
+  bool idle() const;  // no connection leased or opening
+
+ private:
+  Engine(std::string key, config::DatabaseConfig db);
+
+  std::string key_;
+  config::DatabaseConfig db_;
+  config::DatabaseInfo info_;
+  std::unique_ptr<Pool> writer_;   // SQLite writer, or the only pool of a server engine
+  std::unique_ptr<Pool> readers_;  // SQLite only
+  Clock::time_point created_at_ = Clock::now();
+};
+
+}  // namespace dbmgr::daemon

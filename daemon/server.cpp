@@ -1,0 +1,388 @@
+// Server: listener, loop, janitor, signals, drain, reload and engine registry.
+#include "server.hpp"
+
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "client_conn.hpp"
+
+namespace dbmgr::daemon {
+namespace {
+
+constexpr int kJanitorMs = 100;
+constexpr std::size_t kReadBufferSize = 64 * 1024;
+
+// True when something accepts connections on `path` (a live daemon).
+bool socket_answers(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return live;
+}
+
+}  // namespace
+
+std::string Status::to_string() const {
+  if (ok_) return "ok";
+  if (sqlstate_.empty()) return fmt::format("{}: {}", proto::to_string(category_), message_);
+  return fmt::format("{}: {} [{}]", proto::to_string(category_), message_, sqlstate_);
+}
+
+Server::Server(config::Settings settings, config::CommandLine cli, config::EnvLookup env)
+    : settings_(std::move(settings)),
+      cli_(std::move(cli)),
+      env_(std::move(env)),
+      read_buffer_(kReadBufferSize) {
+  uv_loop_init(&loop_);
+  loop_.data = this;
+}
+
+Server::~Server() {
+  for (PendingRequest* r : free_requests_) delete r;
+  engines_.clear();
+  uv_loop_close(&loop_);
+}
+
+Status Server::bind_socket() {
+  uv_pipe_init(&loop_, &listener_, 0);
+  listener_.data = this;
+  int n = sd_listen_fds(0);
+  if (n >= 1) {  // socket activation: systemd made and owns the socket
+    int rc = uv_pipe_open(&listener_, SD_LISTEN_FDS_START);
+    if (rc != 0) return Status::internal(fmt::format("cannot use the systemd socket: {}", uv_strerror(rc)));
+    spdlog::info("listening on the socket passed by systemd");
+  } else {
+    const std::string& path = settings_.socket_path;
+    auto slash = path.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+      std::string dir = path.substr(0, slash);
+      struct stat st{};
+      if (::stat(dir.c_str(), &st) != 0 && ::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+        return Status::internal(fmt::format("cannot create the socket folder {}: {}", dir,
+                                            std::strerror(errno)));
+      }
+    }
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (socket_answers(path)) {
+        return Status::internal(
+            fmt::format("another dbmgrd is already listening on {}; refusing to start", path));
+      }
+      spdlog::info("removing stale socket file {}", path);
+      ::unlink(path.c_str());
+    }
+    int rc = uv_pipe_bind(&listener_, path.c_str());
+    if (rc != 0) return Status::internal(fmt::format("cannot bind {}: {}", path, uv_strerror(rc)));
+    socket_owned_ = true;
+    if (::chmod(path.c_str(), settings_.socket_mode) != 0) {
+      return Status::internal(fmt::format("cannot chmod {}: {}", path, std::strerror(errno)));
+    }
+    if (!settings_.socket_group.empty()) {
+      group* g = ::getgrnam(settings_.socket_group.c_str());
+      if (g == nullptr) {
+        return Status::internal(fmt::format("socket group {} does not exist", settings_.socket_group));
+      }
+      if (::chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0) {
+        return Status::internal(fmt::format("cannot give {} to group {}: {}", path,
+                                            settings_.socket_group, std::strerror(errno)));
+      }
+    }
+  }
+  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 1024, &Server::on_connection);
+  if (rc != 0) return Status::internal(fmt::format("cannot listen: {}", uv_strerror(rc)));
+  listening_ = true;
+  return Status::ok();
+}
+
+Status Server::start() {
+  if (Status s = bind_socket(); !s.is_ok()) {
+    if (!listening_) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    return s;
+  }
+  uv_signal_init(&loop_, &sigterm_);
+  uv_signal_init(&loop_, &sigint_);
+  uv_signal_init(&loop_, &sighup_);
+  sigterm_.data = sigint_.data = sighup_.data = this;
+  uv_signal_start(&sigterm_, &Server::on_signal, SIGTERM);
+  uv_signal_start(&sigint_, &Server::on_signal, SIGINT);
+  uv_signal_start(&sighup_, &Server::on_signal, SIGHUP);
+  uv_timer_init(&loop_, &janitor_);
+  janitor_.data = this;
+  uv_timer_start(&janitor_, &Server::on_janitor, kJanitorMs, kJanitorMs);
+  uv_prepare_init(&loop_, &flusher_);
+  flusher_.data = this;
+  uv_prepare_start(&flusher_, &Server::on_prepare);
+  spdlog::info("dbmgrd {} listening on {} (pid {}, default database: {} {})", "0.1.0",
+               settings_.socket_path, getpid(), config::to_string(settings_.default_database.type),
+               settings_.default_database.type == config::DbType::kSqlite
+                   ? settings_.default_database.path
+                   : settings_.default_database.name);
+  sd_notify(0, "READY=1");
+  return Status::ok();
+}
+
+int Server::run() {
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  spdlog::info("dbmgrd stopped");
+  return exit_code_;
+}
+
+void Server::on_connection(uv_stream_t* listener, int status) {
+  auto* self = static_cast<Server*>(listener->data);
+  if (status != 0) {
+    spdlog::warn("accept failed: {}", uv_strerror(status));
+    return;
+  }
+  auto* c = new ClientConn(*self, self->next_client_id_++);
+  int rc = c->accept(listener);
+  if (rc != 0) {
+    spdlog::warn("accept failed: {}", uv_strerror(rc));
+    self->clients_.push_back(c);
+    c->close("accept failed");
+    return;
+  }
+  ++self->totals_.clients_accepted;
+  self->clients_.push_back(c);
+}
+
+void Server::on_client_closed(ClientConn* c) {
+  clients_.erase(std::remove(clients_.begin(), clients_.end(), c), clients_.end());
+  if (c->dirty_) {
+    dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), c), dirty_.end());
+    c->dirty_ = false;
+  }
+}
+
+void Server::on_session_gone(Session* /*s*/) {}
+
+void Server::mark_dirty(ClientConn* c) {
+  if (!c->dirty_) {
+    c->dirty_ = true;
+    dirty_.push_back(c);
+  }
+}
+
+void Server::on_prepare(uv_prepare_t* p) {
+  auto* self = static_cast<Server*>(p->data);
+  // Flush every connection that got replies this loop turn: one write each.
+  while (!self->dirty_.empty()) {
+    std::vector<ClientConn*> dirty;
+    dirty.swap(self->dirty_);
+    for (ClientConn* c : dirty) {
+      c->dirty_ = false;
+      c->flush();
+    }
+  }
+}
+
+PendingRequest* Server::take_request() {
+  if (free_requests_.empty()) return new PendingRequest();
+  PendingRequest* r = free_requests_.back();
+  free_requests_.pop_back();
+  return r;
+}
+
+void Server::free_request(PendingRequest* r, ClientConn* owner) {
+  r->payload.release();
+  r->next = nullptr;
+  if (free_requests_.size() < 4096) {
+    free_requests_.push_back(r);
+  } else {
+    delete r;
+  }
+  if (owner != nullptr) owner->request_done();
+}
+
+Result<Engine*> Server::engine_for(std::string_view database, std::string_view prefix) {
+  if (!prefix.empty()) {
+    auto p = config::validate_prefix(prefix);
+    if (!p.ok()) return Status::invalid(p.error().to_string());
+  }
+  auto base = settings_.find_database(database);
+  if (!base) {
+    return Status::not_found(fmt::format("unknown database '{}': it is not in the databases: "
+                                         "section of the configuration",
+                                         database));
+  }
+  if (base->name.empty()) base->name = "default";
+  auto resolved = config::resolve_name(prefix, base->name);
+  if (!resolved.ok()) return Status::invalid(resolved.error().to_string());
+  std::string key = fmt::format("{}|{}", base->key, *resolved);
+  auto it = engines_.find(key);
+  if (it != engines_.end()) return it->second.get();
+  if (draining_) return Status(proto::ErrorCategory::kShuttingDown, "dbmgrd is shutting down");
+  config::DatabaseConfig db = *base;
+  db.name = *resolved;
+  auto engine = Engine::create(&loop_, base->key, std::move(db), settings_.max_frame_bytes);
+  if (!engine.is_ok()) return engine.status();
+  Engine* e = engine.value().get();
+  spdlog::info("engine {}: created ({}, {})", e->name(), config::to_string(e->config().type),
+               e->info().uri);
+  engines_.emplace(key, std::move(engine.value()));
+  return e;
+}
+
+void Server::on_signal(uv_signal_t* h, int signum) {
+  auto* self = static_cast<Server*>(h->data);
+  if (signum == SIGHUP) {
+    Status s = self->reload();
+    if (!s.is_ok()) spdlog::error("reload refused: {}", s.message());
+    return;
+  }
+  self->begin_shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+Status Server::reload() {
+  auto loaded = config::load(cli_, env_);
+  if (!loaded.ok()) {
+    return Status(proto::ErrorCategory::kInvalidRequest,
+                  "the configuration was not reloaded, the old one stays: " +
+                      loaded.error().to_string());
+  }
+  config::Settings next = std::move(*loaded);
+  // The socket cannot move while we listen on it; everything else applies.
+  next.socket_path = settings_.socket_path;
+  settings_ = std::move(next);
+  for (auto& [key, engine] : engines_) {
+    auto db = settings_.find_database(engine->key());
+    if (db) engine->apply(db->pool);
+  }
+  spdlog::info("configuration reloaded from {}",
+               settings_.config_file.empty() ? "(environment only)" : settings_.config_file);
+  return Status::ok();
+}
+
+void Server::begin_shutdown(std::string_view why) {
+  if (draining_) return;
+  draining_ = true;
+  drain_deadline_ = Clock::now() + settings_.drain_timeout;
+  std::size_t open_tx = 0;
+  for (ClientConn* c : clients_) {
+    for (auto& [id, s] : c->sessions()) open_tx += s->holds_connection() ? 1 : 0;
+    open_tx += c->one_shots().size();
+  }
+  spdlog::info("{}: draining; {} transaction(s) in flight get up to {} ms", why, open_tx,
+               settings_.drain_timeout.count());
+  sd_notify(0, "STOPPING=1");
+  if (listening_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    listening_ = false;
+  }
+  janitor_tick();
+}
+
+void Server::on_janitor(uv_timer_t* t) { static_cast<Server*>(t->data)->janitor_tick(); }
+
+void Server::janitor_tick() {
+  auto now = Clock::now();
+  for (auto& [key, engine] : engines_) engine->expire(now);
+  for (ClientConn* c : std::vector<ClientConn*>(clients_)) {
+    std::vector<Session*> sessions;
+    for (auto& [id, s] : c->sessions()) sessions.push_back(s);
+    for (Session* s : sessions) s->check_idle(now);
+  }
+  if (!draining_ || finished_) return;
+  bool busy = false;
+  for (ClientConn* c : clients_) {
+    for (auto& [id, s] : c->sessions()) busy = busy || s->holds_connection();
+    busy = busy || !c->one_shots().empty();
+  }
+  if (busy && now >= drain_deadline_) {
+    spdlog::warn("drain_timeout reached: rolling back the transactions still open");
+    for (ClientConn* c : std::vector<ClientConn*>(clients_)) {
+      std::vector<Session*> sessions;
+      for (auto& [id, s] : c->sessions()) sessions.push_back(s);
+      for (Session* s : c->one_shots()) sessions.push_back(s);
+      for (Session* s : sessions) {
+        if (s->holds_connection()) {
+          s->abort_transaction(Status(proto::ErrorCategory::kShuttingDown,
+                                      "dbmgrd shut down: drain_timeout reached and the "
+                                      "transaction was rolled back"));
+        }
+      }
+    }
+    return;  // finish once the rollbacks are done
+  }
+  if (!busy) finish_shutdown();
+}
+
+void Server::finish_shutdown() {
+  finished_ = true;
+  for (ClientConn* c : std::vector<ClientConn*>(clients_)) c->close("dbmgrd shut down");
+  for (auto& [key, engine] : engines_) engine->dispose();
+  if (socket_owned_) ::unlink(settings_.socket_path.c_str());
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&janitor_), nullptr);
+  // The flusher writes the last replies, then goes with the rest.
+  on_prepare(&flusher_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&flusher_), nullptr);
+  spdlog::info("shutdown complete; engines disposed, socket removed");
+}
+
+// ---- ConnectionProbe ----
+
+ConnectionProbe::ConnectionProbe(ClientConn* conn, std::uint32_t request_id, Engine* engine)
+    : conn_(conn), request_id_(request_id), engine_(engine) {}
+
+void ConnectionProbe::start() {
+  Pool& pool = engine_->pool_for(false);
+  if (BackendConn* c = pool.try_lease()) {
+    on_lease(c, Status::ok());
+  } else {
+    pool.wait(this);
+  }
+}
+
+void ConnectionProbe::on_lease(BackendConn* conn, Status status) {
+  if (!status.is_ok()) return done(status);
+  lease_ = conn;
+  conn->set_listener(this);
+  conn->ping();
+}
+
+void ConnectionProbe::on_backend_result(BackendConn* conn, BackendOp /*op*/, BackendResult& r) {
+  engine_->pool_for(false).release(conn, r.status.is_ok() && !r.broken);
+  lease_ = nullptr;
+  done(r.status);
+}
+
+void ConnectionProbe::done(const Status& s) {
+  if (conn_ != nullptr) {
+    if (!s.is_ok()) {
+      conn_->send_error(request_id_, 0, s);
+    } else {
+      const config::DatabaseInfo& info = engine_->info();
+      proto::InfoResult r;
+      std::string type(config::to_string(info.type));
+      r.type = type;
+      r.name = info.name;
+      r.uri = info.uri;
+      r.pk_type = info.pk.name;
+      r.pk_column_type = info.pk.column_type;
+      conn_->encoder().info_result(request_id_, r);
+    }
+    conn_->remove_probe(this);
+  }
+  delete this;
+}
+
+}  // namespace dbmgr::daemon

@@ -1,0 +1,144 @@
+// Server: the daemon's one event loop and everything it owns: the listening socket, client
+// connections, engines, the janitor timer, signals, and the admin requests.
+//
+// Lifecycle: start() binds the socket (refusing to start if a live daemon answers on it,
+// replacing a stale file), then run() turns the loop until shutdown. SIGTERM/SIGINT (or the
+// admin `shutdown`) drain: the listener closes, new sessions and transactions are refused,
+// open transactions get drain_timeout to finish, then the rest are rolled back, every engine
+// is disposed, the socket file is removed and run() returns 0. SIGHUP (or `reload`) re-reads
+// the configuration: a broken file is refused and the old settings stay.
+//
+// Threading: everything here runs on the loop thread. The design leaves room for one Server
+// per core sharing the listening socket; nothing in it is global except the BufferPool.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <uv.h>
+
+#include "dbmgr/config/config.hpp"
+#include "engine.hpp"
+#include "session.hpp"
+#include "status.hpp"
+
+namespace dbmgr::daemon {
+
+class ClientConn;
+
+struct Totals {
+  std::uint64_t transactions = 0;
+  std::uint64_t statements = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t rollbacks_on_disconnect = 0;
+  std::uint64_t clients_accepted = 0;
+  std::uint64_t sessions_opened = 0;
+  std::uint64_t protocol_errors = 0;
+};
+
+class Server {
+ public:
+  Server(config::Settings settings, config::CommandLine cli, config::EnvLookup env);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds the socket (or takes a systemd-activated one). Errors name the path.
+  Status start();
+  // Runs until shutdown; returns the process exit code.
+  int run();
+  // Starts the drain from inside the loop (signals and the admin request use it).
+  void begin_shutdown(std::string_view why);
+  Status reload();
+
+  uv_loop_t* loop() { return &loop_; }
+  const config::Settings& settings() const { return settings_; }
+  bool draining() const { return draining_; }
+
+  // The engine for `database` with `prefix`, created on first use.
+  Result<Engine*> engine_for(std::string_view database, std::string_view prefix);
+
+  // Requests waiting or running in a session; pooled.
+  PendingRequest* take_request();
+  void free_request(PendingRequest* r, ClientConn* owner);
+
+  void mark_dirty(ClientConn* c);
+  void on_client_closed(ClientConn* c);
+  void on_session_gone(Session* s);
+  char* read_buffer() { return read_buffer_.data(); }
+  std::size_t read_buffer_size() const { return read_buffer_.size(); }
+
+  // Admin requests: the JSON reply, or an error.
+  Result<std::string> admin(ClientConn& from, proto::AdminCommand cmd, std::string_view arg);
+
+  void count_transaction() { ++totals_.transactions; }
+  void count_statements(std::uint64_t n) { totals_.statements += n; }
+  void count_error() { ++totals_.errors; }
+  void count_rollback_on_disconnect() { ++totals_.rollbacks_on_disconnect; }
+  void count_protocol_error() { ++totals_.protocol_errors; }
+  void count_session() { ++totals_.sessions_opened; }
+  const Totals& totals() const { return totals_; }
+
+ private:
+  static void on_connection(uv_stream_t* server, int status);
+  static void on_signal(uv_signal_t* h, int signum);
+  static void on_janitor(uv_timer_t* t);
+  static void on_prepare(uv_prepare_t* p);
+
+  Status bind_socket();
+  void janitor_tick();
+  void finish_shutdown();
+  bool is_admin(const ClientConn& c) const;
+  std::string status_json();
+  std::string pools_json();
+  std::string sessions_json();
+  std::string clients_json();
+  std::string engines_json();
+
+  config::Settings settings_;
+  config::CommandLine cli_;
+  config::EnvLookup env_;
+  uv_loop_t loop_{};
+  uv_pipe_t listener_{};
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+  uv_timer_t janitor_{};
+  uv_prepare_t flusher_{};
+  bool listening_ = false;
+  bool draining_ = false;
+  bool finished_ = false;
+  bool socket_owned_ = false;  // we created the socket file and remove it at exit
+  Clock::time_point drain_deadline_{};
+  Clock::time_point started_at_ = Clock::now();
+  std::uint64_t next_client_id_ = 1;
+  std::vector<ClientConn*> clients_;
+  std::vector<ClientConn*> dirty_;
+  std::map<std::string, std::unique_ptr<Engine>> engines_;  // by "key|resolved name"
+  std::vector<PendingRequest*> free_requests_;
+  std::vector<char> read_buffer_;
+  Totals totals_;
+  int exit_code_ = 0;
+};
+
+// Answers a kInfo with kInfoTestConnection: leases a connection, pings it, replies.
+class ConnectionProbe final : public PoolWaiter, public BackendListener {
+ public:
+  ConnectionProbe(ClientConn* conn, std::uint32_t request_id, Engine* engine);
+  void start();
+  void detach() { conn_ = nullptr; }
+
+ private:
+  void on_lease(BackendConn* conn, Status status) override;
+  void on_backend_result(BackendConn* conn, BackendOp op, BackendResult& r) override;
+  void done(const Status& s);
+
+  ClientConn* conn_;
+  std::uint32_t request_id_;
+  Engine* engine_;
+  BackendConn* lease_ = nullptr;
+};
+
+}  // namespace dbmgr::daemon

@@ -1,0 +1,114 @@
+// Session: a client's transaction handle on one engine.
+//
+// A session runs its requests one at a time, in the order they arrived (pipelined requests
+// wait in queue_). Its transaction begins at the first statement and ends with commit or
+// rollback; a backend connection is leased from the engine's pool for exactly that long.
+// Any error ends the transaction (the backend has rolled it back) and leaves the session
+// failed: further execute/commit requests get an error until the client sends rollback or
+// close. When the client goes away, abandon() rolls back and returns the connection before
+// anyone else can lease it, then the session deletes itself.
+//
+// A one-shot request is a session of its own that runs a single statement in its own
+// transaction and deletes itself after the reply.
+//
+// Threading: loop thread only. Ownership: the ClientConn's sessions_ map holds named
+// sessions; an abandoned or one-shot session owns itself until its last operation ends.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "backend.hpp"
+#include "buffer_pool.hpp"
+#include "pool.hpp"
+
+namespace dbmgr::daemon {
+
+class ClientConn;
+class Engine;
+class Server;
+
+// A request copied out of the read buffer, waiting for its turn (or running).
+struct PendingRequest {
+  proto::Header header;
+  Buffer payload;
+  PendingRequest* next = nullptr;
+};
+
+class Session final : public PoolWaiter, public BackendListener {
+ public:
+  enum class State : std::uint8_t {
+    kIdle,     // no transaction, no connection
+    kLeasing,  // in the pool's waiters, for the connection its next statement needs
+    kInTx,     // holds lease_ with an open transaction, nothing running (idle in transaction)
+    kRunning,  // an operation runs on lease_ (or its rows wait for the client to read)
+    kFailed,   // the transaction was ended by an error; only rollback/close are accepted
+  };
+
+  Session(Server& server, ClientConn* conn, std::uint32_t id, Engine* engine, bool read_only,
+          bool one_shot);
+
+  void enqueue(PendingRequest* r);
+  void cancel();
+  // The client is gone: roll back, release, delete this session when the backend is done.
+  void abandon();
+  // An operator or the drain deadline ends this session's transaction; the next request
+  // (or the current one) gets `why`.
+  void abort_transaction(Status why);
+  // The client's output drained: continue a paused row stream.
+  void resume_stream();
+  // Janitor: ends a transaction idle for longer than idle_in_transaction_timeout.
+  void check_idle(Clock::time_point now);
+
+  std::uint32_t id() const { return id_; }
+  Engine* engine() const { return engine_; }
+  State state() const { return state_; }
+  bool read_only() const { return read_only_; }
+  bool holds_connection() const { return lease_ != nullptr || state_ == State::kLeasing; }
+  Clock::time_point created_at() const { return created_at_; }
+  Clock::time_point tx_started() const { return tx_started_; }
+  std::int64_t backend_id() const { return lease_ ? lease_->backend_id() : 0; }
+  std::string_view state_name() const;
+
+ private:
+  void on_lease(BackendConn* conn, Status status) override;
+  void on_backend_result(BackendConn* conn, BackendOp op, BackendResult& r) override;
+
+  void pump();
+  void start_current();
+  void run_execute(bool begin);
+  void finish_current();
+  void finish_current_keep_running();
+  void start_abort_rollback(Status why);
+  void reply_ok();
+  void reply_error(const Status& s);
+  void release(bool reusable);
+  void fail(Status why);
+  void maybe_delete();
+  PendingRequest* pop();
+
+  Server& server_;
+  ClientConn* conn_;  // null once the client is gone
+  std::uint32_t id_;
+  Engine* engine_;
+  bool read_only_;
+  bool one_shot_;
+  State state_ = State::kIdle;
+  BackendConn* lease_ = nullptr;
+  PendingRequest* current_ = nullptr;  // the request being served
+  PendingRequest* head_ = nullptr;     // queued behind it
+  PendingRequest* tail_ = nullptr;
+  Status failed_;                       // why the transaction ended (state kFailed)
+  bool paused_ = false;                 // rows wait for the client's output to drain
+  bool abandoned_ = false;
+  bool in_pump_ = false;
+  bool closing_ = false;                // kClose is being served
+  bool abort_pending_ = false;          // roll back as soon as the running op ends
+  Status abort_why_;
+  BackendOp running_op_ = BackendOp::kExecute;
+  Clock::time_point created_at_ = Clock::now();
+  Clock::time_point tx_started_{};
+  Clock::time_point idle_since_{};
+};
+
+}  // namespace dbmgr::daemon
