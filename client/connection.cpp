@@ -125,9 +125,8 @@ std::unique_ptr<Connection> Connection::open(const std::string& socket_path,
     std::string hint = (err == ENOENT || err == ECONNREFUSED)
                            ? " (is dbmgrd running? set DBMGR_SOCKET or Options::socket_path)"
                            : (err == EACCES ? " (permission denied on the socket)" : "");
-    throw Error::client(ErrorCategory::kConnection,
-                        "cannot connect to dbmgrd at '" + socket_path + "': " + errno_text(err) +
-                            hint);
+    throw Error::client(ErrorCategory::kConnection, "cannot connect to dbmgrd at '" + socket_path +
+                                                        "': " + errno_text(err) + hint);
   }
   std::unique_ptr<Connection> c(new Connection(fd, socket_path));
   c->handshake(client_name);
@@ -155,8 +154,8 @@ void Connection::handshake(std::string_view client_name) {
   if (pending_[i].error) {
     broken_ = true;
     Error e = *pending_[i].error;
-    throw Error(e.category(),
-                "dbmgrd at '" + label_ + "' refused the handshake: " + e.message(), e.sqlstate());
+    throw Error(e.category(), "dbmgrd at '" + label_ + "' refused the handshake: " + e.message(),
+                e.sqlstate());
   }
 }
 
@@ -270,7 +269,8 @@ void Connection::fail_io(const char* what, int err) {
 }
 
 void Connection::send_all() {
-  if (fd_ < 0) fail(ErrorCategory::kConnection, "connection to dbmgrd at '" + label_ + "' is closed");
+  if (fd_ < 0)
+    fail(ErrorCategory::kConnection, "connection to dbmgrd at '" + label_ + "' is closed");
   std::size_t sent = 0;
   while (sent < out_.size()) {
     ssize_t n = ::send(fd_, out_.data() + sent, out_.size() - sent, MSG_NOSIGNAL);
@@ -338,12 +338,13 @@ bool Connection::on_frame(const proto::FrameView& frame) {
   }
   // An error that names no pending request ends the connection: the daemon sends one before
   // closing (protocol error, shutdown, idle timeout).
-  if (pending_head_ >= pending_count_ || frame.header.request_id != pending_[pending_head_].request_id) {
+  if (pending_head_ >= pending_count_ ||
+      frame.header.request_id != pending_[pending_head_].request_id) {
     if (const auto* e = std::get_if<proto::ErrorMsg>(&msg)) {
       Error de = daemon_error(*e);
-      stream_error_ = Error(de.category(),
-                            "dbmgrd at '" + label_ + "' closed the connection: " + de.message(),
-                            de.sqlstate());
+      stream_error_ =
+          Error(de.category(), "dbmgrd at '" + label_ + "' closed the connection: " + de.message(),
+                de.sqlstate());
       return false;
     }
     return protocol_error("an unexpected " + std::string(proto::to_string(frame.header.type)) +

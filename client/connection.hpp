@@ -65,10 +65,10 @@ enum class Expect : std::uint8_t {
 struct Pending {
   std::uint32_t request_id = 0;
   Expect expect = Expect::kOk;
-  Result* result = nullptr;        // kResult: filled as frames arrive
-  DatabaseInfo* info = nullptr;    // kInfo
-  std::optional<Error> error;      // the daemon's kError for this request
-  bool in_transaction = false;     // kResult: from kComplete
+  Result* result = nullptr;      // kResult: filled as frames arrive
+  DatabaseInfo* info = nullptr;  // kInfo
+  std::optional<Error> error;    // the daemon's kError for this request
+  bool in_transaction = false;   // kResult: from kComplete
   bool done = false;
   bool saw_columns = false;
 };
@@ -83,8 +83,7 @@ class Connection {
                                           std::string_view client_name);
   // Takes over a connected stream socket (tests use a socketpair) and handshakes on it.
   // `label` names the peer in error messages. Closes fd and throws on failure.
-  static std::unique_ptr<Connection> adopt(int fd, std::string label,
-                                           std::string_view client_name);
+  static std::unique_ptr<Connection> adopt(int fd, std::string label, std::string_view client_name);
 
   ~Connection();  // closes the fd; the daemon rolls back whatever this socket had open
   Connection(const Connection&) = delete;
@@ -108,8 +107,12 @@ class Connection {
 
   // ---- building and running a batch ----
   void begin_batch();
-  std::uint32_t next_request_id() { return ++last_request_id_ == 0 ? ++last_request_id_ : last_request_id_; }
-  std::uint32_t new_session_id() { return ++last_session_id_ == 0 ? ++last_session_id_ : last_session_id_; }
+  std::uint32_t next_request_id() {
+    return ++last_request_id_ == 0 ? ++last_request_id_ : last_request_id_;
+  }
+  std::uint32_t new_session_id() {
+    return ++last_session_id_ == 0 ? ++last_session_id_ : last_session_id_;
+  }
   proto::Encoder& encoder() { return encoder_; }
   // Converts params into proto values (views into them) in a reused vector; throws
   // dbmgr::Error (data) on text that is not UTF-8 or too many parameters.
@@ -165,8 +168,8 @@ class Connection {
 
   std::array<Pending, kMaxPending> pending_;
   std::size_t pending_count_ = 0;
-  std::size_t pending_head_ = 0;  // first request still waiting for its reply
-  std::optional<Error> stream_error_;  // set by on_frame when the stream is unusable
+  std::size_t pending_head_ = 0;         // first request still waiting for its reply
+  std::optional<Error> stream_error_;    // set by on_frame when the stream is unusable
   proto::HelloOk* hello_out_ = nullptr;  // during the handshake
 };
 

@@ -193,8 +193,7 @@ Result DatabaseManager::one_shot(std::string_view sql, const Param* params, std:
     const std::vector<proto::Value>& values = c.values(params, count);
     std::uint32_t rid = c.next_request_id();
     std::size_t start = c.output_size();
-    c.encoder().one_shot(rid, core_->database_, prefix, flags, sql, values.data(),
-                         values.size());
+    c.encoder().one_shot(rid, core_->database_, prefix, flags, sql, values.data(), values.size());
     c.check_frame_size(start);
     std::size_t i = c.expect(rid, Expect::kResult, &result);
     try {

@@ -41,9 +41,9 @@ struct ManagerCore {
   const std::uint64_t id_;  // distinguishes managers in thread_session()'s per-thread table
 
   mutable std::mutex mu_;
-  std::string prefix_;                              // guarded by mu_
+  std::string prefix_;                             // guarded by mu_
   std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_; most recent last
-  std::optional<DatabaseInfo> info_;                // guarded by mu_; for prefix_
+  std::optional<DatabaseInfo> info_;               // guarded by mu_; for prefix_
 };
 
 // Where a client connects when Options::socket_path is empty.

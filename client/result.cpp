@@ -36,9 +36,9 @@ std::size_t Result::column_index(std::string_view name) const {
 
 Row Result::at(std::size_t row) const {
   if (row >= row_count_) {
-    throw Error::client(ErrorCategory::kNotFound, "row " + std::to_string(row) +
-                                                      " of a result with " +
-                                                      std::to_string(row_count_) + " rows");
+    throw Error::client(
+        ErrorCategory::kNotFound,
+        "row " + std::to_string(row) + " of a result with " + std::to_string(row_count_) + " rows");
   }
   return Row(this, row);
 }
@@ -59,9 +59,7 @@ Type Row::type(std::size_t column) const { return result_->cell(index_, column).
 
 Type Row::type(std::string_view column) const { return type(column_index(column)); }
 
-std::size_t Row::column_index(std::string_view name) const {
-  return result_->column_index(name);
-}
+std::size_t Row::column_index(std::string_view name) const { return result_->column_index(name); }
 
 bool Row::get_bool(std::size_t column) const {
   const Result::Cell& c = result_->cell(index_, column);

@@ -62,7 +62,8 @@ void Session::detect_fork() {
     conn_.reset();
     if (state_ == State::kInTransaction || state_ == State::kFailed) {
       state_ = State::kBroken;
-      failure_ = "the transaction belongs to the parent process (the session was used after fork())";
+      failure_ =
+          "the transaction belongs to the parent process (the session was used after fork())";
     }
   }
 }

@@ -1,9 +1,8 @@
 // quickstart: libdbmgr as a new user writes it. Start dbmgrd, then:
 //   DBMGR_SOCKET=./run/dbmgrd.sock ./build/client/dbmgr-example
 // (DatabaseManager reads DBMGR_SOCKET itself; nothing here passes it explicitly.)
-#include <dbmgr/dbmgr.hpp>
-
 #include <cstdio>
+#include <dbmgr/dbmgr.hpp>
 #include <iostream>
 #include <string>
 

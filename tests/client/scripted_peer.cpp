@@ -200,11 +200,11 @@ void ScriptedPeer::loop() {
       bool close = false;
       out.clear();
       Conn& c = *it;
-      proto::DecodeError err = c.decoder.feed(buf.data(), static_cast<std::size_t>(n),
-                                              [&](const proto::FrameView& f) {
-                                                handle(c, f, out, &close);
-                                                return !close;
-                                              });
+      proto::DecodeError err =
+          c.decoder.feed(buf.data(), static_cast<std::size_t>(n), [&](const proto::FrameView& f) {
+            handle(c, f, out, &close);
+            return !close;
+          });
       ++c.chunks;
       if (err != proto::DecodeError::kOk) close = true;
       if (!out.empty()) {
@@ -302,7 +302,8 @@ void ScriptedPeer::fake_daemon(Conn& c, const Request& r, Reply& reply) {
     } else if (sql == "ECHO") {
       std::vector<proto::ColumnDesc> cols;
       std::vector<std::string> names;
-      for (std::size_t i = 0; i < r.params.size(); ++i) names.push_back("p" + std::to_string(i + 1));
+      for (std::size_t i = 0; i < r.params.size(); ++i)
+        names.push_back("p" + std::to_string(i + 1));
       for (const std::string& n : names) cols.push_back({n, proto::ValueTag::kNull});
       if (cols.empty()) {
         reply.complete(0, 0, in_txn_after);

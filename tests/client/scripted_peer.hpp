@@ -144,9 +144,9 @@ class ScriptedPeer {
 
   mutable std::mutex mu_;
   std::vector<Request> requests_;  // guarded by mu_
-  Handler handler_;                 // guarded by mu_
-  std::vector<int> adopted_;        // guarded by mu_: fds from serve_fd() not yet polled
-  int open_ = 0;                    // guarded by mu_
+  Handler handler_;                // guarded by mu_
+  std::vector<int> adopted_;       // guarded by mu_: fds from serve_fd() not yet polled
+  int open_ = 0;                   // guarded by mu_
 
   std::thread thread_;
 };

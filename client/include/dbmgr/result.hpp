@@ -132,9 +132,9 @@ class Result {
 
   struct Cell {
     Type type = Type::kNull;
-    std::int64_t i = 0;       // kBool, kInt64
-    double d = 0;             // kDouble
-    std::size_t offset = 0;   // kText, kBlob: bytes_[offset, offset + length)
+    std::int64_t i = 0;      // kBool, kInt64
+    double d = 0;            // kDouble
+    std::size_t offset = 0;  // kText, kBlob: bytes_[offset, offset + length)
     std::size_t length = 0;
   };
   const Cell& cell(std::size_t row, std::size_t column) const;

@@ -25,7 +25,14 @@
 namespace dbmgr {
 
 // The type of a result cell or parameter (same numbering as the wire's value tags).
-enum class Type : std::uint8_t { kNull = 0, kBool = 1, kInt64 = 2, kDouble = 3, kText = 4, kBlob = 5 };
+enum class Type : std::uint8_t {
+  kNull = 0,
+  kBool = 1,
+  kInt64 = 2,
+  kDouble = 3,
+  kText = 4,
+  kBlob = 5
+};
 std::string_view to_string(Type t);  // "null", "bool", "int64", "double", "text", "blob"
 
 // Binary data (BYTEA, BLOB, VARBINARY). Distinct from text so the daemon binds it as bytes.
@@ -64,10 +71,10 @@ class Param {
   // Every integer type but bool and the character types. A uint64_t above INT64_MAX throws
   // dbmgr::Error (category data).
   template <std::integral T>
-    requires(!std::same_as<T, bool> && !std::same_as<T, char> && !std::same_as<T, char8_t> &&
-             !std::same_as<T, char16_t> && !std::same_as<T, char32_t> &&
-             !std::same_as<T, wchar_t>)
-  Param(T v) : type_(Type::kInt64), i_(static_cast<std::int64_t>(v)) {
+  requires(!std::same_as<T, bool> && !std::same_as<T, char> && !std::same_as<T, char8_t> &&
+           !std::same_as<T, char16_t> && !std::same_as<T, char32_t> && !std::same_as<T, wchar_t>)
+      Param(T v)
+      : type_(Type::kInt64), i_(static_cast<std::int64_t>(v)) {
     if constexpr (std::is_unsigned_v<T> && sizeof(T) >= sizeof(std::int64_t)) {
       if (v > static_cast<T>(INT64_MAX)) throw_out_of_range();
     }
