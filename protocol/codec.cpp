@@ -12,27 +12,40 @@ using detail::load_be16;
 using detail::load_be32;
 using detail::load_be64;
 
-#define DBMGR_TRY(expr)                                   \
-  do {                                                    \
-    const DecodeError dbmgr_try_e_ = (expr);              \
+#define DBMGR_TRY(expr)                                        \
+  do {                                                         \
+    const DecodeError dbmgr_try_e_ = (expr);                   \
     if (dbmgr_try_e_ != DecodeError::kOk) return dbmgr_try_e_; \
   } while (0)
 
 std::string_view to_string(DecodeError e) {
   switch (e) {
-    case DecodeError::kOk: return "ok";
-    case DecodeError::kTruncatedHeader: return "truncated frame header";
-    case DecodeError::kTruncatedPayload: return "truncated payload";
-    case DecodeError::kOversizedFrame: return "frame longer than max_frame_bytes";
-    case DecodeError::kUnknownType: return "unknown message type";
-    case DecodeError::kBadHeader: return "bad frame header (flags, reserved bytes or session id)";
-    case DecodeError::kUnknownVersion: return "no common protocol version";
-    case DecodeError::kBadValueTag: return "bad value tag";
-    case DecodeError::kStringPastFrame: return "string length runs past the frame";
-    case DecodeError::kInvalidUtf8: return "text is not valid UTF-8";
-    case DecodeError::kTrailingGarbage: return "trailing bytes after the last field";
-    case DecodeError::kTooManyItems: return "too many items";
-    case DecodeError::kBadEnum: return "unknown enumeration value or flag";
+    case DecodeError::kOk:
+      return "ok";
+    case DecodeError::kTruncatedHeader:
+      return "truncated frame header";
+    case DecodeError::kTruncatedPayload:
+      return "truncated payload";
+    case DecodeError::kOversizedFrame:
+      return "frame longer than max_frame_bytes";
+    case DecodeError::kUnknownType:
+      return "unknown message type";
+    case DecodeError::kBadHeader:
+      return "bad frame header (flags, reserved bytes or session id)";
+    case DecodeError::kUnknownVersion:
+      return "no common protocol version";
+    case DecodeError::kBadValueTag:
+      return "bad value tag";
+    case DecodeError::kStringPastFrame:
+      return "string length runs past the frame";
+    case DecodeError::kInvalidUtf8:
+      return "text is not valid UTF-8";
+    case DecodeError::kTrailingGarbage:
+      return "trailing bytes after the last field";
+    case DecodeError::kTooManyItems:
+      return "too many items";
+    case DecodeError::kBadEnum:
+      return "unknown enumeration value or flag";
   }
   return "unknown decode error";
 }
@@ -89,13 +102,17 @@ bool is_valid_utf8(std::string_view s) {
 bool operator==(const Value& a, const Value& b) {
   if (a.tag != b.tag) return false;
   switch (a.tag) {
-    case ValueTag::kNull: return true;
-    case ValueTag::kBool: return a.b == b.b;
-    case ValueTag::kInt64: return a.i == b.i;
+    case ValueTag::kNull:
+      return true;
+    case ValueTag::kBool:
+      return a.b == b.b;
+    case ValueTag::kInt64:
+      return a.i == b.i;
     case ValueTag::kDouble:
       return std::bit_cast<std::uint64_t>(a.d) == std::bit_cast<std::uint64_t>(b.d);
     case ValueTag::kText:
-    case ValueTag::kBlob: return a.bytes == b.bytes;
+    case ValueTag::kBlob:
+      return a.bytes == b.bytes;
   }
   return false;
 }
@@ -104,12 +121,21 @@ Value ValueList::Iterator::operator*() const {
   Value v;
   v.tag = static_cast<ValueTag>(static_cast<std::uint8_t>(p_[0]));
   switch (v.tag) {
-    case ValueTag::kNull: break;
-    case ValueTag::kBool: v.b = p_[1] != 0; break;
-    case ValueTag::kInt64: v.i = static_cast<std::int64_t>(load_be64(p_ + 1)); break;
-    case ValueTag::kDouble: v.d = std::bit_cast<double>(load_be64(p_ + 1)); break;
+    case ValueTag::kNull:
+      break;
+    case ValueTag::kBool:
+      v.b = p_[1] != 0;
+      break;
+    case ValueTag::kInt64:
+      v.i = static_cast<std::int64_t>(load_be64(p_ + 1));
+      break;
+    case ValueTag::kDouble:
+      v.d = std::bit_cast<double>(load_be64(p_ + 1));
+      break;
     case ValueTag::kText:
-    case ValueTag::kBlob: v.bytes = std::string_view(p_ + 5, load_be32(p_ + 1)); break;
+    case ValueTag::kBlob:
+      v.bytes = std::string_view(p_ + 5, load_be32(p_ + 1));
+      break;
   }
   return v;
 }
@@ -188,9 +214,7 @@ class Reader {
     return DecodeError::kOk;
   }
   DecodeError text(std::string_view* s) { return bytes(s, true); }
-  DecodeError end() const {
-    return left() == 0 ? DecodeError::kOk : DecodeError::kTrailingGarbage;
-  }
+  DecodeError end() const { return left() == 0 ? DecodeError::kOk : DecodeError::kTrailingGarbage; }
 
  private:
   const std::uint8_t* p_;
@@ -201,7 +225,8 @@ DecodeError read_value(Reader& r) {
   std::uint8_t tag;
   DBMGR_TRY(r.u8(&tag));
   switch (static_cast<ValueTag>(tag)) {
-    case ValueTag::kNull: return DecodeError::kOk;
+    case ValueTag::kNull:
+      return DecodeError::kOk;
     case ValueTag::kBool: {
       std::uint8_t b;
       DBMGR_TRY(r.u8(&b));
@@ -285,13 +310,34 @@ DecodeError decode_payload(MsgType type, Reader& r, Message* out) {
       *out = m;
       return DecodeError::kOk;
     }
-    case MsgType::kCommit: DBMGR_TRY(r.end()); *out = Commit{}; return DecodeError::kOk;
-    case MsgType::kRollback: DBMGR_TRY(r.end()); *out = Rollback{}; return DecodeError::kOk;
-    case MsgType::kClose: DBMGR_TRY(r.end()); *out = Close{}; return DecodeError::kOk;
-    case MsgType::kCancel: DBMGR_TRY(r.end()); *out = Cancel{}; return DecodeError::kOk;
-    case MsgType::kPing: DBMGR_TRY(r.end()); *out = Ping{}; return DecodeError::kOk;
-    case MsgType::kOk: DBMGR_TRY(r.end()); *out = Ok{}; return DecodeError::kOk;
-    case MsgType::kPong: DBMGR_TRY(r.end()); *out = Pong{}; return DecodeError::kOk;
+    case MsgType::kCommit:
+      DBMGR_TRY(r.end());
+      *out = Commit{};
+      return DecodeError::kOk;
+    case MsgType::kRollback:
+      DBMGR_TRY(r.end());
+      *out = Rollback{};
+      return DecodeError::kOk;
+    case MsgType::kClose:
+      DBMGR_TRY(r.end());
+      *out = Close{};
+      return DecodeError::kOk;
+    case MsgType::kCancel:
+      DBMGR_TRY(r.end());
+      *out = Cancel{};
+      return DecodeError::kOk;
+    case MsgType::kPing:
+      DBMGR_TRY(r.end());
+      *out = Ping{};
+      return DecodeError::kOk;
+    case MsgType::kOk:
+      DBMGR_TRY(r.end());
+      *out = Ok{};
+      return DecodeError::kOk;
+    case MsgType::kPong:
+      DBMGR_TRY(r.end());
+      *out = Pong{};
+      return DecodeError::kOk;
     case MsgType::kInfo: {
       Info m;
       DBMGR_TRY(r.text(&m.database));
@@ -341,8 +387,9 @@ DecodeError decode_payload(MsgType type, Reader& r, Message* out) {
         if (!is_known(static_cast<ValueTag>(tag))) return DecodeError::kBadValueTag;
       }
       DBMGR_TRY(r.end());
-      *out = Columns{ColumnList(static_cast<std::uint16_t>(count),
-                                std::string_view(start, static_cast<std::size_t>(r.pos() - start)))};
+      *out =
+          Columns{ColumnList(static_cast<std::uint16_t>(count),
+                             std::string_view(start, static_cast<std::size_t>(r.pos() - start)))};
       return DecodeError::kOk;
     }
     case MsgType::kRows: {
@@ -403,8 +450,7 @@ DecodeError decode_payload(MsgType type, Reader& r, Message* out) {
 
 }  // namespace
 
-std::optional<std::uint16_t> negotiate_version(std::uint16_t client_min,
-                                               std::uint16_t client_max) {
+std::optional<std::uint16_t> negotiate_version(std::uint16_t client_min, std::uint16_t client_max) {
   if (client_min > client_max) return std::nullopt;
   const std::uint16_t hi = client_max < kMaxVersion ? client_max : kMaxVersion;
   const std::uint16_t lo = client_min > kMinVersion ? client_min : kMinVersion;
@@ -425,11 +471,11 @@ DecodeError decode(const FrameView& frame, Message* out) {
 
 MsgType type_of(const Message& m) {
   static constexpr MsgType kTypes[] = {
-      MsgType::kHello,   MsgType::kOpen,     MsgType::kExecute,    MsgType::kOneShot,
-      MsgType::kCommit,  MsgType::kRollback, MsgType::kClose,      MsgType::kCancel,
-      MsgType::kPing,    MsgType::kInfo,     MsgType::kAdmin,      MsgType::kHelloOk,
-      MsgType::kOk,      MsgType::kColumns,  MsgType::kRows,       MsgType::kComplete,
-      MsgType::kError,   MsgType::kPong,     MsgType::kInfoResult, MsgType::kAdminResult,
+      MsgType::kHello,  MsgType::kOpen,     MsgType::kExecute,    MsgType::kOneShot,
+      MsgType::kCommit, MsgType::kRollback, MsgType::kClose,      MsgType::kCancel,
+      MsgType::kPing,   MsgType::kInfo,     MsgType::kAdmin,      MsgType::kHelloOk,
+      MsgType::kOk,     MsgType::kColumns,  MsgType::kRows,       MsgType::kComplete,
+      MsgType::kError,  MsgType::kPong,     MsgType::kInfoResult, MsgType::kAdminResult,
   };
   static_assert(std::size(kTypes) == std::variant_size_v<Message>);
   return kTypes[m.index()];
@@ -487,12 +533,21 @@ void Encoder::put_str(std::string_view s) {
 void Encoder::put_value(const Value& v) {
   put_u8(static_cast<std::uint8_t>(v.tag));
   switch (v.tag) {
-    case ValueTag::kNull: break;
-    case ValueTag::kBool: put_u8(v.b ? 1 : 0); break;
-    case ValueTag::kInt64: put_i64(v.i); break;
-    case ValueTag::kDouble: put_f64(v.d); break;
+    case ValueTag::kNull:
+      break;
+    case ValueTag::kBool:
+      put_u8(v.b ? 1 : 0);
+      break;
+    case ValueTag::kInt64:
+      put_i64(v.i);
+      break;
+    case ValueTag::kDouble:
+      put_f64(v.d);
+      break;
     case ValueTag::kText:
-    case ValueTag::kBlob: put_str(v.bytes); break;
+    case ValueTag::kBlob:
+      put_str(v.bytes);
+      break;
   }
 }
 
@@ -500,8 +555,7 @@ void Encoder::put_values(const ValueList& values) {
   for (const Value& v : values) put_value(v);
 }
 
-std::size_t Encoder::begin_frame(MsgType type, std::uint32_t request_id,
-                                 std::uint32_t session_id) {
+std::size_t Encoder::begin_frame(MsgType type, std::uint32_t request_id, std::uint32_t session_id) {
   const std::size_t start = out_.size();
   put_u32(0);  // length, patched by end_frame()
   put_u8(static_cast<std::uint8_t>(type));
@@ -637,9 +691,9 @@ void Encoder::execute(std::uint32_t request_id, std::uint32_t session_id, std::s
   end_frame(f);
 }
 
-void Encoder::one_shot(std::uint32_t request_id, std::string_view database,
-                       std::string_view prefix, std::uint32_t flags, std::string_view sql,
-                       const Value* params, std::size_t param_count) {
+void Encoder::one_shot(std::uint32_t request_id, std::string_view database, std::string_view prefix,
+                       std::uint32_t flags, std::string_view sql, const Value* params,
+                       std::size_t param_count) {
   const std::size_t f = begin_frame(MsgType::kOneShot, request_id, 0);
   put_str(database);
   put_str(prefix);
@@ -707,8 +761,8 @@ void Encoder::admin_result(std::uint32_t request_id, std::string_view json) {
   end_frame(f);
 }
 
-void Encoder::rows(std::uint32_t request_id, std::uint32_t session_id,
-                   std::uint16_t column_count, const Value* values, std::size_t value_count) {
+void Encoder::rows(std::uint32_t request_id, std::uint32_t session_id, std::uint16_t column_count,
+                   const Value* values, std::size_t value_count) {
   RowBatchEncoder rb(*this, request_id, session_id, column_count);
   if (column_count != 0) {
     assert(value_count % column_count == 0);

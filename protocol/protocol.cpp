@@ -5,74 +5,124 @@ namespace dbmgr::proto {
 
 std::string_view to_string(MsgType t) {
   switch (t) {
-    case MsgType::kHello: return "hello";
-    case MsgType::kOpen: return "open";
-    case MsgType::kExecute: return "execute";
-    case MsgType::kOneShot: return "one_shot";
-    case MsgType::kCommit: return "commit";
-    case MsgType::kRollback: return "rollback";
-    case MsgType::kClose: return "close";
-    case MsgType::kCancel: return "cancel";
-    case MsgType::kPing: return "ping";
-    case MsgType::kInfo: return "info";
-    case MsgType::kAdmin: return "admin";
-    case MsgType::kHelloOk: return "hello_ok";
-    case MsgType::kOk: return "ok";
-    case MsgType::kColumns: return "columns";
-    case MsgType::kRows: return "rows";
-    case MsgType::kComplete: return "complete";
-    case MsgType::kError: return "error";
-    case MsgType::kPong: return "pong";
-    case MsgType::kInfoResult: return "info_result";
-    case MsgType::kAdminResult: return "admin_result";
+    case MsgType::kHello:
+      return "hello";
+    case MsgType::kOpen:
+      return "open";
+    case MsgType::kExecute:
+      return "execute";
+    case MsgType::kOneShot:
+      return "one_shot";
+    case MsgType::kCommit:
+      return "commit";
+    case MsgType::kRollback:
+      return "rollback";
+    case MsgType::kClose:
+      return "close";
+    case MsgType::kCancel:
+      return "cancel";
+    case MsgType::kPing:
+      return "ping";
+    case MsgType::kInfo:
+      return "info";
+    case MsgType::kAdmin:
+      return "admin";
+    case MsgType::kHelloOk:
+      return "hello_ok";
+    case MsgType::kOk:
+      return "ok";
+    case MsgType::kColumns:
+      return "columns";
+    case MsgType::kRows:
+      return "rows";
+    case MsgType::kComplete:
+      return "complete";
+    case MsgType::kError:
+      return "error";
+    case MsgType::kPong:
+      return "pong";
+    case MsgType::kInfoResult:
+      return "info_result";
+    case MsgType::kAdminResult:
+      return "admin_result";
   }
   return "unknown";
 }
 
 std::string_view to_string(ErrorCategory c) {
   switch (c) {
-    case ErrorCategory::kConnection: return "connection";
-    case ErrorCategory::kTimeout: return "timeout";
-    case ErrorCategory::kPoolExhausted: return "pool_exhausted";
-    case ErrorCategory::kConstraint: return "constraint";
-    case ErrorCategory::kSyntax: return "syntax";
-    case ErrorCategory::kPermission: return "permission";
-    case ErrorCategory::kProtocol: return "protocol";
-    case ErrorCategory::kInternal: return "internal";
-    case ErrorCategory::kCancelled: return "cancelled";
-    case ErrorCategory::kKilled: return "killed";
-    case ErrorCategory::kNotFound: return "not_found";
-    case ErrorCategory::kInvalidRequest: return "invalid_request";
-    case ErrorCategory::kData: return "data";
-    case ErrorCategory::kShuttingDown: return "shutting_down";
-    case ErrorCategory::kBusy: return "busy";
+    case ErrorCategory::kConnection:
+      return "connection";
+    case ErrorCategory::kTimeout:
+      return "timeout";
+    case ErrorCategory::kPoolExhausted:
+      return "pool_exhausted";
+    case ErrorCategory::kConstraint:
+      return "constraint";
+    case ErrorCategory::kSyntax:
+      return "syntax";
+    case ErrorCategory::kPermission:
+      return "permission";
+    case ErrorCategory::kProtocol:
+      return "protocol";
+    case ErrorCategory::kInternal:
+      return "internal";
+    case ErrorCategory::kCancelled:
+      return "cancelled";
+    case ErrorCategory::kKilled:
+      return "killed";
+    case ErrorCategory::kNotFound:
+      return "not_found";
+    case ErrorCategory::kInvalidRequest:
+      return "invalid_request";
+    case ErrorCategory::kData:
+      return "data";
+    case ErrorCategory::kShuttingDown:
+      return "shutting_down";
+    case ErrorCategory::kBusy:
+      return "busy";
   }
   return "unknown";
 }
 
 std::string_view to_string(ValueTag t) {
   switch (t) {
-    case ValueTag::kNull: return "null";
-    case ValueTag::kBool: return "bool";
-    case ValueTag::kInt64: return "int64";
-    case ValueTag::kDouble: return "double";
-    case ValueTag::kText: return "text";
-    case ValueTag::kBlob: return "blob";
+    case ValueTag::kNull:
+      return "null";
+    case ValueTag::kBool:
+      return "bool";
+    case ValueTag::kInt64:
+      return "int64";
+    case ValueTag::kDouble:
+      return "double";
+    case ValueTag::kText:
+      return "text";
+    case ValueTag::kBlob:
+      return "blob";
   }
   return "unknown";
 }
 
 std::string_view to_string(AdminCommand c) {
   switch (c) {
-    case AdminCommand::kStatus: return "status";
-    case AdminCommand::kPools: return "pools";
-    case AdminCommand::kSessions: return "sessions";
-    case AdminCommand::kClients: return "clients";
-    case AdminCommand::kEngines: return "engines";
-    case AdminCommand::kReload: return "reload";
-    case AdminCommand::kKill: return "kill";
-    case AdminCommand::kDrain: return "drain";
-    case AdminCommand::kShutdown: return "shutdown";
+    case AdminCommand::kStatus:
+      return "status";
+    case AdminCommand::kPools:
+      return "pools";
+    case AdminCommand::kSessions:
+      return "sessions";
+    case AdminCommand::kClients:
+      return "clients";
+    case AdminCommand::kEngines:
+      return "engines";
+    case AdminCommand::kReload:
+      return "reload";
+    case AdminCommand::kKill:
+      return "kill";
+    case AdminCommand::kDrain:
+      return "drain";
+    case AdminCommand::kShutdown:
+      return "shutdown";
   }
   return "unknown";
 }
@@ -89,8 +139,10 @@ bool needs_session(MsgType t) {
     case MsgType::kCommit:
     case MsgType::kRollback:
     case MsgType::kClose:
-    case MsgType::kCancel: return true;
-    default: return false;
+    case MsgType::kCancel:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -100,8 +152,10 @@ bool forbids_session(MsgType t) {
     case MsgType::kOneShot:
     case MsgType::kInfo:
     case MsgType::kAdmin:
-    case MsgType::kPing: return true;
-    default: return false;
+    case MsgType::kPing:
+      return true;
+    default:
+      return false;
   }
 }
 

@@ -43,7 +43,8 @@ void encode_rows(proto::Encoder& enc) {
       const std::size_t row_bytes =
           proto::encoded_size(proto::ValueTag::kInt64) +
           proto::encoded_size(proto::ValueTag::kText, s.names[r].size()) +
-          proto::encoded_size(proto::ValueTag::kDouble) + proto::encoded_size(proto::ValueTag::kBool) +
+          proto::encoded_size(proto::ValueTag::kDouble) +
+          proto::encoded_size(proto::ValueTag::kBool) +
           (r % 3 == 0 ? 1 : proto::encoded_size(proto::ValueTag::kText, s.notes[r].size()));
       if (!rb.fits(row_bytes)) break;
       rb.int64(r);
@@ -127,9 +128,15 @@ void BM_DecodeSmallRequests(benchmark::State& state) {
   proto::Encoder enc(wire);
   for (int k = 0; k < 64; ++k) {
     switch (k % 3) {
-      case 0: enc.execute(k + 1, 3, kSql, kParams, 2); break;
-      case 1: enc.empty(proto::MsgType::kCommit, k + 1, 3); break;
-      default: enc.empty(proto::MsgType::kPing, k + 1, 0); break;
+      case 0:
+        enc.execute(k + 1, 3, kSql, kParams, 2);
+        break;
+      case 1:
+        enc.empty(proto::MsgType::kCommit, k + 1, 3);
+        break;
+      default:
+        enc.empty(proto::MsgType::kPing, k + 1, 0);
+        break;
     }
   }
   proto::FrameDecoder dec;

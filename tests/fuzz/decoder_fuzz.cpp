@@ -101,16 +101,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     decode_and_reencode(f);
   }
 
-  const Outcome whole = run(data, size, [&] { return size; }, false);
-  const Outcome bytewise = run(data, size, [] { return std::size_t{1}; }, false);
+  const Outcome whole = run(
+      data, size, [&] { return size; }, false);
+  const Outcome bytewise = run(
+      data, size, [] { return std::size_t{1}; }, false);
   check(whole == bytewise);
   std::uint32_t state = static_cast<std::uint32_t>(size) * 2654435761u + 1;
-  const Outcome random = run(data, size, [&] {
-    state = state * 1103515245u + 12345u;
-    return std::size_t{1} + (state >> 16) % 97;
-  }, false);
+  const Outcome random = run(
+      data, size,
+      [&] {
+        state = state * 1103515245u + 12345u;
+        return std::size_t{1} + (state >> 16) % 97;
+      },
+      false);
   check(whole == random);
-  const Outcome stopping = run(data, size, [&] { return size; }, true);
+  const Outcome stopping = run(
+      data, size, [&] { return size; }, true);
   check(whole == stopping);
   return 0;
 }

@@ -1,9 +1,9 @@
 // Counts global operator new calls so a test can prove that decode() allocates nothing.
+#include "alloc_counter.hpp"
+
 #include <atomic>
 #include <cstdlib>
 #include <new>
-
-#include "alloc_counter.hpp"
 
 namespace {
 std::atomic<long> g_allocations{0};

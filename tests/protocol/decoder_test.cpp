@@ -31,7 +31,8 @@ Bytes copy_frame(const FrameView& f) {
 
 // Feeds `stream` in chunks whose sizes come from next_size().
 template <typename NextSize>
-Seen feed_in_chunks(const Bytes& stream, NextSize next_size, std::uint32_t max = kDefaultMaxFrameBytes) {
+Seen feed_in_chunks(const Bytes& stream, NextSize next_size,
+                    std::uint32_t max = kDefaultMaxFrameBytes) {
   Seen s;
   FrameDecoder dec(max);
   std::size_t pos = 0;
@@ -240,8 +241,8 @@ TEST_SUITE("protocol") {
     stream.insert(stream.end(), b.begin(), b.end() - 2);  // b is cut
     FrameDecoder dec;
     int frames = 0;
-    CHECK(dec.feed(stream.data(), stream.size(), [&](const FrameView&) { return ++frames, false; }) ==
-          DecodeError::kOk);
+    CHECK(dec.feed(stream.data(), stream.size(),
+                   [&](const FrameView&) { return ++frames, false; }) == DecodeError::kOk);
     CHECK(frames == 1);
     CHECK(dec.paused());
     CHECK(dec.finish() == DecodeError::kTruncatedPayload);

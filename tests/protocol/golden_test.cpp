@@ -22,13 +22,13 @@ using test::to_hex;
 struct Golden {
   const char* name;
   const char* hex;
-  std::function<void(Encoder&)> encode;  // with the typed Encoder function
+  std::function<void(Encoder&)> encode;                      // with the typed Encoder function
   std::function<void(const Header&, const Message&)> check;  // the decoded message, field by field
 };
 
-const Value kParams[] = {Value::null(),   Value::boolean(true), Value::int64(-2),
-                         Value::real(1.5), Value::text("h\xc3\xa9"),
-                         Value::blob(std::string_view("\x00\xff", 2))};
+const Value kParams[] = {
+    Value::null(),    Value::boolean(true),     Value::int64(-2),
+    Value::real(1.5), Value::text("h\xc3\xa9"), Value::blob(std::string_view("\x00\xff", 2))};
 const Value kOneShotParams[] = {Value::int64(42)};
 const ColumnDesc kColumns[] = {{"id", ValueTag::kInt64}, {"name", ValueTag::kNull}};
 const Value kRowValues[] = {Value::int64(1), Value::text("a"), Value::int64(2), Value::null()};
@@ -60,13 +60,17 @@ void check_header(const Header& h, MsgType type, std::uint32_t request_id,
 const std::vector<Golden>& goldens() {
   static const std::vector<Golden> g = {
       {"hello", "0000000f010000000000000100000000 0001 0001 00000003617070 00001092",
-       [](Encoder& e) { e.hello(1, Hello{1, 1, "app", 4242}); },
+       [](Encoder& e) {
+         e.hello(1, Hello{1, 1, "app", 4242});
+       },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kHello, 1, 0);
          CHECK(as<Hello>(m) == Hello{1, 1, "app", 4242});
        }},
       {"open", "0000001302000000000000020000000700000003617070 0000000474657374 00000001",
-       [](Encoder& e) { e.open(2, 7, Open{"app", "test", kOpenReadOnly}); },
+       [](Encoder& e) {
+         e.open(2, 7, Open{"app", "test", kOpenReadOnly});
+       },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kOpen, 2, 7);
          CHECK(as<Open>(m) == Open{"app", "test", kOpenReadOnly});
@@ -84,7 +88,9 @@ const std::vector<Golden>& goldens() {
       {"one_shot",
        "00000038040000000000000400000000 00000003617070 00000000 00000000 0000001a44454c4554452046"
        "524f4d2074205748455245206964203d203f 0001 02000000000000002a",
-       [](Encoder& e) { e.one_shot(4, "app", "", 0, "DELETE FROM t WHERE id = ?", kOneShotParams, 1); },
+       [](Encoder& e) {
+         e.one_shot(4, "app", "", 0, "DELETE FROM t WHERE id = ?", kOneShotParams, 1);
+       },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kOneShot, 4, 0);
          const auto& x = as<OneShot>(m);
@@ -125,25 +131,30 @@ const std::vector<Golden>& goldens() {
          CHECK(std::holds_alternative<Ping>(m));
        }},
       {"info", "000000130a0000000000000a00000000 00000003617070 0000000474657374 00000001",
-       [](Encoder& e) { e.info(10, Info{"app", "test", kInfoTestConnection}); },
+       [](Encoder& e) {
+         e.info(10, Info{"app", "test", kInfoTestConnection});
+       },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kInfo, 10, 0);
          CHECK(as<Info>(m) == Info{"app", "test", kInfoTestConnection});
        }},
       {"admin", "000000080b0000000000000b00000000 07 00000003333a37",
-       [](Encoder& e) { e.admin(11, Admin{AdminCommand::kKill, "3:7"}); },
+       [](Encoder& e) {
+         e.admin(11, Admin{AdminCommand::kKill, "3:7"});
+       },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kAdmin, 11, 0);
          CHECK(as<Admin>(m) == Admin{AdminCommand::kKill, "3:7"});
        }},
       {"hello_ok", "00000013810000000000000100000000 0001 00000005302e312e30 01000000 00000064",
-       [](Encoder& e) { e.hello_ok(1, HelloOk{1, "0.1.0", kDefaultMaxFrameBytes, 100}); },
+       [](Encoder& e) {
+         e.hello_ok(1, HelloOk{1, "0.1.0", kDefaultMaxFrameBytes, 100});
+       },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kHelloOk, 1, 0);
          CHECK(as<HelloOk>(m) == HelloOk{1, "0.1.0", kDefaultMaxFrameBytes, 100});
        }},
-      {"ok", "00000000820000000000000200000007",
-       [](Encoder& e) { e.empty(MsgType::kOk, 2, 7); },
+      {"ok", "00000000820000000000000200000007", [](Encoder& e) { e.empty(MsgType::kOk, 2, 7); },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kOk, 2, 7);
          CHECK(std::holds_alternative<Ok>(m));
@@ -181,14 +192,18 @@ const std::vector<Golden>& goldens() {
          check_values(x.values, kRowValues, 4);
        }},
       {"complete", "00000011850000000000000300000007 0000000000000002 0000000000000000 01",
-       [](Encoder& e) { e.complete(3, 7, Complete{2, 0, true}); },
+       [](Encoder& e) {
+         e.complete(3, 7, Complete{2, 0, true});
+       },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kComplete, 3, 7);
          CHECK(as<Complete>(m) == Complete{2, 0, true});
        }},
       {"error",
        "0000001b860000000000000400000000 04 000000053233353035 0000000d6475706c6963617465206b6579",
-       [](Encoder& e) { e.error(4, 0, ErrorMsg{ErrorCategory::kConstraint, "23505", "duplicate key"}); },
+       [](Encoder& e) {
+         e.error(4, 0, ErrorMsg{ErrorCategory::kConstraint, "23505", "duplicate key"});
+       },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kError, 4, 0);
          CHECK(as<ErrorMsg>(m) == ErrorMsg{ErrorCategory::kConstraint, "23505", "duplicate key"});
@@ -201,9 +216,11 @@ const std::vector<Golden>& goldens() {
        }},
       {"info_result",
        "00000043880000000000000a00000000 0000000673716c697465 00000008746573742e617070 "
-       "0000001773716c6974653a2f2f2f642f746573742e6170702e6462 00000006537472696e67 0000000454455854",
+       "0000001773716c6974653a2f2f2f642f746573742e6170702e6462 00000006537472696e67 "
+       "0000000454455854",
        [](Encoder& e) {
-         e.info_result(10, InfoResult{"sqlite", "test.app", "sqlite:///d/test.app.db", "String", "TEXT"});
+         e.info_result(
+             10, InfoResult{"sqlite", "test.app", "sqlite:///d/test.app.db", "String", "TEXT"});
        },
        [](const Header& h, const Message& m) {
          check_header(h, MsgType::kInfoResult, 10, 0);

@@ -125,8 +125,8 @@ TEST_SUITE("protocol") {
 
   TEST_CASE("malformed: kHello with no common version") {
     auto hello = [](std::string_view versions) {
-      return decode_bytes(frame(MsgType::kHello, 1, 0,
-                                std::string(versions) + str_hex("app") + "00000001"));
+      return decode_bytes(
+          frame(MsgType::kHello, 1, 0, std::string(versions) + str_hex("app") + "00000001"));
     };
     CHECK(hello("0002 0003") == DecodeError::kUnknownVersion);  // only newer versions
     CHECK(hello("0000 0000") == DecodeError::kUnknownVersion);  // only older versions
@@ -211,15 +211,15 @@ TEST_SUITE("protocol") {
           DecodeError::kTrailingGarbage);
     CHECK(decode_bytes(frame(MsgType::kExecute, 1, 1, str_hex("?") + "0001 00 00")) ==
           DecodeError::kTrailingGarbage);
-    CHECK(decode_bytes(frame(MsgType::kComplete, 1, 1, "0000000000000001 0000000000000000 00 00")) ==
-          DecodeError::kTrailingGarbage);
+    CHECK(
+        decode_bytes(frame(MsgType::kComplete, 1, 1, "0000000000000001 0000000000000000 00 00")) ==
+        DecodeError::kTrailingGarbage);
   }
 
   TEST_CASE("malformed: too many items") {
     // Above the column cap.
     CHECK(decode_bytes(frame(MsgType::kColumns, 1, 1, "1001")) == DecodeError::kTooManyItems);
-    CHECK(decode_bytes(frame(MsgType::kRows, 1, 1, "00000001 1001")) ==
-          DecodeError::kTooManyItems);
+    CHECK(decode_bytes(frame(MsgType::kRows, 1, 1, "00000001 1001")) == DecodeError::kTooManyItems);
     // More than the bytes left could hold (checked before looping).
     CHECK(decode_bytes(frame(MsgType::kColumns, 1, 1, "0003" + str_hex("a") + "00")) ==
           DecodeError::kTooManyItems);
@@ -240,7 +240,8 @@ TEST_SUITE("protocol") {
 
   TEST_CASE("malformed: enumeration or flag value v1 does not define") {
     for (const char* cat : {"00", "10", "ff"}) {
-      CHECK(decode_bytes(frame(MsgType::kError, 1, 0, std::string(cat) + str_hex("") + str_hex("x"))) ==
+      CHECK(decode_bytes(
+                frame(MsgType::kError, 1, 0, std::string(cat) + str_hex("") + str_hex("x"))) ==
             DecodeError::kBadEnum);
     }
     CHECK(decode_bytes(frame(MsgType::kError, 1, 0, "0f" + str_hex("") + str_hex("x"))) ==
@@ -264,7 +265,8 @@ TEST_SUITE("protocol") {
 
   TEST_CASE("decode() allocates nothing") {
     const Bytes frames[] = {
-        frame(MsgType::kExecute, 1, 1, str_hex("SELECT ?, ?") + "0002 04" + str_hex("text") + "0101"),
+        frame(MsgType::kExecute, 1, 1,
+              str_hex("SELECT ?, ?") + "0002 04" + str_hex("text") + "0101"),
         frame(MsgType::kRows, 1, 1, "00000002 0002 020000000000000001 00 03 3ff0000000000000 00"),
         frame(MsgType::kColumns, 1, 1, "0002" + str_hex("a") + "02" + str_hex("b") + "04"),
         frame(MsgType::kError, 1, 1, "05" + str_hex("42601") + str_hex("syntax error")),

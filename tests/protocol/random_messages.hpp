@@ -20,9 +20,7 @@ class RandomMessages {
 
   std::uint32_t u32() { return static_cast<std::uint32_t>(rng_()); }
   std::uint32_t below(std::uint32_t n) { return n == 0 ? 0 : u32() % n; }
-  std::int64_t i64() {
-    return static_cast<std::int64_t>((std::uint64_t{u32()} << 32) | u32());
-  }
+  std::int64_t i64() { return static_cast<std::int64_t>((std::uint64_t{u32()} << 32) | u32()); }
 
   // Valid UTF-8 of 0..max code points, mixing 1- to 4-byte sequences.
   std::string_view text(std::uint32_t max = 40) {
@@ -30,15 +28,21 @@ class RandomMessages {
     const std::uint32_t n = below(max + 1);
     for (std::uint32_t k = 0; k < n; ++k) {
       switch (below(4)) {
-        case 0: s += static_cast<char>(below(0x80)); break;
-        case 1: append_utf8(s, 0x80 + below(0x800 - 0x80)); break;
+        case 0:
+          s += static_cast<char>(below(0x80));
+          break;
+        case 1:
+          append_utf8(s, 0x80 + below(0x800 - 0x80));
+          break;
         case 2: {
           std::uint32_t cp = 0x800 + below(0x10000 - 0x800);
           if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xE000;
           append_utf8(s, cp);
           break;
         }
-        default: append_utf8(s, 0x10000 + below(0x110000 - 0x10000)); break;
+        default:
+          append_utf8(s, 0x10000 + below(0x110000 - 0x10000));
+          break;
       }
     }
     return keep(std::move(s));
@@ -50,16 +54,21 @@ class RandomMessages {
   }
   Value value() {
     switch (below(6)) {
-      case 0: return Value::null();
-      case 1: return Value::boolean(below(2) == 1);
-      case 2: return Value::int64(i64());
+      case 0:
+        return Value::null();
+      case 1:
+        return Value::boolean(below(2) == 1);
+      case 2:
+        return Value::int64(i64());
       case 3: {
         // Any bit pattern, NaNs and infinities included: doubles travel bit for bit.
         const auto bits = static_cast<std::uint64_t>(i64());
         return Value::real(std::bit_cast<double>(bits));
       }
-      case 4: return Value::text(text());
-      default: return Value::blob(blob());
+      case 4:
+        return Value::text(text());
+      default:
+        return Value::blob(blob());
     }
   }
   std::vector<Value> values(std::size_t n) {
@@ -73,9 +82,13 @@ class RandomMessages {
     const std::uint32_t req = u32();
     const std::uint32_t sid = 1 + below(1000);
     switch (below(20)) {
-      case 0: enc.hello(req, Hello{kMinVersion, static_cast<std::uint16_t>(kMaxVersion + below(3)),
-                                   text(), u32()}); break;
-      case 1: enc.open(req, sid, Open{text(), text(), below(2)}); break;
+      case 0:
+        enc.hello(req, Hello{kMinVersion, static_cast<std::uint16_t>(kMaxVersion + below(3)),
+                             text(), u32()});
+        break;
+      case 1:
+        enc.open(req, sid, Open{text(), text(), below(2)});
+        break;
       case 2: {
         const auto p = values(below(8));
         enc.execute(req, sid, text(200), p.data(), p.size());
@@ -86,15 +99,33 @@ class RandomMessages {
         enc.one_shot(req, text(), text(), below(2), text(200), p.data(), p.size());
         break;
       }
-      case 4: enc.empty(MsgType::kCommit, req, sid); break;
-      case 5: enc.empty(MsgType::kRollback, req, sid); break;
-      case 6: enc.empty(MsgType::kClose, req, sid); break;
-      case 7: enc.empty(MsgType::kCancel, req, sid); break;
-      case 8: enc.empty(MsgType::kPing, req, 0); break;
-      case 9: enc.info(req, Info{text(), text(), below(2)}); break;
-      case 10: enc.admin(req, Admin{static_cast<AdminCommand>(1 + below(9)), text()}); break;
-      case 11: enc.hello_ok(req, HelloOk{kVersion1, text(), u32(), u32()}); break;
-      case 12: enc.empty(MsgType::kOk, req, sid); break;
+      case 4:
+        enc.empty(MsgType::kCommit, req, sid);
+        break;
+      case 5:
+        enc.empty(MsgType::kRollback, req, sid);
+        break;
+      case 6:
+        enc.empty(MsgType::kClose, req, sid);
+        break;
+      case 7:
+        enc.empty(MsgType::kCancel, req, sid);
+        break;
+      case 8:
+        enc.empty(MsgType::kPing, req, 0);
+        break;
+      case 9:
+        enc.info(req, Info{text(), text(), below(2)});
+        break;
+      case 10:
+        enc.admin(req, Admin{static_cast<AdminCommand>(1 + below(9)), text()});
+        break;
+      case 11:
+        enc.hello_ok(req, HelloOk{kVersion1, text(), u32(), u32()});
+        break;
+      case 12:
+        enc.empty(MsgType::kOk, req, sid);
+        break;
       case 13: {
         std::vector<ColumnDesc> cols(below(10));
         for (auto& c : cols) c = ColumnDesc{text(), static_cast<ValueTag>(below(6))};
@@ -107,13 +138,23 @@ class RandomMessages {
         enc.rows(req, sid, cols, v.data(), v.size());
         break;
       }
-      case 15: enc.complete(req, sid, Complete{i64(), i64(), below(2) == 1}); break;
-      case 16: enc.error(req, sid, ErrorMsg{static_cast<ErrorCategory>(1 + below(15)),
-                                            below(2) ? std::string_view("40001") : std::string_view(),
-                                            text(100)}); break;
-      case 17: enc.empty(MsgType::kPong, req, below(2) ? sid : 0); break;
-      case 18: enc.info_result(req, InfoResult{text(), text(), text(), text(), text()}); break;
-      default: enc.admin_result(req, text(300)); break;
+      case 15:
+        enc.complete(req, sid, Complete{i64(), i64(), below(2) == 1});
+        break;
+      case 16:
+        enc.error(req, sid,
+                  ErrorMsg{static_cast<ErrorCategory>(1 + below(15)),
+                           below(2) ? std::string_view("40001") : std::string_view(), text(100)});
+        break;
+      case 17:
+        enc.empty(MsgType::kPong, req, below(2) ? sid : 0);
+        break;
+      case 18:
+        enc.info_result(req, InfoResult{text(), text(), text(), text(), text()});
+        break;
+      default:
+        enc.admin_result(req, text(300));
+        break;
     }
   }
 

@@ -20,8 +20,8 @@ using test::RandomMessages;
 std::uint32_t test_seed() {
   static const std::uint32_t seed = [] {
     const char* env = std::getenv("DBMGR_TEST_SEED");
-    const std::uint32_t s = env ? static_cast<std::uint32_t>(std::strtoul(env, nullptr, 10))
-                                : 20240601u;
+    const std::uint32_t s =
+        env ? static_cast<std::uint32_t>(std::strtoul(env, nullptr, 10)) : 20240601u;
     std::printf("protocol round-trip seed: %u (set DBMGR_TEST_SEED to change)\n", s);
     return s;
   }();
@@ -31,23 +31,39 @@ std::uint32_t test_seed() {
 // A random message without value lists, whose fields can be compared directly.
 Message random_plain(RandomMessages& r) {
   switch (r.below(16)) {
-    case 0: return Hello{static_cast<std::uint16_t>(r.below(2)),
-                         static_cast<std::uint16_t>(1 + r.below(5)), r.text(), r.u32()};
-    case 1: return Open{r.text(), r.text(), r.below(2)};
-    case 2: return Commit{};
-    case 3: return Rollback{};
-    case 4: return Close{};
-    case 5: return Cancel{};
-    case 6: return Ping{};
-    case 7: return Info{r.text(), r.text(), r.below(2)};
-    case 8: return Admin{static_cast<AdminCommand>(1 + r.below(9)), r.text()};
-    case 9: return HelloOk{kVersion1, r.text(), r.u32(), r.u32()};
-    case 10: return Ok{};
-    case 11: return Complete{r.i64(), r.i64(), r.below(2) == 1};
-    case 12: return ErrorMsg{static_cast<ErrorCategory>(1 + r.below(15)), r.text(5), r.text(200)};
-    case 13: return Pong{};
-    case 14: return InfoResult{r.text(), r.text(), r.text(), r.text(), r.text()};
-    default: return AdminResult{r.text(500)};
+    case 0:
+      return Hello{static_cast<std::uint16_t>(r.below(2)),
+                   static_cast<std::uint16_t>(1 + r.below(5)), r.text(), r.u32()};
+    case 1:
+      return Open{r.text(), r.text(), r.below(2)};
+    case 2:
+      return Commit{};
+    case 3:
+      return Rollback{};
+    case 4:
+      return Close{};
+    case 5:
+      return Cancel{};
+    case 6:
+      return Ping{};
+    case 7:
+      return Info{r.text(), r.text(), r.below(2)};
+    case 8:
+      return Admin{static_cast<AdminCommand>(1 + r.below(9)), r.text()};
+    case 9:
+      return HelloOk{kVersion1, r.text(), r.u32(), r.u32()};
+    case 10:
+      return Ok{};
+    case 11:
+      return Complete{r.i64(), r.i64(), r.below(2) == 1};
+    case 12:
+      return ErrorMsg{static_cast<ErrorCategory>(1 + r.below(15)), r.text(5), r.text(200)};
+    case 13:
+      return Pong{};
+    case 14:
+      return InfoResult{r.text(), r.text(), r.text(), r.text(), r.text()};
+    default:
+      return AdminResult{r.text(500)};
   }
 }
 
@@ -139,7 +155,11 @@ TEST_SUITE("protocol") {
   }
 
   TEST_CASE("doubles travel bit for bit") {
-    const double specials[] = {0.0, -0.0, 1e308, -1e-308, 5e-324,
+    const double specials[] = {0.0,
+                               -0.0,
+                               1e308,
+                               -1e-308,
+                               5e-324,
                                std::numeric_limits<double>::infinity(),
                                std::numeric_limits<double>::quiet_NaN()};
     for (double d : specials) {
@@ -182,7 +202,8 @@ TEST_SUITE("protocol") {
     Encoder enc(out);
     std::vector<std::size_t> frame_starts;
     const std::string big(1000, 'x');
-    const std::size_t row_bytes = encoded_size(ValueTag::kInt64) + encoded_size(ValueTag::kText, big.size());
+    const std::size_t row_bytes =
+        encoded_size(ValueTag::kInt64) + encoded_size(ValueTag::kText, big.size());
     std::uint32_t total_rows = 0;
     const std::uint32_t kRows = 1000;
     std::uint32_t next = 0;
@@ -211,8 +232,10 @@ TEST_SUITE("protocol") {
       total_rows += rows.row_count;
       std::size_t k = 0;
       for (const Value& v : rows.values) {
-        if (k++ % 2 == 0) CHECK(v == Value::int64(expect++));
-        else CHECK(v == Value::text(big));
+        if (k++ % 2 == 0)
+          CHECK(v == Value::int64(expect++));
+        else
+          CHECK(v == Value::text(big));
       }
       return true;
     }) == DecodeError::kOk);

@@ -92,7 +92,5 @@ inline std::string str_hex(std::string_view s) {
 
 namespace dbmgr::proto {
 // doctest prints these in failed CHECKs.
-inline std::ostream& operator<<(std::ostream& os, DecodeError e) {
-  return os << to_string(e);
-}
+inline std::ostream& operator<<(std::ostream& os, DecodeError e) { return os << to_string(e); }
 }  // namespace dbmgr::proto

@@ -31,19 +31,19 @@ namespace dbmgr::proto {
 // Why a frame or payload was refused. Each malformed input has its own code.
 enum class DecodeError : std::uint8_t {
   kOk = 0,
-  kTruncatedHeader,    // the stream ended (finish()) inside a frame header
-  kTruncatedPayload,   // the stream ended inside a payload, or a field runs past the payload
-  kOversizedFrame,     // header length > max_frame_bytes
-  kUnknownType,        // header type is not a MsgType
-  kBadHeader,          // flags or reserved bytes not zero, or session id where none belongs
-  kUnknownVersion,     // kHello with no version this side speaks, or kHelloOk outside it
-  kBadValueTag,        // a value tag that is not a ValueTag, or a bool byte other than 0/1
-  kStringPastFrame,    // a string or blob length runs past the end of the payload
-  kInvalidUtf8,        // text that must be UTF-8 is not
-  kTrailingGarbage,    // bytes left in the payload after the last field
-  kTooManyItems,       // a count above kMaxParams/kMaxColumns or above what the bytes can hold
-  kBadEnum,            // an ErrorCategory, AdminCommand or flag bit that v1 does not define,
-                       // or kComplete's in_transaction byte other than 0/1
+  kTruncatedHeader,   // the stream ended (finish()) inside a frame header
+  kTruncatedPayload,  // the stream ended inside a payload, or a field runs past the payload
+  kOversizedFrame,    // header length > max_frame_bytes
+  kUnknownType,       // header type is not a MsgType
+  kBadHeader,         // flags or reserved bytes not zero, or session id where none belongs
+  kUnknownVersion,    // kHello with no version this side speaks, or kHelloOk outside it
+  kBadValueTag,       // a value tag that is not a ValueTag, or a bool byte other than 0/1
+  kStringPastFrame,   // a string or blob length runs past the end of the payload
+  kInvalidUtf8,       // text that must be UTF-8 is not
+  kTrailingGarbage,   // bytes left in the payload after the last field
+  kTooManyItems,      // a count above kMaxParams/kMaxColumns or above what the bytes can hold
+  kBadEnum,           // an ErrorCategory, AdminCommand or flag bit that v1 does not define,
+                      // or kComplete's in_transaction byte other than 0/1
 };
 std::string_view to_string(DecodeError e);
 
@@ -74,11 +74,36 @@ struct Value {
   std::string_view bytes;  // kText / kBlob
 
   static Value null() { return {}; }
-  static Value boolean(bool v) { Value x; x.tag = ValueTag::kBool; x.b = v; return x; }
-  static Value int64(std::int64_t v) { Value x; x.tag = ValueTag::kInt64; x.i = v; return x; }
-  static Value real(double v) { Value x; x.tag = ValueTag::kDouble; x.d = v; return x; }
-  static Value text(std::string_view v) { Value x; x.tag = ValueTag::kText; x.bytes = v; return x; }
-  static Value blob(std::string_view v) { Value x; x.tag = ValueTag::kBlob; x.bytes = v; return x; }
+  static Value boolean(bool v) {
+    Value x;
+    x.tag = ValueTag::kBool;
+    x.b = v;
+    return x;
+  }
+  static Value int64(std::int64_t v) {
+    Value x;
+    x.tag = ValueTag::kInt64;
+    x.i = v;
+    return x;
+  }
+  static Value real(double v) {
+    Value x;
+    x.tag = ValueTag::kDouble;
+    x.d = v;
+    return x;
+  }
+  static Value text(std::string_view v) {
+    Value x;
+    x.tag = ValueTag::kText;
+    x.bytes = v;
+    return x;
+  }
+  static Value blob(std::string_view v) {
+    Value x;
+    x.tag = ValueTag::kBlob;
+    x.bytes = v;
+    return x;
+  }
   // Equal when they encode to the same bytes (doubles compare by bit pattern, so NaN == NaN
   // and 0.0 != -0.0); fields the tag does not use are ignored.
   friend bool operator==(const Value& a, const Value& b);
@@ -87,12 +112,16 @@ struct Value {
 // Bytes one value takes on the wire: 1 tag byte plus its body (len = text/blob length).
 constexpr std::size_t encoded_size(ValueTag tag, std::size_t len = 0) {
   switch (tag) {
-    case ValueTag::kNull: return 1;
-    case ValueTag::kBool: return 2;
+    case ValueTag::kNull:
+      return 1;
+    case ValueTag::kBool:
+      return 2;
     case ValueTag::kInt64:
-    case ValueTag::kDouble: return 9;
+    case ValueTag::kDouble:
+      return 9;
     case ValueTag::kText:
-    case ValueTag::kBlob: return 5 + len;
+    case ValueTag::kBlob:
+      return 5 + len;
   }
   return 1;
 }
@@ -252,9 +281,9 @@ struct AdminResult {
   friend bool operator==(const AdminResult&, const AdminResult&) = default;
 };
 
-using Message = std::variant<Hello, Open, Execute, OneShot, Commit, Rollback, Close, Cancel, Ping,
-                             Info, Admin, HelloOk, Ok, Columns, Rows, Complete, ErrorMsg, Pong,
-                             InfoResult, AdminResult>;
+using Message =
+    std::variant<Hello, Open, Execute, OneShot, Commit, Rollback, Close, Cancel, Ping, Info, Admin,
+                 HelloOk, Ok, Columns, Rows, Complete, ErrorMsg, Pong, InfoResult, AdminResult>;
 
 // The MsgType a Message alternative is sent as.
 MsgType type_of(const Message& m);
@@ -364,7 +393,8 @@ class Encoder {
   void one_shot(std::uint32_t request_id, std::string_view database, std::string_view prefix,
                 std::uint32_t flags, std::string_view sql, const Value* params,
                 std::size_t param_count);
-  void empty(MsgType type, std::uint32_t request_id, std::uint32_t session_id);  // commit, rollback, close, cancel, ping, ok, pong
+  void empty(MsgType type, std::uint32_t request_id,
+             std::uint32_t session_id);  // commit, rollback, close, cancel, ping, ok, pong
   void info(std::uint32_t request_id, const Info& m);
   void admin(std::uint32_t request_id, const Admin& m);
   void hello_ok(std::uint32_t request_id, const HelloOk& m);

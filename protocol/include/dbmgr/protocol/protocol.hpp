@@ -56,15 +56,15 @@ enum class MsgType : std::uint8_t {
   kAdmin = 0x0B,     // u8 AdminCommand, str argument
 
   // daemon -> client
-  kHelloOk = 0x81,     // u16 version, str server_version, u32 max_frame_bytes, u32 server pid
-  kOk = 0x82,          // empty: the request succeeded and has no result
-  kColumns = 0x83,     // u16 count, then per column: str name, u8 ValueTag (declared, or 0)
-  kRows = 0x84,        // u32 row count, u16 column count, then row-major values
-  kComplete = 0x85,    // i64 affected_rows, i64 last_insert_id, u8 in_transaction (0/1)
-  kError = 0x86,       // u8 ErrorCategory, str sqlstate, str message
-  kPong = 0x87,        // empty
-  kInfoResult = 0x88,  // str type, str name, str uri, str pk_type, str pk_column_type
-  kAdminResult = 0x89, // str json
+  kHelloOk = 0x81,      // u16 version, str server_version, u32 max_frame_bytes, u32 server pid
+  kOk = 0x82,           // empty: the request succeeded and has no result
+  kColumns = 0x83,      // u16 count, then per column: str name, u8 ValueTag (declared, or 0)
+  kRows = 0x84,         // u32 row count, u16 column count, then row-major values
+  kComplete = 0x85,     // i64 affected_rows, i64 last_insert_id, u8 in_transaction (0/1)
+  kError = 0x86,        // u8 ErrorCategory, str sqlstate, str message
+  kPong = 0x87,         // empty
+  kInfoResult = 0x88,   // str type, str name, str uri, str pk_type, str pk_column_type
+  kAdminResult = 0x89,  // str json
 };
 
 // Flags of kOpen / kOneShot.
@@ -97,21 +97,21 @@ enum class ValueTag : std::uint8_t {
 };
 
 enum class ErrorCategory : std::uint8_t {
-  kConnection = 1,     // the backend cannot be reached or the connection broke
-  kTimeout = 2,        // statement_timeout, idle_in_transaction_timeout, drain
-  kPoolExhausted = 3,  // no backend connection within pool_timeout
-  kConstraint = 4,     // unique, foreign key, not null, check
-  kSyntax = 5,         // SQL the backend could not parse or plan
-  kPermission = 6,     // peer credentials do not allow the request
-  kProtocol = 7,       // malformed frame or a request out of order
-  kInternal = 8,       // a bug or resource failure inside the daemon
-  kCancelled = 9,      // the statement was cancelled by kCancel
-  kKilled = 10,        // the session was ended by an operator (dbmgrctl kill)
-  kNotFound = 11,      // unknown session id or database
-  kInvalidRequest = 12,// well-formed but not allowed now (bad prefix, read-only write...)
-  kData = 13,          // a value the backend refused (type mismatch, overflow, encoding)
-  kShuttingDown = 14,  // the daemon is draining and takes no new sessions
-  kBusy = 15,          // the backend reported a lock it could not get in time
+  kConnection = 1,       // the backend cannot be reached or the connection broke
+  kTimeout = 2,          // statement_timeout, idle_in_transaction_timeout, drain
+  kPoolExhausted = 3,    // no backend connection within pool_timeout
+  kConstraint = 4,       // unique, foreign key, not null, check
+  kSyntax = 5,           // SQL the backend could not parse or plan
+  kPermission = 6,       // peer credentials do not allow the request
+  kProtocol = 7,         // malformed frame or a request out of order
+  kInternal = 8,         // a bug or resource failure inside the daemon
+  kCancelled = 9,        // the statement was cancelled by kCancel
+  kKilled = 10,          // the session was ended by an operator (dbmgrctl kill)
+  kNotFound = 11,        // unknown session id or database
+  kInvalidRequest = 12,  // well-formed but not allowed now (bad prefix, read-only write...)
+  kData = 13,            // a value the backend refused (type mismatch, overflow, encoding)
+  kShuttingDown = 14,    // the daemon is draining and takes no new sessions
+  kBusy = 15,            // the backend reported a lock it could not get in time
 };
 
 std::string_view to_string(MsgType t);
