@@ -182,7 +182,7 @@ void Connection::begin_batch() {
   out_.clear();
   for (std::size_t i = 0; i < pending_count_; ++i) pending_[i] = Pending();
   pending_count_ = 0;
-  pending_head_ = 0;
+  pending_done_ = 0;
   send_failed_ = false;
 }
 
@@ -305,7 +305,7 @@ void Connection::round_trip() {
                                          "': " + std::string(proto::to_string(err)));
     }
   }
-  while (pending_head_ < pending_count_ && !stream_error_) {
+  while (pending_done_ < pending_count_ && !stream_error_) {
     ssize_t n = ::recv(fd_, in_.data(), in_.size(), 0);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -336,10 +336,19 @@ bool Connection::on_frame(const proto::FrameView& frame) {
     return protocol_error("a malformed " + std::string(proto::to_string(frame.header.type)) +
                           " frame: " + std::string(proto::to_string(err)));
   }
-  // An error that names no pending request ends the connection: the daemon sends one before
-  // closing (protocol error, shutdown, idle timeout).
-  if (pending_head_ >= pending_count_ ||
-      frame.header.request_id != pending_[pending_head_].request_id) {
+  // Replies of different sessions may interleave: find the request this frame answers.
+  Pending* found = nullptr;
+  if (frame.header.request_id != 0) {
+    for (std::size_t i = 0; i < pending_count_; ++i) {
+      if (!pending_[i].done && pending_[i].request_id == frame.header.request_id) {
+        found = &pending_[i];
+        break;
+      }
+    }
+  }
+  // An error that names no pending request ends the connection: the daemon sends one with
+  // request id 0 before closing (protocol error, shutdown).
+  if (found == nullptr) {
     if (const auto* e = std::get_if<proto::ErrorMsg>(&msg)) {
       Error de = daemon_error(*e);
       stream_error_ =
@@ -350,11 +359,13 @@ bool Connection::on_frame(const proto::FrameView& frame) {
     return protocol_error("an unexpected " + std::string(proto::to_string(frame.header.type)) +
                           " frame (request id " + std::to_string(frame.header.request_id) + ")");
   }
-  Pending& p = pending_[pending_head_];
+  Pending& p = *found;
   if (const auto* e = std::get_if<proto::ErrorMsg>(&msg)) {
     p.error = daemon_error(*e);
     p.done = true;
-    ++pending_head_;
+    ++pending_done_;
+    // Only protocol errors close the connection; the daemon does so right after this one.
+    if (e->category == proto::ErrorCategory::kProtocol) broken_ = true;
     return true;
   }
   auto unexpected = [&]() {
@@ -412,7 +423,7 @@ bool Connection::on_frame(const proto::FrameView& frame) {
     }
   }
   p.done = true;
-  ++pending_head_;
+  ++pending_done_;
   return true;
 }
 

@@ -4,8 +4,9 @@
 // A request batch is built in three steps: begin_batch(), then per request encode it with
 // encoder() and register what it expects back with expect(), then round_trip(), which
 // writes the whole batch with one send() and reads until every expected reply arrived,
-// matching each reply frame to its request by request id in order. Errors the daemon
-// reports are stored per request (pending(i).error) so the caller can tell, say, a failed
+// matching each reply frame to its request by request id (replies of different sessions may
+// interleave, docs/protocol.md section 4; the frames of one reply arrive in order). Errors the
+// daemon reports are stored per request (pending(i).error) so the caller can tell, say, a failed
 // kOpen from a failed kExecute; round_trip() itself throws only when the connection is
 // unusable (socket error, EOF, malformed or unexpected frame), after marking it broken.
 //
@@ -136,10 +137,12 @@ class Connection {
   std::string session_database_;
   std::string session_prefix_;
   std::uint32_t session_flags_ = 0;
+  // The daemon answered killed/not_found for it: it must be closed and a new one opened.
+  bool session_dead_ = false;
   bool session_matches(std::string_view database, std::string_view prefix,
                        std::uint32_t flags) const {
-    return session_id_ != 0 && session_database_ == database && session_prefix_ == prefix &&
-           session_flags_ == flags;
+    return session_id_ != 0 && !session_dead_ && session_database_ == database &&
+           session_prefix_ == prefix && session_flags_ == flags;
   }
 
  private:
@@ -168,7 +171,7 @@ class Connection {
 
   std::array<Pending, kMaxPending> pending_;
   std::size_t pending_count_ = 0;
-  std::size_t pending_head_ = 0;         // first request still waiting for its reply
+  std::size_t pending_done_ = 0;         // requests whose reply has fully arrived
   std::optional<Error> stream_error_;    // set by on_frame when the stream is unusable
   proto::HelloOk* hello_out_ = nullptr;  // during the handshake
 };

@@ -150,6 +150,7 @@ Result Session::execute(std::string_view sql, const Param* params, std::size_t c
       c.check_frame_size(start);
       open_i = c.expect(rid, Expect::kOk);
       c.session_id_ = sid;
+      c.session_dead_ = false;
     }
     std::uint32_t rid = c.next_request_id();
     std::size_t start = c.output_size();
@@ -184,19 +185,19 @@ Result Session::execute(std::string_view sql, const Param* params, std::size_t c
     }
 
     if (open_i != Connection::kMaxPending && c.pending(open_i).error) {
-      c.session_id_ = 0;  // not opened; nothing began
+      c.session_id_ = 0;  // not opened; nothing began (a kClose sent before it was answered)
       throw *c.pending(open_i).error;
     }
     const detail::Pending& p = c.pending(exec_i);
     if (p.error) {
       const Error& e = *p.error;
       if (e.category() == ErrorCategory::kNotFound || e.category() == ErrorCategory::kKilled) {
-        // The daemon-side session is gone (killed, or unknown after a daemon-side reset).
+        // The daemon-side session is gone (killed by an operator, or unknown): the next
+        // statement closes it and opens a new one.
+        c.session_dead_ = true;
         if (state_ == State::kIdle && !opening && attempt == 0) {
-          c.session_id_ = 0;
-          continue;  // it held no transaction of ours: open a new one and run the statement
+          continue;  // it held no transaction of ours: reopen and run the statement
         }
-        c.session_id_ = 0;
       }
       state_ = State::kFailed;
       failure_ = e.what();
@@ -256,7 +257,8 @@ void Session::rollback() {
   }
   state_ = State::kIdle;
   failure_.clear();
-  if (!conn_ || conn_->session_id_ == 0) return;  // no daemon session holds anything
+  // No daemon session (or a killed one) holds anything to roll back.
+  if (!conn_ || conn_->session_id_ == 0 || conn_->session_dead_) return;
   Connection& c = *conn_;
   c.begin_batch();
   std::uint32_t rid = c.next_request_id();
@@ -270,10 +272,12 @@ void Session::rollback() {
   }
   if (c.pending(i).error) {
     Error e = *c.pending(i).error;
-    drop_connection();  // do not hand a daemon session in an unknown state to anyone
-    if (e.category() != ErrorCategory::kNotFound && e.category() != ErrorCategory::kKilled) {
-      throw e;
+    if (e.category() == ErrorCategory::kNotFound || e.category() == ErrorCategory::kKilled) {
+      c.session_dead_ = true;  // nothing left to roll back; reopened by the next statement
+      return;
     }
+    drop_connection();  // do not hand a daemon session in an unknown state to anyone
+    throw e;
   }
 }
 

@@ -503,6 +503,80 @@ TEST_SUITE("client") {
     db.ping();
   }
 
+  TEST_CASE("replies of different sessions may interleave: matched by request id") {
+    ScriptedPeer peer;
+    std::uint32_t close_rid = 0, close_sid = 0;  // touched only on the peer thread
+    peer.set_handler([&](const Request& r, dbmgr::test::Reply& reply) {
+      if (r.type == proto_t::kClose) {  // answer it after the next statement's reply
+        close_rid = r.request_id;
+        close_sid = r.session_id;
+        return true;
+      }
+      if (r.type == proto_t::kExecute && close_rid != 0) {
+        reply.columns({{"x", proto::ValueTag::kInt64}});
+        reply.rows({{proto::Value::int64(1)}}, 1);
+        reply.encoder().empty(proto_t::kOk, close_rid, close_sid);  // in between
+        reply.rows({{proto::Value::int64(2)}}, 1);
+        reply.complete(2, 0, true);
+        close_rid = 0;
+        return true;
+      }
+      return false;
+    });
+    dbmgr::DatabaseManager db(options_for(peer));
+    db.run([](dbmgr::Session& s) { s.execute("SELECT rows 1"); });
+    db.init_engine_config("test.other");
+    auto s = db.get_session();
+    auto r =
+        s.execute("SELECT x");  // kClose(old) + kOpen + kExecute; kOk(close) arrives mid-result
+    REQUIRE(r.size() == 2);
+    CHECK(r[1].get<int>("x") == 2);
+    s.commit();
+    CHECK(peer.accepted() == 1);
+  }
+
+  TEST_CASE("a killed daemon session: error, rollback acknowledges, next statement reopens") {
+    ScriptedPeer peer;
+    std::atomic<std::uint32_t> killed{0};
+    peer.set_handler([&](const Request& r, dbmgr::test::Reply& reply) {
+      if (r.session_id != 0 && r.session_id == killed.load() && r.type != proto_t::kClose) {
+        reply.error(proto::ErrorCategory::kKilled, "", "session killed by an operator");
+        return true;
+      }
+      return false;
+    });
+    dbmgr::DatabaseManager db(options_for(peer));
+    auto s = db.get_session();
+    s.execute("INSERT INTO t VALUES (1)");
+    killed = peer.requests_of(proto_t::kOpen).back().session_id;
+    Error e = catch_error([&] { s.execute("INSERT INTO t VALUES (2)"); });
+    CHECK(e.category() == ErrorCategory::kKilled);
+    CHECK(s.failed());
+    s.rollback();  // no round trip: the killed session holds nothing
+    CHECK(peer.requests_of(proto_t::kRollback).empty());
+    peer.clear_requests();
+    s.execute("INSERT INTO t VALUES (3)");
+    auto rs = peer.requests();
+    REQUIRE(rs.size() == 3);
+    CHECK(rs[0].type == proto_t::kClose);
+    CHECK(rs[0].session_id == killed.load());
+    CHECK(rs[1].type == proto_t::kOpen);
+    s.commit();
+    s.close();
+
+    // Killed while idle in the pool: the next Session's first statement reopens by itself.
+    killed = peer.requests_of(proto_t::kOpen).back().session_id;
+    peer.clear_requests();
+    db.run([](dbmgr::Session& t) { t.execute("INSERT INTO t VALUES (4)"); });
+    rs = peer.requests();
+    REQUIRE(rs.size() == 5);  // execute (killed), close, open, execute, commit
+    CHECK(rs[0].type == proto_t::kExecute);
+    CHECK(rs[1].type == proto_t::kClose);
+    CHECK(rs[2].type == proto_t::kOpen);
+    CHECK(rs[3].type == proto_t::kExecute);
+    CHECK(rs[4].type == proto_t::kCommit);
+  }
+
   TEST_CASE("session moves, close, thread_session and cleanup_thread") {
     ScriptedPeer peer;
     dbmgr::DatabaseManager db(options_for(peer));
