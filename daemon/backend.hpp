@@ -64,7 +64,7 @@ class BackendListener {
   virtual void on_backend_result(BackendConn* conn, BackendOp op, BackendResult& result) = 0;
 
  protected:
-  ~BackendListener() = default;
+  virtual ~BackendListener() = default;
 };
 
 class BackendConn {

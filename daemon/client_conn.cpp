@@ -74,7 +74,11 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
                                  static_cast<std::size_t>(n),
                                  [self](const proto::FrameView& f) { return self->on_frame(f); });
   if (err != proto::DecodeError::kOk && !self->shutting_down_ && !self->closing_) {
-    self->protocol_error(0, fmt::format("malformed frame: {}", proto::to_string(err)));
+    std::string what(proto::to_string(err));
+    if (err == proto::DecodeError::kOversizedFrame) {
+      what += fmt::format(" ({} bytes)", self->server_.settings().max_frame_bytes);
+    }
+    self->protocol_error(0, "malformed frame: " + what);
   }
   if (!self->closing_) {
     if (self->decoder_.idle()) self->decoder_.release();

@@ -30,7 +30,7 @@ class PoolWaiter {
   virtual void on_lease(BackendConn* conn, Status status) = 0;
 
  protected:
-  ~PoolWaiter() = default;
+  virtual ~PoolWaiter() = default;
 
  private:
   friend class Pool;
