@@ -104,7 +104,7 @@ TEST_CASE("a stale socket file is replaced; a live daemon's socket is refused") 
   // Kill it hard: the socket file stays behind, stale. A new daemon replaces it.
   d.stop(SIGKILL);
   REQUIRE(std::filesystem::exists(d.socket()));
-  std::string cmd2 = std::string(exe) + " --socket " + d.socket() + " > " + d.dir() +
+  std::string cmd2 = "DATABASE_PATH=" + d.data_dir() + " " + std::string(exe) + " --socket " + d.socket() + " > " + d.dir() +
                      "/second.log 2>&1 & echo $!";
   FILE* p2 = popen(cmd2.c_str(), "r");
   REQUIRE(p2 != nullptr);
