@@ -118,5 +118,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const Outcome stopping = run(
       data, size, [&] { return size; }, true);
   check(whole == stopping);
+
+  // Backpressure with bytes arriving while paused: stop after every frame, resume only now
+  // and then, keep feeding in between.
+  {
+    Outcome o;
+    proto::FrameDecoder dec(kFuzzMaxFrame);
+    auto on_frame = [&](const proto::FrameView& f) {
+      o.frames.push_back(frame_bytes(f));
+      return false;
+    };
+    std::uint32_t st = static_cast<std::uint32_t>(size) + 99;
+    std::size_t pos = 0;
+    while (pos < size && o.error == proto::DecodeError::kOk) {
+      st = st * 1103515245u + 12345u;
+      const std::size_t n = std::min(size - pos, std::size_t{1} + (st >> 16) % 61);
+      o.error = dec.feed(data + pos, n, on_frame);
+      pos += n;
+      if (o.error == proto::DecodeError::kOk && (st >> 8) % 3 == 0) o.error = dec.resume(on_frame);
+    }
+    while (o.error == proto::DecodeError::kOk && dec.paused()) o.error = dec.resume(on_frame);
+    o.finish = dec.finish();
+    check(whole == o);
+  }
   return 0;
 }

@@ -132,7 +132,10 @@ template <typename OnFrame>
 DecodeError FrameDecoder::feed(const std::uint8_t* data, std::size_t n, OnFrame&& on_frame) {
   if (failed_ != DecodeError::kOk) return failed_;
   if (paused()) {
-    // Keep order: the new bytes go behind the ones still waiting.
+    // Keep order: the new bytes go behind the ones still waiting. Drop the delivered prefix
+    // first so a consumer that keeps feeding while paused does not grow the vector forever.
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(pending_pos_));
+    pending_pos_ = 0;
     pending_.insert(pending_.end(), data, data + n);
     return resume(on_frame);
   }

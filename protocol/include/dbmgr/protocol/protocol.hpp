@@ -41,6 +41,7 @@ inline constexpr std::uint32_t kMaxParams = 65535;
 inline constexpr std::uint32_t kMaxColumns = 4096;
 
 // Message types. Requests have the high bit clear, replies have it set.
+// `params` below is u16 count followed by that many values (see ValueTag).
 enum class MsgType : std::uint8_t {
   // client -> daemon
   kHello = 0x01,     // u16 min_version, u16 max_version, str client_name, u32 pid
