@@ -46,6 +46,7 @@ struct ExecRequest {
   proto::ValueList params;    // ditto
   TxBegin begin = TxBegin::kNone;
   bool commit_after = false;  // one-shot: COMMIT when the statement succeeded
+  std::string_view client_label;  // "name pid N": PostgreSQL shows it as application_name
 };
 
 struct BackendResult {
@@ -84,6 +85,8 @@ class BackendConn {
   virtual void cancel() = 0;                // best effort; the running op completes with kCancelled
   virtual void close() = 0;                 // closes and deletes this object (maybe later)
   virtual bool needs_ping() const { return false; }
+  // True when reset() must run before the connection is leased again.
+  virtual bool needs_reset() const { return false; }
   virtual std::string server_version() const { return {}; }
   // A number that identifies the backend session (PostgreSQL backend pid; 0 if none).
   virtual std::int64_t backend_id() const { return 0; }

@@ -130,6 +130,7 @@ bool ClientConn::on_frame(const proto::FrameView& f) {
     name_.assign(hello->client_name);
     if (pid_ == 0) pid_ = static_cast<pid_t>(hello->pid);
     tag_ = fmt::format("client {} pid {} ({})", id_, pid_, name_);
+    label_ = fmt::format("{} pid {}", name_.empty() ? "dbmgr" : name_.substr(0, 40), pid_);
     handshaken_ = true;
     proto::HelloOk ok;
     ok.version = *version;

@@ -69,6 +69,8 @@ class ClientConn {
   gid_t gid() const { return gid_; }
   const std::string& name() const { return name_; }
   const std::string& tag() const { return tag_; }
+  // "name pid N", as PostgreSQL's application_name shows the client.
+  const std::string& label() const { return label_; }
   std::chrono::steady_clock::time_point connected_at() const { return connected_at_; }
   const std::unordered_map<std::uint32_t, Session*>& sessions() const { return sessions_; }
   const std::vector<Session*>& one_shots() const { return one_shots_; }
@@ -110,6 +112,7 @@ class ClientConn {
   gid_t gid_ = 0;
   std::string name_;
   std::string tag_;
+  std::string label_;
   std::chrono::steady_clock::time_point connected_at_ = std::chrono::steady_clock::now();
 };
 

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "backend_pg.hpp"
 #include "backend_sqlite.hpp"
 
 namespace dbmgr::daemon {
@@ -12,7 +13,8 @@ Engine::Engine(std::string key, config::DatabaseConfig db)
 
 Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
                                                config::DatabaseConfig db,
-                                               std::uint32_t max_frame_bytes) {
+                                               std::uint32_t max_frame_bytes,
+                                               bool create_if_missing) {
   std::unique_ptr<Engine> e(new Engine(std::move(key), std::move(db)));
   const config::DatabaseConfig& c = e->db_;
   switch (c.type) {
@@ -38,6 +40,21 @@ Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
           });
       return e;
     }
+    case config::DbType::kPostgresql: {
+      e->info_ = config::get_database_info(c, c.name);
+      PgParams p;
+      p.host = c.host;
+      p.port = c.port;
+      p.user = c.user;
+      p.password = c.password;
+      p.dbname = c.name;
+      p.sslmode = c.sslmode;
+      p.statement_timeout = c.pool.statement_timeout;
+      p.max_frame_bytes = max_frame_bytes;
+      p.create_if_missing = create_if_missing;
+      e->writer_ = std::make_unique<Pool>(c.name, c.pool, [loop, p] { return new PgConn(loop, p); });
+      return e;
+    }
     default:
       return Status::invalid(fmt::format("database type {} is not served by this dbmgrd yet",
                                          config::to_string(c.type)));
@@ -46,6 +63,12 @@ Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
 
 Pool& Engine::pool_for(bool read_only) {
   return read_only && readers_ ? *readers_ : *writer_;
+}
+
+TxBegin Engine::one_shot_begin(bool read_only) const {
+  // A single PostgreSQL statement in autocommit is its own transaction: no BEGIN/COMMIT.
+  if (db_.type != config::DbType::kSqlite) return TxBegin::kNone;
+  return read_only ? TxBegin::kNone : TxBegin::kImmediate;
 }
 
 TxBegin Engine::begin_mode(bool read_only) const {

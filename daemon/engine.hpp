@@ -27,10 +27,12 @@ class Engine {
   // `db` is the database's configuration with `name` already resolved (prefix applied).
   static Result<std::unique_ptr<Engine>> create(uv_loop_t* loop, std::string key,
                                                 config::DatabaseConfig db,
-                                                std::uint32_t max_frame_bytes);
+                                                std::uint32_t max_frame_bytes,
+                                                bool create_if_missing);
 
   Pool& pool_for(bool read_only);
   TxBegin begin_mode(bool read_only) const;
+  TxBegin one_shot_begin(bool read_only) const;
   std::vector<Pool*> pools();
   // The role of a pool for people: "writer", "reader" or "main".
   std::string_view role(const Pool* p) const;

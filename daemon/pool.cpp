@@ -121,6 +121,12 @@ void Pool::release(BackendConn* conn, bool reusable) {
     open_for_waiters();
     return;
   }
+  if (conn->needs_reset()) {  // undo session state before anyone else gets it
+    ++opening_;
+    conn->set_listener(this);
+    conn->reset();
+    return;
+  }
   if (PoolWaiter* w = pop_waiter()) {
     grant(w, conn);
     return;
@@ -136,9 +142,9 @@ void Pool::on_backend_result(BackendConn* conn, BackendOp op, BackendResult& r) 
   --opening_;
   if (!r.status.is_ok()) {
     ++stats_.errors;
-    if (op == BackendOp::kPing) {
-      // A dead idle connection: replace it silently.
-      spdlog::info("pool {}: pre-ping failed ({}), replacing the connection", name_,
+    if (op == BackendOp::kPing || op == BackendOp::kReset) {
+      // A dead idle connection, or one that cannot be reset: replace it silently.
+      spdlog::info("pool {}: {} failed ({}), replacing the connection", name_, to_string(op),
                    r.status.message());
       close_conn(conn);
       open_for_waiters();
@@ -156,6 +162,8 @@ void Pool::on_backend_result(BackendConn* conn, BackendOp op, BackendResult& r) 
   }
   if (PoolWaiter* w = pop_waiter()) {
     grant(w, conn);
+  } else if (op == BackendOp::kReset && total() >= settings_.pool_size) {
+    close_conn(conn);  // a reset overflow connection nobody waits for
   } else {
     conn->set_listener(nullptr);
     idle_.push_back(conn);

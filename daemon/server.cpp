@@ -230,7 +230,8 @@ Result<Engine*> Server::engine_for(std::string_view database, std::string_view p
   if (draining_) return Status(proto::ErrorCategory::kShuttingDown, "dbmgrd is shutting down");
   config::DatabaseConfig db = *base;
   db.name = *resolved;
-  auto engine = Engine::create(&loop_, base->key, std::move(db), settings_.max_frame_bytes);
+  bool create = !prefix.empty() && settings_.prefixes.allows_create(prefix);
+  auto engine = Engine::create(&loop_, base->key, std::move(db), settings_.max_frame_bytes, create);
   if (!engine.is_ok()) return engine.status();
   Engine* e = engine.value().get();
   spdlog::info("engine {}: created ({}, {})", e->name(), config::to_string(e->config().type),

@@ -197,10 +197,10 @@ void Session::run_execute(bool begin) {
     req.params = o->params;
     req.commit_after = true;
   }
-  // A read-only one-shot on SQLite needs no transaction; anything else begins one.
   if (begin) {
-    req.begin = one_shot_ && read_only_ ? TxBegin::kNone : engine_->begin_mode(read_only_);
+    req.begin = one_shot_ ? engine_->one_shot_begin(read_only_) : engine_->begin_mode(read_only_);
   }
+  if (conn_ != nullptr) req.client_label = conn_->label();
   state_ = State::kRunning;
   running_op_ = BackendOp::kExecute;
   lease_->set_listener(this);

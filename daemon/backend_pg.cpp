@@ -1,0 +1,831 @@
+// PostgreSQL backend: non-blocking libpq in the loop, pipelined, prepared, streamed.
+#include "backend_pg.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "pg_sql.hpp"
+
+namespace dbmgr::daemon {
+namespace {
+
+// Type OIDs from pg_type.h.
+constexpr Oid kBoolOid = 16;
+constexpr Oid kByteaOid = 17;
+constexpr Oid kInt8Oid = 20;
+constexpr Oid kInt2Oid = 21;
+constexpr Oid kInt4Oid = 23;
+constexpr Oid kOidOid = 26;
+constexpr Oid kFloat4Oid = 700;
+constexpr Oid kFloat8Oid = 701;
+
+proto::ValueTag tag_of(Oid t) {
+  switch (t) {
+    case kBoolOid: return proto::ValueTag::kBool;
+    case kInt2Oid:
+    case kInt4Oid:
+    case kInt8Oid:
+    case kOidOid: return proto::ValueTag::kInt64;
+    case kFloat4Oid:
+    case kFloat8Oid: return proto::ValueTag::kDouble;
+    case kByteaOid: return proto::ValueTag::kBlob;
+    default: return proto::ValueTag::kText;
+  }
+}
+
+void put_be64(char* p, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i) {
+    p[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+}
+
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+void ignore_notice(void* /*arg*/, const PGresult* /*res*/) {}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+PgConn::PgConn(uv_loop_t* loop, PgParams params) : loop_(loop), params_(std::move(params)) {
+  uv_timer_init(loop_, &timer_);
+  timer_.data = this;
+  open_handles_ = 1;
+  cache_.reserve(16);
+}
+
+PgConn::~PgConn() {
+  if (conn_ != nullptr) PQfinish(conn_);
+}
+
+std::string PgConn::server_version() const { return server_version_; }
+
+// ---- plumbing ----
+
+void PgConn::watch(int events) {
+  if (poll_ == nullptr || events == poll_events_) return;
+  poll_events_ = events;
+  if (events == 0) {
+    uv_poll_stop(poll_);
+  } else {
+    uv_poll_start(poll_, events, &PgConn::on_poll);
+  }
+}
+
+void PgConn::rewatch_socket() {
+  int fd = PQsocket(conn_);
+  if (fd == poll_fd_ && poll_ != nullptr) return;
+  if (poll_ != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), &PgConn::on_handle_closed);
+    poll_ = nullptr;
+  }
+  poll_fd_ = fd;
+  poll_events_ = 0;
+  if (fd < 0) return;
+  poll_ = new uv_poll_t;
+  uv_poll_init(loop_, poll_, fd);
+  poll_->data = this;
+  ++open_handles_;
+}
+
+void PgConn::on_handle_closed(uv_handle_t* h) {
+  auto* self = static_cast<PgConn*>(h->data);
+  if (h != reinterpret_cast<uv_handle_t*>(&self->timer_)) delete reinterpret_cast<uv_poll_t*>(h);
+  if (--self->open_handles_ == 0 && self->phase_ == Phase::kClosed) delete self;
+}
+
+void PgConn::start_timer(std::uint64_t ms) { uv_timer_start(&timer_, &PgConn::on_timer, ms, 0); }
+void PgConn::stop_timer() { uv_timer_stop(&timer_); }
+
+void PgConn::deliver_async(Status s) {
+  result_.status = std::move(s);
+  async_complete_ = true;
+  start_timer(0);
+}
+
+void PgConn::on_timer(uv_timer_t* t) {
+  auto* self = static_cast<PgConn*>(t->data);
+  if (self->async_complete_) {
+    self->async_complete_ = false;
+    self->phase_ = Phase::kIdle;
+    self->complete(self->op_, self->result_);
+    return;
+  }
+  if (self->resume_pending_) {
+    self->resume_pending_ = false;
+    self->drain_results();
+    return;
+  }
+  if (self->phase_ == Phase::kConnecting || self->phase_ == Phase::kCreatingDb) {
+    self->connect_failed(Status::connection(
+        fmt::format("cannot connect to PostgreSQL database {} at {}: no answer within {} ms",
+                    self->params_.dbname, self->params_.host, self->params_.connect_timeout.count())));
+  }
+}
+
+void PgConn::on_poll(uv_poll_t* h, int status, int events) {
+  auto* self = static_cast<PgConn*>(h->data);
+  if (self->phase_ == Phase::kConnecting) {
+    if (status < 0) {
+      return self->connect_failed(Status::connection(uv_strerror(status)));
+    }
+    return self->continue_connect();
+  }
+  if (self->phase_ == Phase::kCreatingDb || self->phase_ == Phase::kRunning) {
+    if (status < 0) return self->fail_broken(uv_strerror(status));
+    self->on_io(events);
+  }
+}
+
+// ---- connecting ----
+
+void PgConn::open() {
+  op_ = BackendOp::kOpen;
+  busy_ = true;
+  result_ = BackendResult{};
+  start_connect(false);
+}
+
+void PgConn::start_connect(bool maintenance) {
+  phase_ = Phase::kConnecting;
+  connect_for_create_ = maintenance;
+  std::string port = params_.port > 0 ? std::to_string(params_.port) : "";
+  std::string options = params_.statement_timeout.count() > 0
+                            ? fmt::format("-c statement_timeout={}", params_.statement_timeout.count())
+                            : "";
+  std::vector<const char*> kw, val;
+  auto add = [&](const char* k, const std::string& v) {
+    if (!v.empty()) {
+      kw.push_back(k);
+      val.push_back(v.c_str());
+    }
+  };
+  std::string db = maintenance ? params_.maintenance_db : params_.dbname;
+  std::string app = "dbmgrd";
+  std::string utf8 = "UTF8";
+  add("host", params_.host);
+  add("port", port);
+  add("user", params_.user);
+  add("password", params_.password.reveal());
+  add("dbname", db);
+  add("sslmode", params_.sslmode);
+  add("application_name", app);
+  add("client_encoding", utf8);
+  add("options", options);
+  kw.push_back(nullptr);
+  val.push_back(nullptr);
+  conn_ = PQconnectStartParams(kw.data(), val.data(), 0);
+  if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
+    std::string msg = conn_ != nullptr ? trim(PQerrorMessage(conn_)) : "out of memory";
+    if (conn_ != nullptr) PQfinish(conn_);
+    conn_ = nullptr;
+    result_.broken = true;
+    deliver_async(Status::connection(
+        fmt::format("cannot connect to PostgreSQL database {}: {}", db, msg)));
+    return;
+  }
+  PQsetnonblocking(conn_, 1);
+  PQsetNoticeReceiver(conn_, &ignore_notice, nullptr);
+  start_timer(static_cast<std::uint64_t>(params_.connect_timeout.count()));
+  rewatch_socket();
+  watch(UV_WRITABLE);  // libpq: behave as if PQconnectPoll had said PGRES_POLLING_WRITING
+}
+
+void PgConn::continue_connect() {
+  switch (PQconnectPoll(conn_)) {
+    case PGRES_POLLING_READING:
+      rewatch_socket();
+      watch(UV_READABLE);
+      return;
+    case PGRES_POLLING_WRITING:
+      rewatch_socket();
+      watch(UV_WRITABLE);
+      return;
+    case PGRES_POLLING_OK:
+      stop_timer();
+      return after_connect();
+    default:
+      return connect_failed(Status::connection(trim(PQerrorMessage(conn_))));
+  }
+}
+
+void PgConn::connect_failed(Status s) {
+  stop_timer();
+  std::string msg = s.message();
+  std::string db = connect_for_create_ ? params_.maintenance_db : params_.dbname;
+  if (conn_ != nullptr) {
+    watch(0);
+    if (poll_ != nullptr) {
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), &PgConn::on_handle_closed);
+      poll_ = nullptr;
+      poll_fd_ = -1;
+    }
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+  bool missing = msg.find("does not exist") != std::string::npos &&
+                 msg.find("database") != std::string::npos;
+  if (missing && params_.create_if_missing && !connect_for_create_ && !created_db_) {
+    spdlog::info("PostgreSQL database {} does not exist; creating it (prefix policy allows)",
+                 params_.dbname);
+    return start_connect(true);
+  }
+  result_.status = Status::connection(
+      msg.rfind("cannot connect", 0) == 0
+          ? msg
+          : fmt::format("cannot connect to PostgreSQL database {} at {}: {}", db,
+                        params_.host.empty() ? "the default socket" : params_.host, msg));
+  if (missing && !params_.create_if_missing) {
+    result_.status = Status(proto::ErrorCategory::kNotFound,
+                            fmt::format("PostgreSQL database {} does not exist, and the prefix "
+                                        "policy does not allow creating it",
+                                        params_.dbname),
+                            "3D000");
+  }
+  result_.broken = true;
+  phase_ = Phase::kIdle;
+  complete(op_, result_);
+}
+
+void PgConn::after_connect() {
+  if (connect_for_create_) {
+    // CREATE DATABASE cannot run in a pipeline or a transaction: plain query mode.
+    phase_ = Phase::kCreatingDb;
+    char* quoted = PQescapeIdentifier(conn_, params_.dbname.c_str(), params_.dbname.size());
+    std::string sql = fmt::format("CREATE DATABASE {}", quoted);
+    PQfreemem(quoted);
+    nsteps_ = cur_ = 0;
+    push(Step::kScript);
+    if (PQsendQuery(conn_, sql.c_str()) == 0) {
+      return connect_failed(Status::connection(trim(PQerrorMessage(conn_))));
+    }
+    finish_send();
+    return;
+  }
+  backend_pid_ = PQbackendPID(conn_);
+  if (const char* v = PQparameterStatus(conn_, "server_version")) server_version_ = v;
+  PQenterPipelineMode(conn_);
+  phase_ = Phase::kIdle;
+  watch(0);
+  result_.status = Status::ok();
+  complete(BackendOp::kOpen, result_);
+}
+
+// ---- operations ----
+
+void PgConn::begin_op(BackendOp op) {
+  op_ = op;
+  busy_ = true;
+  phase_ = Phase::kRunning;
+  nsteps_ = cur_ = 0;
+  single_row_ = false;
+  paused_ = false;
+  rollback_after_error_ = false;
+  result_ = BackendResult{};
+}
+
+void PgConn::send_simple(const char* sql, Step step) {
+  push(step);
+  if (PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) {
+    return fail_broken(trim(PQerrorMessage(conn_)));
+  }
+  if (PQpipelineSync(conn_) == 0) return fail_broken(trim(PQerrorMessage(conn_)));
+  finish_send();
+}
+
+void PgConn::commit() {
+  begin_op(BackendOp::kCommit);
+  send_simple("COMMIT", Step::kCommit);
+}
+
+void PgConn::rollback() {
+  begin_op(BackendOp::kRollback);
+  send_simple("ROLLBACK", Step::kRollback);
+}
+
+void PgConn::ping() {
+  begin_op(BackendOp::kPing);
+  if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
+    result_.broken = true;
+    return deliver_async(Status::connection("connection is closed"));
+  }
+  send_simple("SELECT 1", Step::kPing);
+}
+
+bool PgConn::needs_reset() const {
+  return dirty_ || (conn_ != nullptr && PQtransactionStatus(conn_) != PQTRANS_IDLE);
+}
+
+void PgConn::reset() {
+  begin_op(BackendOp::kReset);
+  if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
+    result_.broken = true;
+    return deliver_async(Status::connection("connection is closed"));
+  }
+  if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+    if (dirty_) {  // ROLLBACK then DISCARD ALL, one round trip
+      push(Step::kRollback);
+      PQsendQueryParams(conn_, "ROLLBACK", 0, nullptr, nullptr, nullptr, nullptr, 0);
+    } else {
+      return send_simple("ROLLBACK", Step::kRollback);
+    }
+  }
+  if (dirty_) {
+    dirty_ = false;
+    cache_.clear();  // DISCARD ALL deallocates every prepared statement
+    pending_deallocate_.clear();
+    app_name_.clear();
+    return send_simple("DISCARD ALL", Step::kDiscard);
+  }
+  deliver_async(Status::ok());
+}
+
+void PgConn::execute(const ExecRequest& req) {
+  begin_op(BackendOp::kExecute);
+  req_ = req;
+  enc_.emplace(result_.frames.bytes());
+  batch_.reset();
+  columns_sent_ = false;
+  affected_ = 0;
+  if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
+    result_.broken = true;
+    return deliver_async(Status::connection("the PostgreSQL connection is closed"));
+  }
+  if (pgsql::changes_session_state(req.sql)) dirty_ = true;
+  if (!send_exec()) return;
+  finish_send();
+}
+
+bool PgConn::send_exec() {
+  const bool begin = req_.begin != TxBegin::kNone;
+  pgsql::Scan scan = pgsql::scan(req_.sql);
+  if (scan.multi_statement) {
+    if (req_.params.size() > 0) {
+      deliver_async(Status::invalid("parameters are only allowed in a single statement"));
+      return false;
+    }
+    // A script runs through the simple query protocol, which pipelines do not allow.
+    PQexitPipelineMode(conn_);
+    std::string sql = begin ? "BEGIN;" : "";
+    sql.append(req_.sql);
+    push(Step::kScript);
+    if (PQsendQuery(conn_, sql.c_str()) == 0) {
+      fail_broken(trim(PQerrorMessage(conn_)));
+      return false;
+    }
+    return true;
+  }
+  auto fail_send = [&] {
+    fail_broken(trim(PQerrorMessage(conn_)));
+    return false;
+  };
+  if (begin) {
+    push(Step::kBegin);
+    if (PQsendQueryParams(conn_, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
+  }
+  if (!req_.client_label.empty() && req_.client_label != app_name_) {
+    app_name_.assign(req_.client_label);
+    const char* v[1] = {app_name_.c_str()};
+    push(Step::kSetName);
+    if (PQsendQueryParams(conn_, "SELECT pg_catalog.set_config('application_name', $1, false)", 1,
+                          nullptr, v, nullptr, nullptr, 0) == 0) {
+      return fail_send();
+    }
+  }
+  if (!pending_deallocate_.empty()) {
+    std::string sql = "DEALLOCATE " + pending_deallocate_;
+    pending_deallocate_.clear();
+    push(Step::kDeallocate);
+    if (PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
+  }
+
+  // Parameters: binary for numbers, booleans and blobs; text for text.
+  const std::size_t n = req_.params.size();
+  types_.assign(n, 0);
+  values_.assign(n, nullptr);
+  lengths_.assign(n, 0);
+  formats_.assign(n, 0);
+  key_.clear();
+  std::size_t bytes = 0;
+  for (const proto::Value& v : req_.params) {
+    if (v.tag == proto::ValueTag::kText) bytes += v.bytes.size() + 1;
+    if (v.tag == proto::ValueTag::kInt64 || v.tag == proto::ValueTag::kDouble) bytes += 8;
+    if (v.tag == proto::ValueTag::kBool) bytes += 1;
+  }
+  scratch_.resize(bytes);
+  std::size_t off = 0;
+  std::size_t i = 0;
+  for (const proto::Value& v : req_.params) {
+    char* p = scratch_.data() + off;
+    switch (v.tag) {
+      case proto::ValueTag::kNull:
+        key_ += 'n';
+        break;
+      case proto::ValueTag::kBool:
+        key_ += 'b';
+        types_[i] = kBoolOid;
+        *p = v.b ? 1 : 0;
+        values_[i] = p;
+        lengths_[i] = 1;
+        formats_[i] = 1;
+        off += 1;
+        break;
+      case proto::ValueTag::kInt64:
+        key_ += 'i';
+        types_[i] = kInt8Oid;
+        put_be64(p, static_cast<std::uint64_t>(v.i));
+        values_[i] = p;
+        lengths_[i] = 8;
+        formats_[i] = 1;
+        off += 8;
+        break;
+      case proto::ValueTag::kDouble: {
+        key_ += 'd';
+        types_[i] = kFloat8Oid;
+        std::uint64_t bits;
+        std::memcpy(&bits, &v.d, 8);
+        put_be64(p, bits);
+        values_[i] = p;
+        lengths_[i] = 8;
+        formats_[i] = 1;
+        off += 8;
+        break;
+      }
+      case proto::ValueTag::kText:
+        key_ += 't';
+        std::memcpy(p, v.bytes.data(), v.bytes.size());
+        p[v.bytes.size()] = '\0';
+        values_[i] = p;
+        off += v.bytes.size() + 1;
+        break;
+      case proto::ValueTag::kBlob:
+        key_ += 'x';
+        types_[i] = kByteaOid;
+        values_[i] = v.bytes.data();
+        lengths_[i] = static_cast<int>(v.bytes.size());
+        formats_[i] = 1;
+        break;
+    }
+    ++i;
+  }
+  key_ += '|';
+  key_.append(req_.sql);
+
+  // The prepared statement for this SQL and parameter types, prepared on first use.
+  Cached* hit = nullptr;
+  for (auto& c : cache_) {
+    if (c.key == key_) {
+      hit = &c;
+      break;
+    }
+  }
+  if (hit == nullptr) {
+    if (cache_.size() >= kStmtCacheSize) {
+      auto lru = cache_.begin();
+      for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+        if (it->used < lru->used) lru = it;
+      }
+      pending_deallocate_ = lru->name;  // sent with the next pipeline
+      cache_.erase(lru);
+    }
+    cache_.push_back(Cached{key_, fmt::format("dbmgr_{}", ++name_counter_), 0});
+    hit = &cache_.back();
+    std::string sql = pgsql::rewrite_placeholders(req_.sql);
+    push(Step::kPrepare);
+    if (PQsendPrepare(conn_, hit->name.c_str(), sql.c_str(), static_cast<int>(n), types_.data()) == 0) {
+      return fail_send();
+    }
+  }
+  hit->used = ++use_counter_;
+  current_stmt_ = hit->name;
+  push(Step::kExec);
+  if (PQsendQueryPrepared(conn_, hit->name.c_str(), static_cast<int>(n), values_.data(),
+                          lengths_.data(), formats_.data(), 0) == 0) {
+    return fail_send();
+  }
+  if (req_.commit_after && begin) {
+    push(Step::kCommit);
+    if (PQsendQueryParams(conn_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
+  }
+  if (PQpipelineSync(conn_) == 0) return fail_send();
+  return true;
+}
+
+void PgConn::finish_send() {
+  int rc = PQflush(conn_);
+  if (rc < 0) return fail_broken(trim(PQerrorMessage(conn_)));
+  watch(rc == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
+}
+
+void PgConn::resume() {
+  busy_ = true;
+  paused_ = false;
+  result_ = BackendResult{};
+  enc_.emplace(result_.frames.bytes());
+  batch_.reset();
+  // Go on from the loop, not from inside the caller's callback (no recursion per batch).
+  resume_pending_ = true;
+  start_timer(0);
+}
+
+void PgConn::on_io(int events) {
+  if ((events & UV_WRITABLE) != 0) {
+    int rc = PQflush(conn_);
+    if (rc < 0) return fail_broken(trim(PQerrorMessage(conn_)));
+    if (rc == 0) watch(UV_READABLE);
+  }
+  if ((events & UV_READABLE) != 0) {
+    if (PQconsumeInput(conn_) == 0) return fail_broken(trim(PQerrorMessage(conn_)));
+    drain_results();
+  }
+}
+
+void PgConn::drain_results() {
+  while (phase_ == Phase::kRunning || phase_ == Phase::kCreatingDb) {
+    if (paused_) return;
+    if (PQisBusy(conn_) != 0) {
+      if (PQstatus(conn_) == CONNECTION_BAD) return fail_broken(trim(PQerrorMessage(conn_)));
+      if (poll_events_ == 0) watch(UV_READABLE);
+      return;
+    }
+    if (cur_ < nsteps_ && steps_[cur_] == Step::kExec && !single_row_) {
+      PQsetSingleRowMode(conn_);
+      single_row_ = true;
+    }
+    PGresult* r = PQgetResult(conn_);
+    if (r == nullptr) {  // the end of one statement's results
+      if (cur_ < nsteps_ && steps_[cur_] == Step::kScript) return op_done();
+      if (cur_ < nsteps_) ++cur_;
+      single_row_ = false;
+      if (PQstatus(conn_) == CONNECTION_BAD) return fail_broken(trim(PQerrorMessage(conn_)));
+      continue;
+    }
+    if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+      PQclear(r);
+      return op_done();
+    }
+    handle_result(r);
+    PQclear(r);
+    if (batch_ && batch_->payload_bytes() >= proto::kMaxRowBatchBytes) {
+      batch_->finish();
+      batch_.reset();
+      result_.more = true;
+      paused_ = true;
+      watch(0);  // the server waits while the client reads what we have
+      phase_ = Phase::kRunning;
+      complete(BackendOp::kExecute, result_);
+      return;
+    }
+  }
+}
+
+void PgConn::send_columns(const PGresult* r) {
+  if (columns_sent_) return;
+  columns_sent_ = true;
+  int n = PQnfields(r);
+  if (n == 0) return;
+  std::vector<proto::ColumnDesc> cols(static_cast<std::size_t>(n));
+  for (int c = 0; c < n; ++c) {
+    cols[static_cast<std::size_t>(c)].name = PQfname(r, c);
+    cols[static_cast<std::size_t>(c)].type = tag_of(PQftype(r, c));
+  }
+  enc_->columns(req_.request_id, req_.session_id, cols.data(), cols.size());
+}
+
+void PgConn::encode_row(const PGresult* r) {
+  int n = PQnfields(r);
+  if (!batch_) batch_.emplace(*enc_, req_.request_id, req_.session_id, static_cast<std::uint16_t>(n));
+  for (int c = 0; c < n; ++c) {
+    if (PQgetisnull(r, 0, c) != 0) {
+      batch_->null();
+      continue;
+    }
+    const char* v = PQgetvalue(r, 0, c);
+    int len = PQgetlength(r, 0, c);
+    switch (PQftype(r, c)) {
+      case kBoolOid: batch_->boolean(v[0] == 't'); break;
+      case kInt2Oid:
+      case kInt4Oid:
+      case kInt8Oid:
+      case kOidOid: batch_->int64(std::strtoll(v, nullptr, 10)); break;
+      case kFloat4Oid:
+      case kFloat8Oid: batch_->real(std::strtod(v, nullptr)); break;
+      case kByteaOid: {
+        // Text format: \x followed by hex pairs.
+        std::string_view s(v, static_cast<std::size_t>(len));
+        if (s.size() >= 2 && s[0] == '\\' && s[1] == 'x') {
+          std::size_t out = (s.size() - 2) / 2;
+          scratch_.resize(out);
+          for (std::size_t k = 0; k < out; ++k) {
+            scratch_[k] = static_cast<char>(hexval(s[2 + 2 * k]) * 16 + hexval(s[3 + 2 * k]));
+          }
+          batch_->blob(std::string_view(scratch_.data(), out));
+        } else {
+          batch_->blob(s);
+        }
+        break;
+      }
+      default: batch_->text(std::string_view(v, static_cast<std::size_t>(len))); break;
+    }
+  }
+  batch_->end_row();
+}
+
+void PgConn::handle_result(PGresult* r) {
+  Step step = cur_ < nsteps_ ? steps_[cur_] : Step::kPing;
+  switch (PQresultStatus(r)) {
+    case PGRES_SINGLE_TUPLE:
+      if (step == Step::kExec) {
+        send_columns(r);
+        encode_row(r);
+      }
+      return;
+    case PGRES_TUPLES_OK:
+    case PGRES_COMMAND_OK:
+      if (step == Step::kExec || step == Step::kScript) {
+        if (step == Step::kExec) send_columns(r);
+        const char* t = PQcmdTuples(r);
+        affected_ = (t != nullptr && *t != '\0') ? std::strtoll(t, nullptr, 10) : 0;
+      }
+      return;
+    case PGRES_EMPTY_QUERY:
+      return;
+    case PGRES_PIPELINE_ABORTED:
+      if (step == Step::kPrepare) forget_statement();
+      return;
+    case PGRES_COPY_IN:
+    case PGRES_COPY_OUT:
+    case PGRES_COPY_BOTH:
+      if (result_.status.is_ok()) result_.status = Status::invalid("COPY is not supported through dbmgrd");
+      return;
+    default: {  // errors
+      if (step == Step::kPrepare) forget_statement();
+      if (step == Step::kExec) {
+        const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        // The prepared statement went stale (DDL) or is gone: prepare it again next time.
+        if (state != nullptr && (std::strcmp(state, "0A000") == 0 || std::strcmp(state, "26000") == 0)) {
+          forget_statement();
+        }
+      }
+      if (result_.status.is_ok()) result_.status = error_of(r);
+      return;
+    }
+  }
+}
+
+void PgConn::forget_statement() {
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->name == current_stmt_) {
+      cache_.erase(it);
+      return;
+    }
+  }
+}
+
+Status PgConn::error_of(const PGresult* r) const {
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  const char* primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+  const char* detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+  std::string msg = primary != nullptr ? primary : trim(PQresultErrorMessage(r));
+  if (detail != nullptr) msg += fmt::format(" ({})", detail);
+  std::string s = state != nullptr ? state : "";
+  using C = proto::ErrorCategory;
+  C cat = C::kSyntax;
+  auto cls = s.substr(0, 2);
+  if (cls == "23") cat = C::kConstraint;
+  else if (cls == "22") cat = C::kData;
+  else if (cls == "08" || s == "57P01" || s == "57P02" || s == "57P03") cat = C::kConnection;
+  else if (s == "57014") cat = msg.find("statement timeout") != std::string::npos ? C::kTimeout : C::kCancelled;
+  else if (cls == "40" || s == "55P03") cat = C::kBusy;
+  else if (cls == "25") cat = C::kInvalidRequest;
+  else if (cls == "28" || s == "42501") cat = C::kPermission;
+  else if (cls == "3D") cat = C::kNotFound;
+  else if (cls == "53" || cls == "54" || cls == "58" || cls == "XX") cat = C::kInternal;
+  return {cat, msg, s};
+}
+
+void PgConn::op_done() {
+  if (phase_ == Phase::kCreatingDb) {
+    // CREATE DATABASE answered: success or "already exists" (another connection won).
+    PQfinish(conn_);
+    conn_ = nullptr;
+    if (poll_ != nullptr) {
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), &PgConn::on_handle_closed);
+      poll_ = nullptr;
+      poll_fd_ = -1;
+    }
+    Status st = result_.status;
+    if (!st.is_ok() && st.sqlstate() != "42P04") {
+      result_.broken = true;
+      phase_ = Phase::kIdle;
+      return complete(BackendOp::kOpen, result_);
+    }
+    result_.status = Status::ok();
+    created_db_ = true;
+    return start_connect(false);
+  }
+  if (!steps_.empty() && nsteps_ > 0 && steps_[0] == Step::kScript) PQenterPipelineMode(conn_);
+  const PGTransactionStatusType tx = PQtransactionStatus(conn_);
+  const bool in_tx = tx == PQTRANS_INTRANS || tx == PQTRANS_INERROR;
+  if (op_ == BackendOp::kExecute && !rollback_after_error_) {
+    if (!result_.status.is_ok()) {
+      batch_.reset();
+      result_.frames.bytes().clear();
+      if (in_tx && PQstatus(conn_) != CONNECTION_BAD) {
+        // An error ends the transaction: roll back now, report the error after.
+        rollback_after_error_ = true;
+        nsteps_ = cur_ = 0;
+        single_row_ = false;
+        return send_simple("ROLLBACK", Step::kRollback);
+      }
+    } else {
+      if (batch_) {
+        batch_->finish();
+        batch_.reset();
+      }
+      proto::Complete done;
+      done.affected_rows = affected_;
+      done.in_transaction = in_tx;
+      enc_->complete(req_.request_id, req_.session_id, done);
+    }
+  }
+  result_.in_transaction = in_tx;
+  result_.broken = PQstatus(conn_) == CONNECTION_BAD;
+  result_.statements = op_ == BackendOp::kExecute ? 1 : 0;
+  phase_ = Phase::kIdle;
+  watch(0);
+  complete(op_, result_);
+}
+
+void PgConn::fail_broken(std::string why) {
+  if (phase_ == Phase::kCreatingDb) {
+    return connect_failed(Status::connection(why));
+  }
+  spdlog::debug("PostgreSQL connection {} broke: {}", backend_pid_, why);
+  result_.status = Status::connection(
+      fmt::format("the connection to PostgreSQL database {} broke: {}", params_.dbname,
+                  why.empty() ? "server closed the connection" : why));
+  result_.frames.bytes().clear();
+  result_.broken = true;
+  result_.in_transaction = false;
+  result_.more = false;
+  batch_.reset();
+  phase_ = Phase::kIdle;
+  watch(0);
+  complete(op_, result_);
+}
+
+void PgConn::cancel() {
+  if (phase_ != Phase::kRunning || conn_ == nullptr) return;
+  struct CancelWork {
+    uv_work_t work;
+    PGcancel* cancel;
+  };
+  auto* w = new CancelWork{{}, PQgetCancel(conn_)};
+  w->work.data = w;
+  if (w->cancel == nullptr) {
+    delete w;
+    return;
+  }
+  uv_queue_work(
+      loop_, &w->work,
+      [](uv_work_t* req) {
+        auto* cw = static_cast<CancelWork*>(req->data);
+        char err[256];
+        PQcancel(cw->cancel, err, sizeof(err));
+      },
+      [](uv_work_t* req, int) {
+        auto* cw = static_cast<CancelWork*>(req->data);
+        PQfreeCancel(cw->cancel);
+        delete cw;
+      });
+}
+
+void PgConn::close() {
+  set_listener(nullptr);
+  phase_ = Phase::kClosed;
+  stop_timer();
+  if (poll_ != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), &PgConn::on_handle_closed);
+    poll_ = nullptr;
+  }
+  if (conn_ != nullptr) {
+    PQfinish(conn_);  // the server rolls back whatever was open
+    conn_ = nullptr;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &PgConn::on_handle_closed);
+}
+
+}  // namespace dbmgr::daemon

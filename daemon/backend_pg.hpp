@@ -1,0 +1,163 @@
+// PostgreSQL backend: one libpq connection driven inside the libuv loop, never blocking it.
+//
+// Connecting uses PQconnectStartParams/PQconnectPoll with a uv_poll on PQsocket and a
+// connect timeout. Every operation is sent in libpq's pipeline mode, so the statements of
+// one request reach the server in one write and answer in one round trip: the first
+// statement of a transaction goes out as BEGIN + (PREPARE) + EXECUTE + Sync. Repeated SQL
+// is prepared once per connection under a generated name (an LRU of kStmtCacheSize; an
+// evicted statement is deallocated in the next pipeline). `?` placeholders are rewritten to
+// `$n`; integers, doubles, booleans and blobs are sent in binary, text as text with the
+// type left for the server to infer. Rows stream in single-row mode and are encoded into
+// kRows batches; when the client is slow the connection stops reading from the server.
+//
+// Errors end the transaction: the connection sends ROLLBACK itself before reporting the
+// error, so exactly one ROLLBACK reaches the server. A statement that changed session state
+// (SET, temp tables, advisory locks, PREPARE, LISTEN...) marks the connection dirty and
+// reset() then runs DISCARD ALL before the next lease. cancel() sends PQcancel from a
+// worker thread (libpq 15 has no non-blocking cancel).
+//
+// Threading: loop thread only, except the cancel request on the worker pool.
+#pragma once
+
+#include <libpq-fe.h>
+#include <uv.h>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend.hpp"
+#include "dbmgr/config/config.hpp"
+
+namespace dbmgr::daemon {
+
+struct PgParams {
+  std::string host;  // host name or socket folder
+  int port = 0;
+  std::string user;
+  config::Secret password;
+  std::string dbname;
+  std::string sslmode;
+  config::Millis statement_timeout{0};
+  config::Millis connect_timeout{5000};
+  std::uint32_t max_frame_bytes = 16u << 20;
+  // Create `dbname` on the server when it does not exist (prefix policy allows it).
+  bool create_if_missing = false;
+  std::string maintenance_db = "postgres";
+};
+
+class PgConn final : public BackendConn {
+ public:
+  PgConn(uv_loop_t* loop, PgParams params);
+  ~PgConn() override;
+
+  void open() override;
+  void execute(const ExecRequest& req) override;
+  void resume() override;
+  void commit() override;
+  void rollback() override;
+  void ping() override;
+  void reset() override;
+  void cancel() override;
+  void close() override;
+  bool needs_ping() const override { return true; }
+  bool needs_reset() const override;
+  std::string server_version() const override;
+  std::int64_t backend_id() const override { return backend_pid_; }
+
+ private:
+  enum class Step : std::uint8_t {
+    kBegin, kSetName, kDeallocate, kPrepare, kExec, kCommit, kRollback, kPing, kDiscard, kScript
+  };
+  enum class Phase : std::uint8_t { kIdle, kConnecting, kCreatingDb, kRunning, kClosed };
+  struct Cached {
+    std::string key;   // type signature + SQL
+    std::string name;  // server-side statement name
+    std::uint64_t used = 0;
+  };
+  static constexpr std::size_t kStmtCacheSize = 256;
+
+  // Connection set-up.
+  void start_connect(bool maintenance);
+  void continue_connect();
+  void connect_failed(Status s);
+  void after_connect();
+  // Operations.
+  void begin_op(BackendOp op);
+  void push(Step s) { steps_[nsteps_++] = s; }
+  bool send_exec();
+  void send_simple(const char* sql, Step step);
+  void finish_send();
+  void on_io(int events);
+  void drain_results();
+  void handle_result(PGresult* r);
+  void op_done();
+  void fail_broken(std::string why);
+  Status error_of(const PGresult* r) const;
+  // I/O plumbing.
+  void watch(int events);
+  void rewatch_socket();
+  void start_timer(std::uint64_t ms);
+  void stop_timer();
+  void encode_row(const PGresult* r);
+  void send_columns(const PGresult* r);
+  void deliver_async(Status s);  // complete an op on a later loop turn
+  void forget_statement();       // drop current_stmt_ from the cache (it is not prepared)
+
+  static void on_poll(uv_poll_t* h, int status, int events);
+  static void on_timer(uv_timer_t* t);
+  static void on_handle_closed(uv_handle_t* h);
+
+  uv_loop_t* loop_;
+  PgParams params_;
+  PGconn* conn_ = nullptr;
+  uv_poll_t* poll_ = nullptr;  // heap: the socket may change while connecting
+  int poll_fd_ = -1;
+  int poll_events_ = 0;
+  uv_timer_t timer_{};
+  int open_handles_ = 0;
+  Phase phase_ = Phase::kIdle;
+  BackendOp op_ = BackendOp::kOpen;
+  bool connect_for_create_ = false;  // connected to the maintenance db to CREATE DATABASE
+  bool created_db_ = false;
+  std::int64_t backend_pid_ = 0;
+  std::string server_version_;
+
+  // The current operation.
+  std::array<Step, 8> steps_{};
+  int nsteps_ = 0;
+  int cur_ = 0;
+  bool single_row_ = false;
+  bool synced_ = false;
+  bool paused_ = false;
+  bool rollback_after_error_ = false;
+  bool dirty_ = false;          // session state changed: DISCARD ALL before the next lease
+  bool async_complete_ = false; // the timer completes op_ with result_
+  bool resume_pending_ = false; // the timer goes on streaming rows
+  BackendResult result_;
+  std::optional<proto::Encoder> enc_;
+  std::optional<proto::RowBatchEncoder> batch_;
+  bool columns_sent_ = false;
+  std::int64_t affected_ = 0;
+  ExecRequest req_;
+  std::string app_name_;        // application_name last set on the server
+
+  // Statement cache.
+  std::vector<Cached> cache_;
+  std::uint64_t use_counter_ = 0;
+  std::uint64_t name_counter_ = 0;
+  std::string pending_deallocate_;
+  std::string key_;             // scratch: the cache key of the current statement
+  std::string current_stmt_;    // name of the statement being executed
+  std::string sql_;             // scratch: rewritten SQL
+
+  // Parameter arrays for libpq (reused).
+  std::vector<Oid> types_;
+  std::vector<const char*> values_;
+  std::vector<int> lengths_;
+  std::vector<int> formats_;
+  std::vector<char> scratch_;   // binary parameter bytes
+};
+
+}  // namespace dbmgr::daemon

@@ -1,0 +1,201 @@
+// SQL text helpers for PostgreSQL: placeholder rewriting, script and session-state detection.
+#include "pg_sql.hpp"
+
+#include <cctype>
+
+namespace dbmgr::daemon::pgsql {
+namespace {
+
+bool is_ident_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' ||
+         static_cast<unsigned char>(c) >= 0x80;
+}
+
+// Walks `sql`, calling on_code(i) for every byte that is plain SQL (not inside a literal,
+// quoted identifier or comment). Returns normally at the end of the text.
+template <typename F>
+void walk(std::string_view sql, F&& on_code) {
+  const std::size_t n = sql.size();
+  std::size_t i = 0;
+  while (i < n) {
+    char c = sql[i];
+    if (c == '\'') {
+      // E'...' allows backslash escapes when the literal is prefixed by E or e.
+      bool escapes = i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') &&
+                     (i < 2 || !is_ident_char(sql[i - 2]));
+      ++i;
+      while (i < n) {
+        if (escapes && sql[i] == '\\') {
+          i += 2;
+          continue;
+        }
+        if (sql[i] == '\'') {
+          if (i + 1 < n && sql[i + 1] == '\'') {
+            i += 2;
+            continue;
+          }
+          break;
+        }
+        ++i;
+      }
+      ++i;
+      continue;
+    }
+    if (c == '"') {
+      ++i;
+      while (i < n) {
+        if (sql[i] == '"') {
+          if (i + 1 < n && sql[i + 1] == '"') {
+            i += 2;
+            continue;
+          }
+          break;
+        }
+        ++i;
+      }
+      ++i;
+      continue;
+    }
+    if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      while (i < n && sql[i] != '\n') ++i;
+      continue;
+    }
+    if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+      int depth = 1;
+      i += 2;
+      while (i < n && depth > 0) {
+        if (sql[i] == '/' && i + 1 < n && sql[i + 1] == '*') {
+          ++depth;
+          i += 2;
+        } else if (sql[i] == '*' && i + 1 < n && sql[i + 1] == '/') {
+          --depth;
+          i += 2;
+        } else {
+          ++i;
+        }
+      }
+      continue;
+    }
+    if (c == '$' && (i == 0 || !is_ident_char(sql[i - 1]))) {
+      // $tag$ ... $tag$ (tag may be empty); $1 is a parameter, not a quote.
+      std::size_t j = i + 1;
+      while (j < n && (std::isalpha(static_cast<unsigned char>(sql[j])) != 0 || sql[j] == '_' ||
+                       (j > i + 1 && std::isdigit(static_cast<unsigned char>(sql[j])) != 0))) {
+        ++j;
+      }
+      if (j < n && sql[j] == '$') {
+        std::string_view tag = sql.substr(i, j - i + 1);
+        std::size_t end = sql.find(tag, j + 1);
+        i = end == std::string_view::npos ? n : end + tag.size();
+        continue;
+      }
+    }
+    on_code(i);
+    ++i;
+  }
+}
+
+std::string_view first_word(std::string_view s, std::size_t* pos) {
+  std::size_t i = *pos;
+  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i])) != 0) ++i;
+  std::size_t start = i;
+  while (i < s.size() && is_ident_char(s[i])) ++i;
+  *pos = i;
+  return s.substr(start, i - start);
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+Scan scan(std::string_view sql) {
+  Scan s;
+  bool after_semicolon = false;
+  walk(sql, [&](std::size_t i) {
+    char c = sql[i];
+    if (after_semicolon && std::isspace(static_cast<unsigned char>(c)) == 0 && c != ';') {
+      s.multi_statement = true;
+    }
+    if (c == ';') after_semicolon = true;
+    if (c == '?') ++s.question_marks;
+    if (c == '$' && i + 1 < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i + 1])) != 0) {
+      int v = 0;
+      for (std::size_t j = i + 1; j < sql.size() && std::isdigit(static_cast<unsigned char>(sql[j])) != 0; ++j) {
+        v = v * 10 + (sql[j] - '0');
+        if (v > 100000) break;
+      }
+      if (v > s.max_dollar) s.max_dollar = v;
+    }
+  });
+  return s;
+}
+
+std::string rewrite_placeholders(std::string_view sql) {
+  Scan s = scan(sql);
+  if (s.question_marks == 0 || s.max_dollar > 0) return std::string(sql);
+  std::string out;
+  out.reserve(sql.size() + static_cast<std::size_t>(s.question_marks) * 2);
+  std::size_t copied = 0;
+  int n = 0;
+  walk(sql, [&](std::size_t i) {
+    if (sql[i] != '?') return;
+    out.append(sql.substr(copied, i - copied));
+    out += '$';
+    out += std::to_string(++n);
+    copied = i + 1;
+  });
+  out.append(sql.substr(copied));
+  return out;
+}
+
+bool changes_session_state(std::string_view sql) {
+  // Statements are checked word by word at their start; function calls anywhere.
+  std::string lower;
+  lower.reserve(sql.size());
+  walk(sql, [&](std::size_t i) {
+    lower += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i])));
+  });
+  if (lower.find("advisory_lock") != std::string::npos ||
+      lower.find("advisory_xact") != std::string::npos ||
+      lower.find("set_config") != std::string::npos) {
+    return true;
+  }
+  // Each top-level statement's leading words.
+  std::size_t start = 0;
+  while (start < lower.size()) {
+    std::size_t end = lower.find(';', start);
+    if (end == std::string::npos) end = lower.size();
+    std::string_view stmt(lower.data() + start, end - start);
+    std::size_t pos = 0;
+    std::string_view w1 = first_word(stmt, &pos);
+    std::string_view w2 = first_word(stmt, &pos);
+    std::string_view w3 = first_word(stmt, &pos);
+    if (iequals(w1, "set") && !iequals(w2, "local") && !iequals(w2, "transaction") &&
+        !iequals(w2, "constraints")) {
+      return true;
+    }
+    if (iequals(w1, "reset") || iequals(w1, "prepare") || iequals(w1, "listen") ||
+        iequals(w1, "load")) {
+      return true;
+    }
+    if (iequals(w1, "create") &&
+        (iequals(w2, "temp") || iequals(w2, "temporary") ||
+         ((iequals(w2, "global") || iequals(w2, "local") || iequals(w2, "unlogged")) &&
+          (iequals(w3, "temp") || iequals(w3, "temporary"))))) {
+      return true;
+    }
+    if (iequals(w1, "declare") && stmt.find(" with hold") != std::string_view::npos) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+}  // namespace dbmgr::daemon::pgsql
