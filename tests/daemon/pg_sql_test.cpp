@@ -1,0 +1,58 @@
+// `?` placeholder rewriting and session-state detection for PostgreSQL.
+#include <doctest/doctest.h>
+
+#include "pg_sql.hpp"
+
+using namespace dbmgr::daemon::pgsql;
+
+TEST_CASE("? becomes $n in order, outside literals, identifiers, dollar quotes and comments") {
+  CHECK(rewrite_placeholders("SELECT ?, ?") == "SELECT $1, $2");
+  CHECK(rewrite_placeholders("INSERT INTO t VALUES (?, '?', ?)") == "INSERT INTO t VALUES ($1, '?', $2)");
+  CHECK(rewrite_placeholders("SELECT 'it''s ?' , ?") == "SELECT 'it''s ?' , $1");
+  CHECK(rewrite_placeholders("SELECT E'\\'?', ?") == "SELECT E'\\'?', $1");
+  CHECK(rewrite_placeholders("SELECT \"quoted?\" FROM t WHERE a = ?") ==
+        "SELECT \"quoted?\" FROM t WHERE a = $1");
+  CHECK(rewrite_placeholders("SELECT $$ what? $$, ?") == "SELECT $$ what? $$, $1");
+  CHECK(rewrite_placeholders("SELECT $body$ a ? b $body$ || ?") == "SELECT $body$ a ? b $body$ || $1");
+  CHECK(rewrite_placeholders("SELECT ? -- why?\n, ?") == "SELECT $1 -- why?\n, $2");
+  CHECK(rewrite_placeholders("SELECT /* a? /* nested? */ still? */ ?") ==
+        "SELECT /* a? /* nested? */ still? */ $1");
+}
+
+TEST_CASE("native $n placeholders are accepted untouched") {
+  CHECK(rewrite_placeholders("SELECT $1, $2") == "SELECT $1, $2");
+  Scan s = scan("SELECT $1, $12");
+  CHECK(s.max_dollar == 12);
+  CHECK(s.question_marks == 0);
+  // With native $n present, a ? is left alone (it is PostgreSQL's jsonb operator then).
+  CHECK(rewrite_placeholders("SELECT doc ? 'k' FROM t WHERE id = $1") ==
+        "SELECT doc ? 'k' FROM t WHERE id = $1");
+}
+
+TEST_CASE("scripts are told apart from one statement") {
+  CHECK_FALSE(scan("SELECT 1").multi_statement);
+  CHECK_FALSE(scan("SELECT 1;").multi_statement);
+  CHECK_FALSE(scan("SELECT 1;  \n ").multi_statement);
+  CHECK_FALSE(scan("SELECT ';' || 'x'").multi_statement);
+  CHECK_FALSE(scan("CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; SELECT 2; $$ LANGUAGE sql").multi_statement);
+  CHECK(scan("CREATE TABLE a(x int); INSERT INTO a VALUES (1)").multi_statement);
+}
+
+TEST_CASE("statements that change session state are recognised") {
+  CHECK(changes_session_state("SET statement_timeout = 5"));
+  CHECK(changes_session_state("set search_path to x"));
+  CHECK_FALSE(changes_session_state("SET LOCAL statement_timeout = 5"));
+  CHECK_FALSE(changes_session_state("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"));
+  CHECK(changes_session_state("RESET ALL"));
+  CHECK(changes_session_state("CREATE TEMP TABLE t (x int)"));
+  CHECK(changes_session_state("create temporary table t (x int)"));
+  CHECK(changes_session_state("CREATE GLOBAL TEMPORARY TABLE t (x int)"));
+  CHECK_FALSE(changes_session_state("CREATE TABLE t (x int)"));
+  CHECK(changes_session_state("SELECT pg_advisory_lock(42)"));
+  CHECK_FALSE(changes_session_state("SELECT 'pg_advisory_lock(42)'"));
+  CHECK(changes_session_state("PREPARE p AS SELECT 1"));
+  CHECK(changes_session_state("LISTEN chan"));
+  CHECK(changes_session_state("SELECT set_config('a.b', 'c', false)"));
+  CHECK(changes_session_state("SELECT 1; SET work_mem = '64MB'"));
+  CHECK_FALSE(changes_session_state("SELECT * FROM settings WHERE k = 'set'"));
+}
