@@ -12,6 +12,7 @@ build_pkgs=(
 test_pkgs=(
   clang libclang-rt-14-dev libbenchmark-dev sqlite3 procps
   postgresql postgresql-client
+  mariadb-server mariadb-client pgbouncer odbc-mariadb unixodbc
 )
 
 want=("${build_pkgs[@]}")

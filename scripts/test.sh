@@ -27,10 +27,32 @@ ninja -C build-asan || exit 1
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
+# Private PostgreSQL and MariaDB servers on Unix sockets under a temp folder, for the
+# integration tests (scripts/test-servers.sh, docs/testing.md). Their DBMGR_TEST_* variables
+# are exported to the test processes; the trap stops them however this script ends.
+step "test servers (PostgreSQL, MariaDB)"
+servers_dir=$(mktemp -d /tmp/dbmgr-test.XXXXXX) || exit 1
+stop_servers() {
+  bash scripts/test-servers.sh stop "$servers_dir"
+  rm -rf "$servers_dir"
+}
+trap 'stop_servers >/dev/null 2>&1' EXIT
+trap 'exit 130' INT HUP TERM # so that the EXIT trap runs on a signal too
+if ! bash scripts/test-servers.sh start "$servers_dir" pg mariadb; then
+  echo "test.sh: the test servers did not start" >&2
+  exit 1
+fi
+# shellcheck disable=SC1091
+source "$servers_dir/servers.env"
+
 step "tests (g++ build)"
 meson test -C build-test --print-errorlogs --num-processes 2 || status=1
 step "tests (ASan+UBSan build)"
 meson test -C build-asan --print-errorlogs --num-processes 2 || status=1
+
+step "stop test servers"
+stop_servers
+trap - EXIT INT HUP TERM
 
 step "summary"
 python3 scripts/summarize-tests.py build-test/meson-logs/testlog.json \
