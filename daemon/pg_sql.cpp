@@ -114,6 +114,17 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+// The word REGEXP (any case) starting at i, not part of a longer identifier.
+bool is_regexp_word(std::string_view sql, std::size_t i) {
+  constexpr std::string_view kWord = "regexp";
+  if (i + kWord.size() > sql.size() || (i > 0 && is_ident_char(sql[i - 1]))) return false;
+  if (i + kWord.size() < sql.size() && is_ident_char(sql[i + kWord.size()])) return false;
+  for (std::size_t k = 0; k < kWord.size(); ++k) {
+    if (std::tolower(static_cast<unsigned char>(sql[i + k])) != kWord[k]) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 Scan scan(std::string_view sql) {
@@ -126,6 +137,7 @@ Scan scan(std::string_view sql) {
     }
     if (c == ';') after_semicolon = true;
     if (c == '?') ++s.question_marks;
+    if (is_regexp_word(sql, i)) ++s.regexp_words;
     if (c == '$' && i + 1 < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i + 1])) != 0) {
       int v = 0;
       for (std::size_t j = i + 1; j < sql.size() && std::isdigit(static_cast<unsigned char>(sql[j])) != 0; ++j) {
@@ -140,17 +152,25 @@ Scan scan(std::string_view sql) {
 
 std::string rewrite_placeholders(std::string_view sql) {
   Scan s = scan(sql);
-  if (s.question_marks == 0 || s.max_dollar > 0) return std::string(sql);
+  const bool placeholders = s.question_marks > 0 && s.max_dollar == 0;
+  if (!placeholders && s.regexp_words == 0) return std::string(sql);
   std::string out;
   out.reserve(sql.size() + static_cast<std::size_t>(s.question_marks) * 2);
   std::size_t copied = 0;
+  std::size_t skip_to = 0;  // inside a REGEXP word being replaced
   int n = 0;
   walk(sql, [&](std::size_t i) {
-    if (sql[i] != '?') return;
-    out.append(sql.substr(copied, i - copied));
-    out += '$';
-    out += std::to_string(++n);
-    copied = i + 1;
+    if (i < skip_to) return;
+    if (placeholders && sql[i] == '?') {
+      out.append(sql.substr(copied, i - copied));
+      out += '$';
+      out += std::to_string(++n);
+      copied = i + 1;
+    } else if (is_regexp_word(sql, i)) {
+      out.append(sql.substr(copied, i - copied));
+      out += '~';
+      copied = skip_to = i + 6;
+    }
   });
   out.append(sql.substr(copied));
   return out;

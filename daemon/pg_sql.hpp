@@ -17,12 +17,14 @@ struct Scan {
   int question_marks = 0;   // `?` outside literals, identifiers and comments
   int max_dollar = 0;       // highest native $n seen outside them
   bool multi_statement = false;  // a `;` followed by more SQL at top level
+  int regexp_words = 0;          // the word REGEXP outside literals, identifiers and comments
 };
 
 Scan scan(std::string_view sql);
 
-// Rewrites `?` to `$1..$n` in order. Returns the SQL unchanged when it has no `?` or when
-// it already uses native $n placeholders.
+// Rewrites `?` to `$1..$n` in order (unless the SQL already uses native $n placeholders),
+// and the SQLite/MySQL operator `x REGEXP y` to PostgreSQL's `x ~ y`, so the same SQL runs
+// on every backend.
 std::string rewrite_placeholders(std::string_view sql);
 
 // True when the statement changes session state that must be undone before another

@@ -99,6 +99,17 @@ void Session::release(bool reusable) {
   engine_->pool_for(read_only_).release(c, reusable);
 }
 
+Status Session::failure_for(const Status& why) {
+  // An operator's kill, a timeout or the drain: later requests are told that reason.
+  auto cat = why.category();
+  if (cat == proto::ErrorCategory::kKilled || cat == proto::ErrorCategory::kTimeout ||
+      cat == proto::ErrorCategory::kShuttingDown) {
+    return why;
+  }
+  // Any other error: docs/protocol.md section 10, the exact words clients may rely on.
+  return Status(proto::ErrorCategory::kInvalidRequest, "skipped after earlier error in pipeline");
+}
+
 void Session::fail(Status why) {
   state_ = State::kFailed;
   failed_ = std::move(why);
@@ -106,6 +117,8 @@ void Session::fail(Status why) {
 
 void Session::start_current() {
   const proto::MsgType type = current_->header.type;
+  retried_ = false;
+  streamed_ = false;
   using T = proto::MsgType;
   switch (type) {
     case T::kExecute:
@@ -166,7 +179,7 @@ void Session::on_lease(BackendConn* conn, Status status) {
     state_ = State::kIdle;
     reply_error(status);
     server_.count_error();
-    if (!one_shot_) fail(std::move(status));
+    if (!one_shot_) fail(failure_for(status));
     return finish_current();
   }
   lease_ = conn;
@@ -201,6 +214,7 @@ void Session::run_execute(bool begin) {
     req.begin = one_shot_ ? engine_->one_shot_begin(read_only_) : engine_->begin_mode(read_only_);
   }
   if (conn_ != nullptr) req.client_label = conn_->label();
+  began_tx_ = begin;
   state_ = State::kRunning;
   running_op_ = BackendOp::kExecute;
   lease_->set_listener(this);
@@ -223,7 +237,24 @@ void Session::on_backend_result(BackendConn* conn, BackendOp op, BackendResult& 
   }
 
   if (op == BackendOp::kExecute) {
-    if (!r.frames.empty() && conn_ != nullptr) conn_->send_frames(std::move(r.frames));
+    if (!r.frames.empty()) {
+      streamed_ = true;
+      if (conn_ != nullptr) conn_->send_frames(std::move(r.frames));
+    }
+    if (!r.status.is_ok() && r.broken && began_tx_ && !streamed_ && !retried_ && !abort_pending_) {
+      // The pooled connection was dead (server restarted, backend terminated) and nothing of
+      // this transaction had happened yet: retry once on a fresh connection.
+      retried_ = true;
+      spdlog::info("{} session {} {}: connection lost before the first statement ({}); retrying "
+                   "on a new connection",
+                   conn_ != nullptr ? conn_->tag() : std::string("client"), id_, engine_->name(),
+                   r.status.message());
+      release(false);
+      state_ = State::kLeasing;
+      Pool& pool = engine_->pool_for(read_only_);
+      if (BackendConn* c = pool.try_lease()) return on_lease(c, Status::ok());
+      return pool.wait(this);
+    }
     if (!r.status.is_ok()) {
       server_.count_error();
       Status why = abort_pending_ ? abort_why_ : r.status;
@@ -232,15 +263,7 @@ void Session::on_backend_result(BackendConn* conn, BackendOp op, BackendResult& 
       if (conn_ != nullptr) {
         spdlog::debug("{} session {} {}: {}", conn_->tag(), id_, engine_->name(), why.to_string());
       }
-      // Later requests of this session get the reason the transaction ended.
-      Status failed = why;
-      auto cat = why.category();
-      if (cat != proto::ErrorCategory::kKilled && cat != proto::ErrorCategory::kTimeout &&
-          cat != proto::ErrorCategory::kShuttingDown) {
-        failed = Status(proto::ErrorCategory::kInvalidRequest,
-                        "the transaction was rolled back after an earlier error (" +
-                            why.message() + "); send rollback to go on");
-      }
+      Status failed = failure_for(why);
       if (r.in_transaction && !r.broken) {  // the backend could not roll back by itself
         finish_current_keep_running();
         return start_abort_rollback(std::move(failed));
@@ -293,7 +316,7 @@ void Session::on_backend_result(BackendConn* conn, BackendOp op, BackendResult& 
     } else {
       server_.count_error();
       reply_error(r.status);
-      if (current_->header.type == proto::MsgType::kCommit) fail(r.status);
+      if (current_->header.type == proto::MsgType::kCommit) fail(failure_for(r.status));
     }
   }
   if (abort_pending_) {

@@ -84,6 +84,7 @@ class Session final : public PoolWaiter, public BackendListener {
   void reply_error(const Status& s);
   void release(bool reusable);
   void fail(Status why);
+  static Status failure_for(const Status& why);
   void maybe_delete();
   PendingRequest* pop();
 
@@ -102,6 +103,9 @@ class Session final : public PoolWaiter, public BackendListener {
   bool paused_ = false;                 // rows wait for the client's output to drain
   bool abandoned_ = false;
   bool in_pump_ = false;
+  bool began_tx_ = false;   // the running execute began the transaction
+  bool streamed_ = false;   // frames of the current request already went to the client
+  bool retried_ = false;    // the current request was retried on a new connection
   bool closing_ = false;                // kClose is being served
   bool abort_pending_ = false;          // roll back as soon as the running op ends
   Status abort_why_;

@@ -56,3 +56,10 @@ TEST_CASE("statements that change session state are recognised") {
   CHECK(changes_session_state("SELECT 1; SET work_mem = '64MB'"));
   CHECK_FALSE(changes_session_state("SELECT * FROM settings WHERE k = 'set'"));
 }
+
+TEST_CASE("REGEXP becomes PostgreSQL's ~ outside literals and identifiers") {
+  CHECK(rewrite_placeholders("SELECT email FROM u WHERE email REGEXP ?") ==
+        "SELECT email FROM u WHERE email ~ $1");
+  CHECK(rewrite_placeholders("SELECT 'a REGEXP b', \"regexp\", my_regexp FROM t WHERE x regexp '^a'") ==
+        "SELECT 'a REGEXP b', \"regexp\", my_regexp FROM t WHERE x ~ '^a'");
+}
