@@ -225,7 +225,7 @@ const std::vector<proto::Value>& Connection::values(const Param* params, std::si
 }
 
 std::size_t Connection::expect(std::uint32_t request_id, Expect what, Result* result,
-                               DatabaseInfo* info) {
+                               DatabaseInfo* info, std::string* text) {
   // The library never pipelines more than kMaxPending requests; more is a bug here.
   if (pending_count_ >= kMaxPending) std::abort();
   Pending& p = pending_[pending_count_];
@@ -234,6 +234,7 @@ std::size_t Connection::expect(std::uint32_t request_id, Expect what, Result* re
   p.expect = what;
   p.result = result;
   p.info = info;
+  p.text = text;
   if (result != nullptr) ResultBuilder::begin(*result);
   return pending_count_++;
 }
@@ -391,6 +392,12 @@ bool Connection::on_frame(const proto::FrameView& frame) {
     case Expect::kPong:
       if (!std::holds_alternative<proto::Pong>(msg)) return unexpected();
       break;
+    case Expect::kAdmin: {
+      const auto* r = std::get_if<proto::AdminResult>(&msg);
+      if (r == nullptr) return unexpected();
+      if (p.text != nullptr) p.text->assign(r->json);
+      break;
+    }
     case Expect::kInfo: {
       const auto* r = std::get_if<proto::InfoResult>(&msg);
       if (r == nullptr) return unexpected();

@@ -61,6 +61,7 @@ enum class Expect : std::uint8_t {
   kResult,   // [kColumns] kRows* kComplete
   kInfo,     // kInfoResult
   kPong,     // kPong
+  kAdmin,    // kAdminResult (its JSON text goes to Pending::text)
 };
 
 struct Pending {
@@ -68,6 +69,7 @@ struct Pending {
   Expect expect = Expect::kOk;
   Result* result = nullptr;      // kResult: filled as frames arrive
   DatabaseInfo* info = nullptr;  // kInfo
+  std::string* text = nullptr;   // kAdmin: the JSON document
   std::optional<Error> error;    // the daemon's kError for this request
   bool in_transaction = false;   // kResult: from kComplete
   bool done = false;
@@ -120,7 +122,7 @@ class Connection {
   const std::vector<proto::Value>& values(const Param* params, std::size_t count);
   // Registers the reply the request just encoded expects; returns its index for pending().
   std::size_t expect(std::uint32_t request_id, Expect what, Result* result = nullptr,
-                     DatabaseInfo* info = nullptr);
+                     DatabaseInfo* info = nullptr, std::string* text = nullptr);
   // Throws dbmgr::Error (invalid_request) and drops the batch if the frame encoded since
   // `frame_start` (an offset in the output) is larger than the daemon accepts.
   void check_frame_size(std::size_t frame_start);

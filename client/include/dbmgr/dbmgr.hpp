@@ -3,7 +3,8 @@
 // Include this one header. The entry point is dbmgr::DatabaseManager (manager.hpp); it
 // hands out dbmgr::Session transaction handles (session.hpp) whose execute() returns an
 // owned dbmgr::Result (result.hpp). Parameters are dbmgr::Param values (value.hpp); every
-// failure is a dbmgr::Error (error.hpp). Link with `pkg-config --libs dbmgr`.
+// failure is a dbmgr::Error (error.hpp). dbmgr::AdminClient (admin.hpp) is
+// the operator's view of the daemon (what dbmgrctl shows). Link with `pkg-config --libs dbmgr`.
 //
 //   dbmgr::DatabaseManager db_manager({.db_prefix = "test"});
 //   db_manager.run([&](dbmgr::Session& db) {
@@ -17,6 +18,7 @@
 // Thread-safety: see each header; the manager is thread-safe, Sessions are per thread.
 #pragma once
 
+#include "dbmgr/admin.hpp"
 #include "dbmgr/error.hpp"
 #include "dbmgr/manager.hpp"
 #include "dbmgr/result.hpp"
