@@ -97,6 +97,30 @@ std::optional<std::int64_t> parse_int(std::string_view s) {
   return n;
 }
 
+constexpr std::string_view kUnixPrefix = "unix:";
+
+// True for 127.0.0.0/8 written as four decimal numbers.
+bool is_ipv4_loopback(std::string_view host) {
+  int parts = 0;
+  unsigned first = 0;
+  std::size_t i = 0;
+  while (i <= host.size()) {
+    std::size_t dot = host.find('.', i);
+    if (dot == std::string_view::npos) dot = host.size();
+    std::string_view part = host.substr(i, dot - i);
+    unsigned v = 0;
+    auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    if (part.empty() || part.size() > 3 || ec != std::errc() || ptr != part.data() + part.size() ||
+        v > 255) {
+      return false;
+    }
+    if (parts == 0) first = v;
+    ++parts;
+    i = dot + 1;
+  }
+  return parts == 4 && first == 127;
+}
+
 std::string unknown_db_type_message(std::string_view v) {
   return "unknown database type '" + std::string(v) +
          "'; expected sqlite, postgresql, mysql, mariadb or mssql";
@@ -163,6 +187,7 @@ class YamlWalker {
   void apply_pool_section(const Field& f, const std::string& path, PoolSettings* p) const;
   void apply_sqlite_section(const Field& f, const std::string& path, SqliteSettings* q) const;
   void apply_prefixes(const Field& f, PrefixPolicy* p) const;
+  void apply_metrics(const Field& f, MetricsSettings* m) const;
   // Reads one database entry over `db`. `path` is its key path ("default",
   // "databases.main"); `type_required` is true for `databases` entries.
   void apply_entry(const Field& f, const std::string& path, bool type_required,
@@ -445,6 +470,20 @@ void YamlWalker::apply_entry(const Field& f, const std::string& path, bool type_
   }
 }
 
+void YamlWalker::apply_metrics(const Field& f, MetricsSettings* m) const {
+  Fields fs = fields(f.value, "metrics", line_of(f.key), {"listen"});
+  auto it = fs.find("listen");
+  if (it == fs.end()) return;
+  std::string listen = string(it->second, "metrics.listen");
+  if (listen.empty()) {  // `listen: ""` keeps the endpoint off
+    *m = MetricsSettings{};
+    return;
+  }
+  auto parsed = parse_metrics_listen(listen);
+  if (!parsed.ok()) fail(it->second.value, "metrics.listen", parsed.error().message);
+  *m = std::move(*parsed);
+}
+
 void YamlWalker::apply(const YAML::Node& root, Settings* s) {
   if (root.IsNull()) return;  // an empty file: the defaults
   if (!root.IsMap()) {
@@ -452,7 +491,8 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
   }
   Fields fs = fields(root, "", 1,
                      {"socket", "admin_group", "max_frame_bytes", "drain_timeout", "log_level",
-                      "worker_threads", "pool", "sqlite", "default", "databases", "prefixes"});
+                      "worker_threads", "pool", "sqlite", "default", "databases", "prefixes",
+                      "metrics"});
   auto get = [&](std::string_view name) -> const Field* {
     auto it = fs.find(name);
     return it == fs.end() ? nullptr : &it->second;
@@ -484,6 +524,7 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
   if (const Field* v = get("pool")) apply_pool_section(*v, "pool", &s->pool);
   if (const Field* v = get("sqlite")) apply_sqlite_section(*v, "sqlite", &s->sqlite);
   if (const Field* v = get("prefixes")) apply_prefixes(*v, &s->prefixes);
+  if (const Field* v = get("metrics")) apply_metrics(*v, &s->metrics);
 
   s->default_database.pool = s->pool;
   s->default_database.sqlite = s->sqlite;
@@ -646,6 +687,52 @@ Result<Settings> load(const CommandLine& cli, const EnvLookup& env, std::string_
     s.log_level = *l;
   }
   return s;
+}
+
+Result<MetricsSettings> parse_metrics_listen(std::string_view listen) {
+  auto error = [&](std::string message) {
+    return Error{.key = "metrics.listen", .message = std::move(message)};
+  };
+  MetricsSettings m;
+  m.listen = std::string(listen);
+  if (listen.substr(0, kUnixPrefix.size()) == kUnixPrefix) {
+    std::string_view path = listen.substr(kUnixPrefix.size());
+    if (path.empty() || path.front() != '/') {
+      return error("'" + std::string(listen) + "': a Unix socket needs an absolute path, like " +
+                   "unix:/run/dbmgr/metrics.sock");
+    }
+    if (path.size() >= 108) {
+      return error("'" + std::string(listen) + "': the socket path is longer than 107 bytes");
+    }
+    m.unix_path = std::string(path);
+    return m;
+  }
+  std::size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 == listen.size()) {
+    return error("'" + std::string(listen) +
+                 "': expected HOST:PORT (127.0.0.1:9187, [::1]:9187) or unix:/path");
+  }
+  std::string_view host = listen.substr(0, colon);
+  std::string_view port = listen.substr(colon + 1);
+  auto n = parse_int(port);
+  if (!n || *n < 1 || *n > 65535) {
+    return error("'" + std::string(listen) + "': port '" + std::string(port) +
+                 "' is not a number in 1..65535");
+  }
+  m.port = static_cast<int>(*n);
+  if (host == "localhost") {
+    m.host = "127.0.0.1";
+  } else if (host == "[::1]") {
+    m.host = "::1";
+  } else if (is_ipv4_loopback(host)) {
+    m.host = std::string(host);
+  } else {
+    return error("'" + std::string(host) +
+                 "' is not a loopback address; the metrics endpoint has no authentication, so "
+                 "it listens only on 127.0.0.1, [::1] or a Unix socket (put a proxy in front to "
+                 "publish it)");
+  }
+  return m;
 }
 
 }  // namespace dbmgr::config

@@ -119,9 +119,10 @@ bool PrefixPolicy::allows_create(std::string_view prefix) const {
 std::optional<DatabaseConfig> Settings::find_database(std::string_view key) const {
   if (key.empty()) return default_database;
   if (auto it = databases.find(std::string(key)); it != databases.end()) return it->second;
-  if (default_database.type != DbType::kSqlite) return std::nullopt;
-  // An unknown key on a SQLite default is another file in the same folder; the key must be
-  // a valid name so that it can never address a file outside that folder.
+  // An unknown key is another database of the default server (another file in the same
+  // folder for SQLite), like PgBouncer's "*" entry. The key must be a valid name, so it can
+  // never address a file outside the folder; whether a missing server database may be
+  // created is the prefix policy's decision.
   if (!validate_name(key).ok()) return std::nullopt;
   DatabaseConfig db = default_database;
   db.key = std::string(key);

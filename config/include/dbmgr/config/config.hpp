@@ -120,6 +120,22 @@ struct PrefixPolicy {
   bool allows_create(std::string_view prefix) const;
 };
 
+// The Prometheus endpoint (`metrics: {listen: ...}`), off unless `listen` is set. Only a
+// loopback TCP address or a Unix socket is accepted: the figures name databases and pools,
+// which is nobody else's business, and the endpoint has no authentication.
+struct MetricsSettings {
+  std::string listen;     // as written in the file; empty = off
+  std::string unix_path;  // "unix:/run/dbmgr/metrics.sock" -> "/run/dbmgr/metrics.sock"
+  std::string host;       // TCP: a numeric loopback address ("127.0.0.1", "::1")
+  int port = 0;           // TCP: 1..65535
+  bool enabled() const { return !listen.empty(); }
+};
+
+// Parses `metrics.listen`: "127.0.0.1:9187" (any 127.x.y.z), "localhost:9187" (as
+// 127.0.0.1), "[::1]:9187", or "unix:/absolute/path". Refuses any other host with a message
+// saying why. The error's `key` is "metrics.listen".
+Result<MetricsSettings> parse_metrics_listen(std::string_view listen);
+
 struct Settings {
   std::string config_file;  // the file loaded, empty if none
   std::string socket_path = "/run/dbmgr/dbmgrd.sock";
@@ -135,9 +151,11 @@ struct Settings {
   DatabaseConfig default_database;                  // from `default:` and DATABASE_*
   std::map<std::string, DatabaseConfig> databases;  // the `databases:` map, by key
   PrefixPolicy prefixes;
+  MetricsSettings metrics;  // `metrics:`; applies at start (a reload keeps the running one)
 
-  // The database a client means by `key` ("" = the default). Unknown keys resolve to the
-  // default database's server with `name` = key for SQLite only; otherwise nullopt.
+  // The database a client means by `key` ("" = the default). An unknown key that is a valid
+  // name resolves to the default database's server with `name` = key (another file in the
+  // same folder for SQLite); an invalid one gives nullopt.
   std::optional<DatabaseConfig> find_database(std::string_view key) const;
 };
 
