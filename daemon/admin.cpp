@@ -99,8 +99,16 @@ Result<std::string> Server::admin(ClientConn& from, proto::AdminCommand cmd, std
     }
     case C::kDrain:
     case C::kShutdown:
-      begin_shutdown(cmd == C::kDrain ? "admin drain" : "admin shutdown");
-      return json{{"draining", true}, {"drain_timeout_ms", settings_.drain_timeout.count()}}.dump();
+      // [issue 6] drain keeps the daemon up (and answering admin requests); shutdown exits.
+      if (cmd == C::kDrain) {
+        begin_drain(fmt::format("admin drain by {}", from.tag()));
+      } else {
+        begin_shutdown(fmt::format("admin shutdown by {}", from.tag()));
+      }
+      return json{{"draining", true},
+                  {"exiting", exiting_},
+                  {"drain_timeout_ms", settings_.drain_timeout.count()}}
+          .dump();
   }
   return Status::invalid("unknown admin command");
 }
@@ -116,6 +124,8 @@ std::string Server::status_json() {
       {"config_file", settings_.config_file},
       {"socket", settings_.socket_path},
       {"draining", draining_},
+      {"state", exiting_ ? "shutting_down" : (draining_ ? "draining" : "running")},  // [issue 6]
+      {"metrics", settings_.metrics.listen},                                         // [issue 6]
       {"clients", clients_.size()},
       {"sessions", sessions},
       {"engines", engines_.size()},

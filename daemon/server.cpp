@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "client_conn.hpp"
+#include "metrics.hpp"
 
 namespace dbmgr::daemon {
 namespace {
@@ -115,6 +116,22 @@ Status Server::start() {
     if (!listening_) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
     uv_run(&loop_, UV_RUN_NOWAIT);
     return s;
+  }
+  // [issue 6] The Prometheus endpoint renders the same documents as the admin requests.
+  if (settings_.metrics.enabled()) {
+    metrics_ = std::make_unique<MetricsServer>(&loop_, [this] {
+      using json = nlohmann::ordered_json;
+      return render_prometheus(json::parse(status_json()), json::parse(pools_json()),
+                               json::parse(sessions_json()));
+    });
+    if (Status s = metrics_->start(settings_.metrics); !s.is_ok()) {
+      metrics_->close();
+      uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+      listening_ = false;
+      if (socket_owned_) ::unlink(settings_.socket_path.c_str());
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      return s;
+    }
   }
   uv_signal_init(&loop_, &sigterm_);
   uv_signal_init(&loop_, &sigint_);
@@ -260,6 +277,12 @@ Status Server::reload() {
   config::Settings next = std::move(*loaded);
   // The socket cannot move while we listen on it; everything else applies.
   next.socket_path = settings_.socket_path;
+  // [issue 6] Nor does the metrics endpoint: it keeps the address it started with.
+  if (next.metrics.listen != settings_.metrics.listen) {
+    spdlog::warn("metrics.listen changed to '{}'; it applies at the next start",
+                 next.metrics.listen);
+  }
+  next.metrics = settings_.metrics;
   settings_ = std::move(next);
   for (auto& [key, engine] : engines_) {
     auto db = settings_.find_database(engine->key());
@@ -270,10 +293,22 @@ Status Server::reload() {
   return Status::ok();
 }
 
-void Server::begin_shutdown(std::string_view why) {
+void Server::begin_drain(std::string_view why) {
   if (draining_) return;
   draining_ = true;
   drain_deadline_ = Clock::now() + settings_.drain_timeout;
+  spdlog::info("{}: draining; no new sessions or transactions, open ones get up to {} ms; "
+               "dbmgrd stays up until shutdown",
+               why, settings_.drain_timeout.count());
+  uv_timer_start(&janitor_, &Server::on_janitor, 0, kJanitorMs);
+}
+
+void Server::begin_shutdown(std::string_view why) {
+  if (exiting_) return;
+  exiting_ = true;
+  // [issue 6] After an admin drain, shutdown keeps the drain's deadline.
+  if (!draining_) drain_deadline_ = Clock::now() + settings_.drain_timeout;
+  draining_ = true;
   std::size_t open_tx = 0;
   for (ClientConn* c : clients_) {
     for (auto& [id, s] : c->sessions()) open_tx += s->holds_connection() ? 1 : 0;
@@ -286,7 +321,9 @@ void Server::begin_shutdown(std::string_view why) {
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
     listening_ = false;
   }
-  janitor_tick();
+  // [issue 6] The first tick runs on the next loop turn, so the reply to an admin shutdown
+  // is encoded (and flushed by finish_shutdown) before the clients are closed.
+  uv_timer_start(&janitor_, &Server::on_janitor, 0, kJanitorMs);
 }
 
 void Server::on_janitor(uv_timer_t* t) { static_cast<Server*>(t->data)->janitor_tick(); }
@@ -321,11 +358,13 @@ void Server::janitor_tick() {
     }
     return;  // finish once the rollbacks are done
   }
-  if (!busy) finish_shutdown();
+  if (!busy && exiting_) finish_shutdown();
 }
 
 void Server::finish_shutdown() {
   finished_ = true;
+  if (metrics_) metrics_->close();  // [issue 6]
+  on_prepare(&flusher_);            // [issue 6] replies already encoded go out first
   for (ClientConn* c : std::vector<ClientConn*>(clients_)) c->close("dbmgrd shut down");
   for (auto& [key, engine] : engines_) engine->dispose();
   if (socket_owned_) ::unlink(settings_.socket_path.c_str());

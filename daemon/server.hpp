@@ -29,6 +29,7 @@
 namespace dbmgr::daemon {
 
 class ClientConn;
+class MetricsServer;
 
 struct Totals {
   std::uint64_t transactions = 0;
@@ -51,8 +52,11 @@ class Server {
   Status start();
   // Runs until shutdown; returns the process exit code.
   int run();
-  // Starts the drain from inside the loop (signals and the admin request use it).
+  // Starts the drain from inside the loop (signals and the admin request use it), then exits.
   void begin_shutdown(std::string_view why);
+  // [issue 6] Drain without exiting (admin `drain`): no new sessions or transactions, open
+  // transactions get drain_timeout, the socket stays open for admin requests.
+  void begin_drain(std::string_view why);
   Status reload();
 
   uv_loop_t* loop() { return &loop_; }
@@ -109,6 +113,7 @@ class Server {
   uv_prepare_t flusher_{};
   bool listening_ = false;
   bool draining_ = false;
+  bool exiting_ = false;  // [issue 6] draining to exit (shutdown), not only draining
   bool finished_ = false;
   bool socket_owned_ = false;  // we created the socket file and remove it at exit
   Clock::time_point drain_deadline_{};
@@ -121,6 +126,7 @@ class Server {
   std::vector<char> read_buffer_;
   Totals totals_;
   int exit_code_ = 0;
+  std::unique_ptr<MetricsServer> metrics_;  // [issue 6] GET /metrics, when configured
 };
 
 // Answers a kInfo with kInfoTestConnection: leases a connection, pings it, replies.
