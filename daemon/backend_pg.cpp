@@ -555,14 +555,16 @@ void PgConn::on_io(int events) {
 void PgConn::drain_results() {
   while (phase_ == Phase::kRunning || phase_ == Phase::kCreatingDb) {
     if (paused_) return;
+    // Single-row mode must be chosen before libpq starts parsing this statement's rows,
+    // which PQisBusy() may do; a result that arrives whole anyway is handled too.
+    if (cur_ < nsteps_ && steps_[cur_] == Step::kExec && !single_row_) {
+      PQsetSingleRowMode(conn_);
+      single_row_ = true;
+    }
     if (PQisBusy(conn_) != 0) {
       if (PQstatus(conn_) == CONNECTION_BAD) return fail_broken(trim(PQerrorMessage(conn_)));
       if (poll_events_ == 0) watch(UV_READABLE);
       return;
-    }
-    if (cur_ < nsteps_ && steps_[cur_] == Step::kExec && !single_row_) {
-      PQsetSingleRowMode(conn_);
-      single_row_ = true;
     }
     PGresult* r = PQgetResult(conn_);
     if (r == nullptr) {  // the end of one statement's results
@@ -604,16 +606,16 @@ void PgConn::send_columns(const PGresult* r) {
   enc_->columns(req_.request_id, req_.session_id, cols.data(), cols.size());
 }
 
-void PgConn::encode_row(const PGresult* r) {
+void PgConn::encode_row(const PGresult* r, int row) {
   int n = PQnfields(r);
   if (!batch_) batch_.emplace(*enc_, req_.request_id, req_.session_id, static_cast<std::uint16_t>(n));
   for (int c = 0; c < n; ++c) {
-    if (PQgetisnull(r, 0, c) != 0) {
+    if (PQgetisnull(r, row, c) != 0) {
       batch_->null();
       continue;
     }
-    const char* v = PQgetvalue(r, 0, c);
-    int len = PQgetlength(r, 0, c);
+    const char* v = PQgetvalue(r, row, c);
+    int len = PQgetlength(r, row, c);
     switch (PQftype(r, c)) {
       case kBoolOid: batch_->boolean(v[0] == 't'); break;
       case kInt2Oid:
@@ -649,13 +651,17 @@ void PgConn::handle_result(PGresult* r) {
     case PGRES_SINGLE_TUPLE:
       if (step == Step::kExec) {
         send_columns(r);
-        encode_row(r);
+        encode_row(r, 0);
       }
       return;
     case PGRES_TUPLES_OK:
     case PGRES_COMMAND_OK:
       if (step == Step::kExec || step == Step::kScript) {
-        if (step == Step::kExec) send_columns(r);
+        if (step == Step::kExec) {
+          send_columns(r);
+          // Rows that came whole (single-row mode could not be set): encode them all.
+          for (int row = 0, n = PQntuples(r); row < n; ++row) encode_row(r, row);
+        }
         const char* t = PQcmdTuples(r);
         affected_ = (t != nullptr && *t != '\0') ? std::strtoll(t, nullptr, 10) : 0;
       }

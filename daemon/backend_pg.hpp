@@ -100,7 +100,7 @@ class PgConn final : public BackendConn {
   void rewatch_socket();
   void start_timer(std::uint64_t ms);
   void stop_timer();
-  void encode_row(const PGresult* r);
+  void encode_row(const PGresult* r, int row);
   void send_columns(const PGresult* r);
   void deliver_async(Status s);  // complete an op on a later loop turn
   void forget_statement();       // drop current_stmt_ from the cache (it is not prepared)

@@ -232,7 +232,7 @@ void Session::on_backend_result(BackendConn* conn, BackendOp op, BackendResult& 
       return;
     }
     state_ = State::kIdle;
-    release(!r.broken && r.status.is_ok());
+    release(!r.broken && !r.in_transaction);
     return maybe_delete();
   }
 

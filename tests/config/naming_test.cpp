@@ -258,6 +258,12 @@ TEST_CASE("Settings::find_database") {
   CHECK_FALSE(s.find_database("../etc/passwd").has_value());
 
   s.default_database.type = DbType::kPostgresql;
-  CHECK_FALSE(s.find_database("unknown").has_value());
+  s.default_database.host = "/run/postgresql";
+  auto unknown = s.find_database("unknown");
+  REQUIRE(unknown.has_value());  // another database on the default server
+  CHECK(unknown->type == DbType::kPostgresql);
+  CHECK(unknown->name == "unknown");
+  CHECK(unknown->host == "/run/postgresql");
+  CHECK_FALSE(s.find_database("bad name").has_value());
   CHECK(s.find_database("main").has_value());
 }
