@@ -489,10 +489,10 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
   if (!root.IsMap()) {
     fail(root, "", "the file must be a map of settings, got " + describe(root));
   }
-  Fields fs = fields(root, "", 1,
-                     {"socket", "admin_group", "max_frame_bytes", "drain_timeout", "log_level",
-                      "worker_threads", "pool", "sqlite", "default", "databases", "prefixes",
-                      "metrics"});
+  Fields fs =
+      fields(root, "", 1,
+             {"socket", "admin_group", "max_frame_bytes", "drain_timeout", "log_level",
+              "worker_threads", "pool", "sqlite", "default", "databases", "prefixes", "metrics"});
   auto get = [&](std::string_view name) -> const Field* {
     auto it = fs.find(name);
     return it == fs.end() ? nullptr : &it->second;
