@@ -227,3 +227,59 @@ TEST_CASE("after a daemon restart new sessions reconnect; an in-flight one gets 
   for (int i = 0; i < 250 && std::filesystem::exists(sock); ++i) std::this_thread::sleep_for(20ms);
   CHECK_FALSE(std::filesystem::exists(sock));  // the restarted daemon drained and cleaned up
 }
+
+TEST_CASE("a client that does not read its replies cannot make the daemon buffer without bound") {
+  // A small page cache, so RSS shows the daemon's own buffering and not SQLite's cache.
+  Daemon d({.config_yaml = "sqlite:\n  cache_size: 2MB\n"});
+  dbmgr::DatabaseManager m(d.options("test", "slow"));
+  m.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, pad TEXT)");
+  m.execute(
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+      "INSERT INTO big(pad) SELECT printf('%.1000c', 'x') FROM n");  // ~2 MB per full scan
+  auto rss_before = d.admin(Cmd::kStatus)["rss_kb"].get<std::int64_t>();
+
+  RawConn c(d.socket());
+  c.hello();
+  std::vector<std::uint8_t> out;
+  dbmgr::proto::Encoder enc(out);
+  dbmgr::proto::Open open;
+  open.database = "slow";
+  open.prefix = "test";
+  open.flags = dbmgr::proto::kOpenReadOnly;
+  enc.open(2, 1, open);
+  constexpr int kQueries = 50;  // ~100 MB of replies that nobody reads for a while
+  for (int i = 0; i < kQueries; ++i) enc.execute(100 + i, 1, "SELECT id, pad FROM big", nullptr, 0);
+  c.send(out);
+  std::this_thread::sleep_for(1500ms);
+
+  // The daemon stopped producing: its queue for this client is bounded.
+  std::int64_t queued = -1;
+  for (auto& cl : d.admin(Cmd::kClients)) {
+    if (cl["name"] == "harness") queued = cl["write_queue_bytes"].get<std::int64_t>();
+  }
+  CHECK(queued >= 0);
+  CHECK(queued < 4 * 1024 * 1024);
+  auto rss_during = d.admin(Cmd::kStatus)["rss_kb"].get<std::int64_t>();
+  INFO("daemon RSS before " << rss_before << " KB, while the client stalls " << rss_during << " KB");
+  CHECK(rss_during - rss_before < 32 * 1024);
+  // Everyone else is served meanwhile.
+  CHECK(m.execute("SELECT count(*) FROM big").scalar<std::int64_t>() == 2000);
+
+  // Now read everything: nothing was lost.
+  int completes = 0;
+  std::int64_t rows = 0;
+  while (completes < kQueries) {
+    auto f = c.read_frame(std::chrono::seconds(30));
+    REQUIRE_FALSE(f.empty());
+    auto h = header_of(f);
+    REQUIRE(h.type != dbmgr::proto::MsgType::kError);
+    if (h.type == dbmgr::proto::MsgType::kRows) {
+      dbmgr::proto::Message msg;
+      REQUIRE(dbmgr::proto::decode({h, f.data() + dbmgr::proto::kHeaderSize}, &msg) ==
+              dbmgr::proto::DecodeError::kOk);
+      rows += std::get<dbmgr::proto::Rows>(msg).row_count;
+    }
+    if (h.type == dbmgr::proto::MsgType::kComplete) ++completes;
+  }
+  CHECK(rows == std::int64_t{kQueries} * 2000);
+}
