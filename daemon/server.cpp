@@ -151,6 +151,12 @@ Status Server::start() {
                settings_.default_database.type == config::DbType::kSqlite
                    ? settings_.default_database.path
                    : settings_.default_database.name);
+  std::uint64_t watchdog_usec = 0;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0) {  // ping at half the systemd period
+    watchdog_interval_ = std::chrono::microseconds(watchdog_usec / 2);
+    spdlog::info("systemd watchdog: pinging every {} ms",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(watchdog_interval_).count());
+  }
   sd_notify(0, "READY=1");
   return Status::ok();
 }
@@ -331,10 +337,13 @@ void Server::on_janitor(uv_timer_t* t) { static_cast<Server*>(t->data)->janitor_
 void Server::janitor_tick() {
   auto now = Clock::now();
   for (auto& [key, engine] : engines_) engine->expire(now);
-  for (ClientConn* c : std::vector<ClientConn*>(clients_)) {
-    std::vector<Session*> sessions;
-    for (auto& [id, s] : c->sessions()) sessions.push_back(s);
-    for (Session* s : sessions) s->check_idle(now);
+  // check_idle() only starts a rollback: it never adds or removes sessions or clients.
+  for (ClientConn* c : clients_) {
+    for (auto& [id, s] : c->sessions()) s->check_idle(now);
+  }
+  if (watchdog_interval_.count() > 0 && now - last_watchdog_ >= watchdog_interval_) {
+    sd_notify(0, "WATCHDOG=1");
+    last_watchdog_ = now;
   }
   if (!draining_ || finished_) return;
   bool busy = false;

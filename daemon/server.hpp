@@ -117,6 +117,8 @@ class Server {
   bool finished_ = false;
   bool socket_owned_ = false;  // we created the socket file and remove it at exit
   Clock::time_point drain_deadline_{};
+  std::chrono::microseconds watchdog_interval_{0};  // 0: systemd asked for no watchdog
+  Clock::time_point last_watchdog_{};
   Clock::time_point started_at_ = Clock::now();
   std::uint64_t next_client_id_ = 1;
   std::vector<ClientConn*> clients_;
