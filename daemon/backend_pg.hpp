@@ -129,7 +129,6 @@ class PgConn final : public BackendConn {
   int nsteps_ = 0;
   int cur_ = 0;
   bool single_row_ = false;
-  bool synced_ = false;
   bool paused_ = false;
   bool rollback_after_error_ = false;
   bool dirty_ = false;          // session state changed: DISCARD ALL before the next lease
