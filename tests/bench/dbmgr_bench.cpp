@@ -1,0 +1,1633 @@
+// dbmgr-bench: dbmgrd side by side with direct access and PgBouncer (issue 7).
+//
+// One invocation runs every (workload, client count) point against every target, the
+// targets alternating A B A B over --rounds rounds, and prints one table (and a CSV) with
+// TPS, latency percentiles, errors by kind, and the CPU and peak RSS of the daemon or
+// PgBouncer serving the target. It starts what it needs itself (scripts/test-servers.sh for
+// PostgreSQL and PgBouncer in a temp folder, dbmgrd on temp sockets) unless told where
+// running servers are. See docs/benchmarks.md.
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dbmgr/dbmgr.hpp>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef DBMGR_BENCH_SOURCE_DIR
+#define DBMGR_BENCH_SOURCE_DIR "."
+#endif
+#ifndef DBMGR_BENCH_DEFAULT_DBMGRD
+#define DBMGR_BENCH_DEFAULT_DBMGRD "dbmgrd"
+#endif
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+[[noreturn]] void die(const std::string& msg) {
+  std::fprintf(stderr, "dbmgr-bench: %s\n", msg.c_str());
+  std::exit(2);
+}
+
+void note(const std::string& msg) {
+  std::fprintf(stderr, "dbmgr-bench: %s\n", msg.c_str());
+  std::fflush(stderr);
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  std::istringstream in(s);
+  while (std::getline(in, cur, sep)) {
+    if (!cur.empty()) out.push_back(cur);
+  }
+  return out;
+}
+
+// ---- enums -------------------------------------------------------------------------------
+
+enum class Workload { kSelect1, kPointSelect, kTpcb, kInsert, kConnectPerTxn };
+enum class Target { kPgDirect, kPgBouncer, kPgDbmgrd, kSqliteInproc, kSqliteProcs, kSqliteDbmgrd };
+
+constexpr std::array<const char*, 5> kWorkloadNames = {"select1", "point-select", "tpcb-like",
+                                                       "insert", "connect-per-txn"};
+constexpr std::array<const char*, 6> kTargetNames = {
+    "pg-direct", "pg-pgbouncer", "pg-dbmgrd", "sqlite-inproc", "sqlite-procs", "sqlite-dbmgrd"};
+
+const char* name(Workload w) { return kWorkloadNames[static_cast<int>(w)]; }
+const char* name(Target t) { return kTargetNames[static_cast<int>(t)]; }
+
+Workload parse_workload(const std::string& s) {
+  for (std::size_t i = 0; i < kWorkloadNames.size(); ++i) {
+    if (s == kWorkloadNames[i]) return static_cast<Workload>(i);
+  }
+  die("unknown workload '" + s + "' (select1, point-select, tpcb-like, insert, connect-per-txn)");
+}
+
+Target parse_target(const std::string& s) {
+  for (std::size_t i = 0; i < kTargetNames.size(); ++i) {
+    if (s == kTargetNames[i]) return static_cast<Target>(i);
+  }
+  die("unknown target '" + s + "'");
+}
+
+bool is_pg(Target t) {
+  return t == Target::kPgDirect || t == Target::kPgBouncer || t == Target::kPgDbmgrd;
+}
+bool uses_processes(Target t) { return t == Target::kSqliteProcs; }
+
+// Error kinds, as counted per point.
+enum ErrKind { kErrBusy, kErrPoolExhausted, kErrConnection, kErrTimeout, kErrOther, kErrKinds };
+constexpr std::array<const char*, kErrKinds> kErrNames = {"busy", "pool_exhausted", "connection",
+                                                          "timeout", "other"};
+
+struct BenchError : std::runtime_error {
+  BenchError(ErrKind k, const std::string& m, bool reconnect = false)
+      : std::runtime_error(m), kind(k), needs_reconnect(reconnect) {}
+  ErrKind kind;
+  bool needs_reconnect;
+};
+
+// ---- latency histogram (plain data: lives in shared memory for forked workers) ------------
+
+struct Histogram {
+  // Log-linear: values below 64 ns exact, then 32 sub-buckets per power of two (~3%).
+  static constexpr int kBuckets = 64 + 36 * 32;
+  std::uint64_t counts[kBuckets];
+
+  static int index(std::uint64_t v) {
+    if (v < 64) return static_cast<int>(v);
+    int p = 63 - std::countl_zero(v);  // >= 6
+    int shift = p - 5;
+    int mant = static_cast<int>(v >> shift);  // [32, 64)
+    int idx = 64 + (p - 6) * 32 + (mant - 32);
+    return std::min(idx, kBuckets - 1);
+  }
+  static double value(int idx) {  // the middle of the bucket
+    if (idx < 64) return idx;
+    int p = (idx - 64) / 32 + 6;
+    int mant = (idx - 64) % 32 + 32;
+    double lo = std::ldexp(mant, p - 5);
+    return lo + std::ldexp(0.5, p - 5);
+  }
+  void add(std::uint64_t v) { ++counts[index(v)]; }
+  void merge(const Histogram& o) {
+    for (int i = 0; i < kBuckets; ++i) counts[i] += o.counts[i];
+  }
+  std::uint64_t total() const {
+    std::uint64_t t = 0;
+    for (auto c : counts) t += c;
+    return t;
+  }
+  double percentile(double q) const {  // ns
+    std::uint64_t t = total();
+    if (t == 0) return 0;
+    auto want = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(t)));
+    if (want == 0) want = 1;
+    std::uint64_t c = 0;
+    for (int i = 0; i < kBuckets; ++i) {
+      c += counts[i];
+      if (c >= want) return value(i);
+    }
+    return value(kBuckets - 1);
+  }
+};
+
+struct WorkerStats {
+  std::uint64_t txns;
+  std::uint64_t errors[kErrKinds];
+  Histogram hist;
+  char first_error[200];
+};
+
+struct Control {
+  std::atomic<int> ready;
+  std::atomic<int> go;
+  std::atomic<std::int64_t> end_ns;
+};
+
+template <typename T>
+T* shared_alloc(std::size_t n) {
+  void* p = mmap(nullptr, sizeof(T) * n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) die("mmap failed");
+  std::memset(p, 0, sizeof(T) * n);
+  return static_cast<T*>(p);
+}
+template <typename T>
+void shared_free(T* p, std::size_t n) {
+  munmap(p, sizeof(T) * n);
+}
+
+// ---- configuration ------------------------------------------------------------------------
+
+struct Config {
+  std::vector<Workload> workloads;
+  std::vector<Target> targets;
+  std::vector<int> clients = {1, 16, 64};
+  double duration_s = 5;
+  int rounds = 3;
+  double scale = 10;  // pgbench scale: 100,000 accounts each
+  std::vector<int> idle_clients;
+  std::string csv;
+  bool smoke = false;
+  bool keep = false;
+  int sqlite_busy_timeout_ms = 30000;
+  std::string pg_host, pg_port = "5433", pg_user = "dbmgr", pg_password, pg_db = "dbmgr_test";
+  std::string pgbouncer_host, pgbouncer_port = "6432";
+  int pgbouncer_pid = 0;
+  std::string dbmgr_socket;  // a running dbmgrd for pg-dbmgrd
+  int dbmgr_pid = 0;
+  std::string dbmgr_sqlite_socket;  // a running dbmgrd for sqlite-dbmgrd
+  std::string sqlite_dir;           // with dbmgr_sqlite_socket: its DATABASE_PATH
+  std::string dbmgrd = DBMGR_BENCH_DEFAULT_DBMGRD;
+  std::string source_dir = DBMGR_BENCH_SOURCE_DIR;
+  std::string workdir;
+  std::string dbmgrd_log_level = "warn";
+};
+
+// Everything a client needs to reach a target.
+struct Endpoints {
+  std::string pg_conninfo;
+  std::string pgbouncer_conninfo;
+  std::string dbmgr_pg_socket;
+  std::string dbmgr_sqlite_socket;
+  std::string sqlite_file;
+  int sqlite_busy_timeout_ms = 30000;
+  std::int64_t accounts = 0, tellers = 0, branches = 0;
+  int pgbouncer_pid = 0, dbmgr_pg_pid = 0, dbmgr_sqlite_pid = 0;
+};
+
+std::string pg_quote(const std::string& v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "'";
+}
+
+// ---- the SQL of each workload ---------------------------------------------------------------
+
+struct Rng {
+  std::mt19937_64 gen;
+  explicit Rng(std::uint64_t seed) : gen(seed) {}
+  std::int64_t uniform(std::int64_t lo, std::int64_t hi) {
+    return std::uniform_int_distribution<std::int64_t>(lo, hi)(gen);
+  }
+};
+
+struct TpcbArgs {
+  std::int64_t aid, tid, bid, delta;
+};
+TpcbArgs tpcb_args(Rng& rng, const Endpoints& ep) {
+  return {rng.uniform(1, ep.accounts), rng.uniform(1, ep.tellers), rng.uniform(1, ep.branches),
+          rng.uniform(-5000, 5000)};
+}
+
+// Statements with ? placeholders (SQLite, dbmgrd) and $n (libpq).
+enum Stmt { kSSelect1, kSPoint, kSUpdAcc, kSUpdTel, kSUpdBr, kSInsHist, kStmts };
+constexpr std::array<const char*, kStmts> kSqlQ = {
+    "SELECT 1",
+    "SELECT abalance FROM bench_accounts WHERE aid = ?",
+    "UPDATE bench_accounts SET abalance = abalance + ? WHERE aid = ?",
+    "UPDATE bench_tellers SET tbalance = tbalance + ? WHERE tid = ?",
+    "UPDATE bench_branches SET bbalance = bbalance + ? WHERE bid = ?",
+    "INSERT INTO bench_history (tid, bid, aid, delta, mtime) VALUES (?, ?, ?, ?, "
+    "CURRENT_TIMESTAMP)",
+};
+std::string dollar_sql(const char* q) {
+  std::string out;
+  int n = 0;
+  for (const char* p = q; *p != '\0'; ++p) {
+    if (*p == '?') {
+      out += '$' + std::to_string(++n);
+    } else {
+      out += *p;
+    }
+  }
+  return out;
+}
+
+// ---- clients ------------------------------------------------------------------------------
+
+class Client {
+ public:
+  virtual ~Client() = default;
+  virtual void connect() = 0;
+  virtual void disconnect() = 0;
+  virtual bool connected() const = 0;
+  virtual void txn(Workload w, Rng& rng) = 0;
+};
+
+// libpq. Direct: named prepared statements. PgBouncer (transaction pooling, 1.18 has no
+// prepared-statement support): the extended protocol with unnamed statements.
+class PgClient : public Client {
+ public:
+  PgClient(std::string conninfo, bool prepared, const Endpoints& ep)
+      : conninfo_(std::move(conninfo)), prepared_(prepared), ep_(ep) {
+    for (int i = 0; i < kStmts; ++i) sql_[i] = dollar_sql(kSqlQ[i]);
+  }
+  ~PgClient() override { disconnect(); }
+
+  void connect() override {
+    disconnect();
+    conn_ = PQconnectdb(conninfo_.c_str());
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      std::string msg = PQerrorMessage(conn_);
+      disconnect();
+      throw BenchError(kErrConnection, "connect: " + msg, true);
+    }
+    if (prepared_) {
+      for (int i = 0; i < kStmts; ++i) {
+        PGresult* r =
+            PQprepare(conn_, ("s" + std::to_string(i)).c_str(), sql_[i].c_str(), 0, nullptr);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        std::string msg = PQresultErrorMessage(r);
+        PQclear(r);
+        if (!ok) throw BenchError(kErrOther, "prepare: " + msg, true);
+      }
+    }
+  }
+  void disconnect() override {
+    if (conn_ != nullptr) PQfinish(conn_);
+    conn_ = nullptr;
+  }
+  bool connected() const override { return conn_ != nullptr; }
+
+  void txn(Workload w, Rng& rng) override {
+    switch (w) {
+      case Workload::kSelect1:
+      case Workload::kConnectPerTxn:
+        exec(kSSelect1, {});
+        break;
+      case Workload::kPointSelect:
+        exec(kSPoint, {rng.uniform(1, ep_.accounts)});
+        break;
+      case Workload::kInsert: {
+        TpcbArgs a = tpcb_args(rng, ep_);
+        exec(kSInsHist, {a.tid, a.bid, a.aid, a.delta});
+        break;
+      }
+      case Workload::kTpcb: {
+        TpcbArgs a = tpcb_args(rng, ep_);
+        simple("BEGIN");
+        try {
+          exec(kSUpdAcc, {a.delta, a.aid});
+          exec(kSPoint, {a.aid});
+          exec(kSUpdTel, {a.delta, a.tid});
+          exec(kSUpdBr, {a.delta, a.bid});
+          exec(kSInsHist, {a.tid, a.bid, a.aid, a.delta});
+        } catch (const BenchError& e) {
+          if (!e.needs_reconnect) simple("ROLLBACK");
+          throw;
+        }
+        simple("COMMIT");
+        break;
+      }
+    }
+  }
+
+ private:
+  void check(PGresult* r) {
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+      PQclear(r);
+      return;
+    }
+    std::string msg = r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn_);
+    const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    PQclear(r);
+    bool bad = PQstatus(conn_) != CONNECTION_OK;
+    ErrKind kind = kErrOther;
+    if (bad || (state != nullptr && std::strncmp(state, "08", 2) == 0)) kind = kErrConnection;
+    if (state != nullptr && (std::strcmp(state, "57014") == 0 || std::strcmp(state, "25P03") == 0))
+      kind = kErrTimeout;
+    if (state != nullptr && (std::strcmp(state, "40001") == 0 || std::strcmp(state, "40P01") == 0 ||
+                             std::strcmp(state, "55P03") == 0))
+      kind = kErrBusy;
+    if (msg.find("no more connections") != std::string::npos) kind = kErrPoolExhausted;
+    throw BenchError(kind, msg, bad);
+  }
+  void simple(const char* sql) { check(PQexec(conn_, sql)); }
+  void exec(int stmt, std::initializer_list<std::int64_t> args) {
+    std::array<std::string, 4> text;
+    std::array<const char*, 4> values{};
+    int n = 0;
+    for (std::int64_t a : args) {
+      text[n] = std::to_string(a);
+      values[n] = text[n].c_str();
+      ++n;
+    }
+    PGresult* r;
+    if (prepared_) {
+      static const std::array<std::string, kStmts> kNames = {"s0", "s1", "s2", "s3", "s4", "s5"};
+      r = PQexecPrepared(conn_, kNames[stmt].c_str(), n, values.data(), nullptr, nullptr, 0);
+    } else {
+      r = PQexecParams(conn_, sql_[stmt].c_str(), n, nullptr, values.data(), nullptr, nullptr, 0);
+    }
+    check(r);
+  }
+
+  std::string conninfo_;
+  bool prepared_;
+  const Endpoints& ep_;
+  std::array<std::string, kStmts> sql_;
+  PGconn* conn_ = nullptr;
+};
+
+ErrKind kind_of(const dbmgr::Error& e) {
+  switch (e.category()) {
+    case dbmgr::ErrorCategory::kBusy:
+      return kErrBusy;
+    case dbmgr::ErrorCategory::kPoolExhausted:
+      return kErrPoolExhausted;
+    case dbmgr::ErrorCategory::kConnection:
+      return kErrConnection;
+    case dbmgr::ErrorCategory::kTimeout:
+      return kErrTimeout;
+    default:
+      return kErrOther;
+  }
+}
+
+// libdbmgr: one DatabaseManager (one daemon connection) per client. Single statements are
+// one-shots (one round trip, their own transaction); tpcb-like is a session.
+class DbmgrClient : public Client {
+ public:
+  DbmgrClient(std::string socket, const Endpoints& ep) : socket_(std::move(socket)), ep_(ep) {}
+
+  void connect() override {
+    try {
+      mgr_ = std::make_unique<dbmgr::DatabaseManager>(dbmgr::Options{
+          .socket_path = socket_, .client_name = "dbmgr-bench", .max_idle_connections = 1});
+      mgr_->ping();  // the connection and its handshake, before the clock starts
+    } catch (const dbmgr::Error& e) {
+      mgr_.reset();
+      throw BenchError(kind_of(e), std::string("connect: ") + e.what(), true);
+    }
+  }
+  void disconnect() override { mgr_.reset(); }
+  bool connected() const override { return mgr_ != nullptr; }
+
+  void txn(Workload w, Rng& rng) override {
+    try {
+      switch (w) {
+        case Workload::kConnectPerTxn: {
+          // A fresh connection (handshake included) for one one-shot, as a CGI script does.
+          dbmgr::DatabaseManager m(
+              dbmgr::Options{.socket_path = socket_, .client_name = "dbmgr-bench"});
+          m.execute(kSqlQ[kSSelect1], {}, dbmgr::Access::kReadOnly);
+          break;
+        }
+        case Workload::kSelect1:
+          mgr_->execute(kSqlQ[kSSelect1], {}, dbmgr::Access::kReadOnly);
+          break;
+        case Workload::kPointSelect:
+          mgr_->execute(kSqlQ[kSPoint], {rng.uniform(1, ep_.accounts)}, dbmgr::Access::kReadOnly);
+          break;
+        case Workload::kInsert: {
+          TpcbArgs a = tpcb_args(rng, ep_);
+          mgr_->execute(kSqlQ[kSInsHist], {a.tid, a.bid, a.aid, a.delta});
+          break;
+        }
+        case Workload::kTpcb: {
+          TpcbArgs a = tpcb_args(rng, ep_);
+          mgr_->run([&](dbmgr::Session& s) {
+            s.execute(kSqlQ[kSUpdAcc], {a.delta, a.aid});
+            s.execute(kSqlQ[kSPoint], {a.aid});
+            s.execute(kSqlQ[kSUpdTel], {a.delta, a.tid});
+            s.execute(kSqlQ[kSUpdBr], {a.delta, a.bid});
+            s.execute(kSqlQ[kSInsHist], {a.tid, a.bid, a.aid, a.delta});
+          });
+          break;
+        }
+      }
+    } catch (const dbmgr::Error& e) {
+      throw BenchError(kind_of(e), e.what(), e.category() == dbmgr::ErrorCategory::kConnection);
+    }
+  }
+
+ private:
+  std::string socket_;
+  const Endpoints& ep_;
+  std::unique_ptr<dbmgr::DatabaseManager> mgr_;
+};
+
+// SQLite directly: one connection per client, WAL, the daemon's pragmas (synchronous=NORMAL),
+// busy_timeout 30 s unless told otherwise. Write transactions take the write lock up front
+// (BEGIN IMMEDIATE), as a careful application does.
+class SqliteClient : public Client {
+ public:
+  SqliteClient(const Endpoints& ep) : ep_(ep) {}
+  ~SqliteClient() override { disconnect(); }
+
+  void connect() override {
+    disconnect();
+    int rc = sqlite3_open_v2(ep_.sqlite_file.c_str(), &db_,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+      disconnect();
+      throw BenchError(kErrConnection, "open: " + msg, true);
+    }
+    sqlite3_busy_timeout(db_, ep_.sqlite_busy_timeout_ms);
+    exec_simple("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;");
+    for (int i = 0; i < kStmts; ++i) {
+      if (sqlite3_prepare_v3(db_, kSqlQ[i], -1, SQLITE_PREPARE_PERSISTENT, &stmts_[i], nullptr) !=
+          SQLITE_OK) {
+        fail(sqlite3_extended_errcode(db_), true);
+      }
+    }
+  }
+  void disconnect() override {
+    for (auto*& s : stmts_) {
+      sqlite3_finalize(s);
+      s = nullptr;
+    }
+    if (db_ != nullptr) sqlite3_close_v2(db_);
+    db_ = nullptr;
+  }
+  bool connected() const override { return db_ != nullptr; }
+
+  void txn(Workload w, Rng& rng) override {
+    switch (w) {
+      case Workload::kConnectPerTxn:
+        connect();
+        step(kSSelect1, {});
+        disconnect();
+        break;
+      case Workload::kSelect1:
+        step(kSSelect1, {});
+        break;
+      case Workload::kPointSelect:
+        step(kSPoint, {rng.uniform(1, ep_.accounts)});
+        break;
+      case Workload::kInsert: {
+        TpcbArgs a = tpcb_args(rng, ep_);
+        step(kSInsHist, {a.tid, a.bid, a.aid, a.delta});
+        break;
+      }
+      case Workload::kTpcb: {
+        TpcbArgs a = tpcb_args(rng, ep_);
+        exec_simple("BEGIN IMMEDIATE");
+        try {
+          step(kSUpdAcc, {a.delta, a.aid});
+          step(kSPoint, {a.aid});
+          step(kSUpdTel, {a.delta, a.tid});
+          step(kSUpdBr, {a.delta, a.bid});
+          step(kSInsHist, {a.tid, a.bid, a.aid, a.delta});
+          exec_simple("COMMIT");
+        } catch (const BenchError&) {
+          if (!sqlite3_get_autocommit(db_))
+            sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+          throw;
+        }
+        break;
+      }
+    }
+  }
+
+ private:
+  [[noreturn]] void fail(int rc, bool reconnect = false) {
+    int primary = rc & 0xff;
+    ErrKind k = (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) ? kErrBusy : kErrOther;
+    throw BenchError(k,
+                     std::string("sqlite: ") + sqlite3_errstr(rc) + ": " +
+                         (db_ != nullptr ? sqlite3_errmsg(db_) : ""),
+                     reconnect);
+  }
+  void exec_simple(const char* sql) {
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) fail(sqlite3_extended_errcode(db_));
+  }
+  void step(int i, std::initializer_list<std::int64_t> args) {
+    sqlite3_stmt* s = stmts_[i];
+    int n = 1;
+    for (std::int64_t a : args) sqlite3_bind_int64(s, n++, a);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      (void)sqlite3_column_int64(s, 0);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) fail(sqlite3_extended_errcode(db_));
+  }
+
+  const Endpoints& ep_;
+  sqlite3* db_ = nullptr;
+  std::array<sqlite3_stmt*, kStmts> stmts_{};
+};
+
+std::unique_ptr<Client> make_client(Target t, const Endpoints& ep) {
+  switch (t) {
+    case Target::kPgDirect:
+      return std::make_unique<PgClient>(ep.pg_conninfo, true, ep);
+    case Target::kPgBouncer:
+      return std::make_unique<PgClient>(ep.pgbouncer_conninfo, false, ep);
+    case Target::kPgDbmgrd:
+      return std::make_unique<DbmgrClient>(ep.dbmgr_pg_socket, ep);
+    case Target::kSqliteDbmgrd:
+      return std::make_unique<DbmgrClient>(ep.dbmgr_sqlite_socket, ep);
+    case Target::kSqliteInproc:
+    case Target::kSqliteProcs:
+      return std::make_unique<SqliteClient>(ep);
+  }
+  return nullptr;
+}
+
+// ---- /proc --------------------------------------------------------------------------------
+
+// utime + stime in seconds; -1 when the process cannot be read.
+double proc_cpu_seconds(int pid) {
+  if (pid <= 0) return -1;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s;
+  if (!std::getline(f, s)) return -1;
+  auto close = s.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream in(s.substr(close + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// A "VmRSS:"-style field of /proc/PID/status in KB; -1 if unknown.
+long proc_status_kb(int pid, const char* key) {
+  if (pid <= 0) return -1;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  std::size_t n = std::strlen(key);
+  while (std::getline(f, line)) {
+    if (line.compare(0, n, key) == 0) return std::atol(line.c_str() + n + 1);
+  }
+  return -1;
+}
+
+int read_pid_file(const std::string& path) {
+  std::ifstream f(path);
+  int pid = 0;
+  f >> pid;
+  return pid;
+}
+
+// ---- one point ----------------------------------------------------------------------------
+
+struct PointResult {
+  Workload workload;
+  Target target;
+  int clients;
+  int round;  // 0: every round merged
+  double seconds = 0;
+  std::uint64_t txns = 0;
+  std::array<std::uint64_t, kErrKinds> errors{};
+  Histogram hist{};
+  double server_cpu_s = -1;  // daemon or PgBouncer CPU over the window
+  long server_hwm_kb = -1;
+  std::vector<double> round_tps;
+  std::string first_error;
+  bool setup_failed = false;
+
+  double tps() const { return seconds > 0 ? static_cast<double>(txns) / seconds : 0; }
+  std::uint64_t error_total() const {
+    std::uint64_t t = 0;
+    for (auto e : errors) t += e;
+    return t;
+  }
+};
+
+int server_pid(Target t, const Endpoints& ep) {
+  switch (t) {
+    case Target::kPgBouncer:
+      return ep.pgbouncer_pid;
+    case Target::kPgDbmgrd:
+      return ep.dbmgr_pg_pid;
+    case Target::kSqliteDbmgrd:
+      return ep.dbmgr_sqlite_pid;
+    default:
+      return 0;
+  }
+}
+
+void worker_main(Target t, Workload w, const Endpoints& ep, Control* ctl, WorkerStats* st,
+                 int idx) {
+  std::unique_ptr<Client> client = make_client(t, ep);
+  Rng rng(0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(idx + 1) ^
+          static_cast<std::uint64_t>(now_ns()));
+  auto record = [&](const BenchError& e) {
+    ++st->errors[e.kind];
+    if (st->first_error[0] == '\0') {
+      std::snprintf(st->first_error, sizeof st->first_error, "%s", e.what());
+    }
+  };
+  // connect-per-txn connects inside the clock (libpq below, libdbmgr and SQLite in txn());
+  // every other workload connects before it starts.
+  bool per_txn_connect = w == Workload::kConnectPerTxn;
+  if (!per_txn_connect) {
+    try {
+      client->connect();
+    } catch (const BenchError& e) {
+      record(e);
+    }
+  }
+  ctl->ready.fetch_add(1);
+  while (ctl->go.load() == 0) std::this_thread::sleep_for(std::chrono::microseconds(500));
+  const std::int64_t end = ctl->end_ns.load();
+  while (true) {
+    std::int64_t t0 = now_ns();
+    if (t0 >= end) break;
+    bool ok = true;
+    try {
+      if (per_txn_connect && is_pg(t) && t != Target::kPgDbmgrd) {
+        client->connect();
+        client->txn(w, rng);
+        client->disconnect();
+      } else {
+        if (!per_txn_connect && !client->connected()) client->connect();
+        client->txn(w, rng);
+      }
+    } catch (const BenchError& e) {
+      ok = false;
+      record(e);
+      if (e.needs_reconnect) client->disconnect();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    std::int64_t t1 = now_ns();
+    if (ok && t1 <= end) {
+      ++st->txns;
+      st->hist.add(static_cast<std::uint64_t>(t1 - t0));
+    }
+  }
+  client->disconnect();
+}
+
+PointResult run_point(Target t, Workload w, int clients, double duration_s, int round,
+                      const Endpoints& ep) {
+  PointResult res;
+  res.workload = w;
+  res.target = t;
+  res.clients = clients;
+  res.round = round;
+  auto* ctl = shared_alloc<Control>(1);
+  auto* stats = shared_alloc<WorkerStats>(static_cast<std::size_t>(clients));
+  std::vector<std::thread> threads;
+  std::vector<pid_t> children;
+  if (uses_processes(t)) {
+    std::fflush(nullptr);
+    for (int i = 0; i < clients; ++i) {
+      pid_t pid = fork();
+      if (pid < 0) {
+        note("fork failed: " + std::string(std::strerror(errno)));
+        ctl->ready.fetch_add(1);
+        continue;
+      }
+      if (pid == 0) {
+        worker_main(t, w, ep, ctl, &stats[i], i);
+        _exit(0);
+      }
+      children.push_back(pid);
+    }
+  } else {
+    threads.reserve(static_cast<std::size_t>(clients));
+    for (int i = 0; i < clients; ++i) {
+      threads.emplace_back(worker_main, t, w, std::cref(ep), ctl, &stats[i], i);
+    }
+  }
+  // Every client connected (or failed to): start the clock.
+  std::int64_t deadline = now_ns() + 180'000'000'000LL;
+  while (ctl->ready.load() < clients && now_ns() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  int spid = server_pid(t, ep);
+  double cpu0 = proc_cpu_seconds(spid);
+  std::int64_t start = now_ns();
+  std::int64_t end = start + static_cast<std::int64_t>(duration_s * 1e9);
+  if (ctl->ready.load() < clients) end = start;  // setup hung: no measurement
+  ctl->end_ns.store(end);
+  ctl->go.store(1);
+  std::this_thread::sleep_until(Clock::time_point(std::chrono::nanoseconds(end)));
+  double cpu1 = proc_cpu_seconds(spid);
+  for (auto& th : threads) th.join();
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+  }
+  res.seconds = static_cast<double>(end - start) / 1e9;
+  for (int i = 0; i < clients; ++i) {
+    res.txns += stats[i].txns;
+    for (int k = 0; k < kErrKinds; ++k) res.errors[k] += stats[i].errors[k];
+    res.hist.merge(stats[i].hist);
+    if (res.first_error.empty() && stats[i].first_error[0] != '\0') {
+      res.first_error = stats[i].first_error;
+    }
+  }
+  if (cpu0 >= 0 && cpu1 >= 0) res.server_cpu_s = cpu1 - cpu0;
+  res.server_hwm_kb = proc_status_kb(spid, "VmHWM:");
+  res.round_tps.push_back(res.tps());
+  shared_free(stats, static_cast<std::size_t>(clients));
+  shared_free(ctl, 1);
+  return res;
+}
+
+// ---- the floor: one Unix-socket round trip between two processes --------------------------
+
+struct Floor {
+  double p50_us = 0, mean_us = 0;
+};
+
+Floor measure_floor() {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) die("socketpair failed");
+  constexpr int kWarm = 2000, kIters = 20000;
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(sv[0]);
+    char buf[64];
+    while (true) {
+      ssize_t n = read(sv[1], buf, sizeof buf);
+      if (n <= 0) _exit(0);
+      if (write(sv[1], buf, static_cast<std::size_t>(n)) != n) _exit(1);
+    }
+  }
+  close(sv[1]);
+  Histogram* h = new Histogram{};
+  char msg[16] = "ping-ping-ping!";
+  std::int64_t total = 0;
+  for (int i = 0; i < kWarm + kIters; ++i) {
+    std::int64_t t0 = now_ns();
+    if (write(sv[0], msg, sizeof msg) != static_cast<ssize_t>(sizeof msg)) die("floor: write");
+    std::size_t got = 0;
+    while (got < sizeof msg) {
+      ssize_t n = read(sv[0], msg + got, sizeof msg - got);
+      if (n <= 0) die("floor: read");
+      got += static_cast<std::size_t>(n);
+    }
+    std::int64_t dt = now_ns() - t0;
+    if (i >= kWarm) {
+      h->add(static_cast<std::uint64_t>(dt));
+      total += dt;
+    }
+  }
+  close(sv[0]);
+  waitpid(pid, nullptr, 0);
+  Floor f{h->percentile(0.5) / 1000.0, static_cast<double>(total) / kIters / 1000.0};
+  delete h;
+  return f;
+}
+
+// ---- servers ------------------------------------------------------------------------------
+
+bool can_connect_unix(const std::string& path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+struct Daemon {
+  pid_t pid = 0;
+  std::string socket;
+};
+
+Daemon start_dbmgrd(const Config& cfg, const std::string& socket, const std::string& log,
+                    const std::vector<std::pair<std::string, std::string>>& env) {
+  pid_t pid = fork();
+  if (pid < 0) die("fork failed");
+  if (pid == 0) {
+    for (const char* v : {"DATABASE_TYPE", "DATABASE_NAME", "DATABASE_USER", "DATABASE_PASSWORD",
+                          "DATABASE_PASSWORD_FILE", "DATABASE_HOST", "DATABASE_PORT",
+                          "DATABASE_SSL", "DATABASE_PATH", "DBMGR_SOCKET", "DBMGR_CONFIG"}) {
+      unsetenv(v);
+    }
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      close(fd);
+    }
+    execl(cfg.dbmgrd.c_str(), cfg.dbmgrd.c_str(), "--socket", socket.c_str(), "--log-level",
+          cfg.dbmgrd_log_level.c_str(), static_cast<char*>(nullptr));
+    std::perror("exec dbmgrd");
+    _exit(127);
+  }
+  std::int64_t deadline = now_ns() + 30'000'000'000LL;
+  while (!can_connect_unix(socket)) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) die("dbmgrd exited at start; see " + log);
+    if (now_ns() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      die("dbmgrd did not listen on " + socket + " within 30 s; see " + log);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return {pid, socket};
+}
+
+void stop_dbmgrd(Daemon& d) {
+  if (d.pid <= 0) return;
+  kill(d.pid, SIGTERM);
+  std::int64_t deadline = now_ns() + 40'000'000'000LL;
+  while (waitpid(d.pid, nullptr, WNOHANG) == 0) {
+    if (now_ns() > deadline) {
+      kill(d.pid, SIGKILL);
+      waitpid(d.pid, nullptr, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  d.pid = 0;
+}
+
+int run_shell(const std::string& cmd) {
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 1;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+// Reads `export NAME=value` lines of servers.env (values as printf %q writes simple paths).
+std::map<std::string, std::string> read_env_file(const std::string& path) {
+  std::map<std::string, std::string> out;
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("export ", 0) != 0) continue;
+    auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string v = line.substr(eq + 1);
+    std::string un;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '\\' && i + 1 < v.size()) {
+        un += v[++i];
+      } else if (v[i] != '\'') {
+        un += v[i];
+      }
+    }
+    out[line.substr(7, eq - 7)] = un;
+  }
+  return out;
+}
+
+// ---- data ---------------------------------------------------------------------------------
+
+void pg_exec_or_die(PGconn* c, const std::string& sql) {
+  PGresult* r = PQexec(c, sql.c_str());
+  ExecStatusType st = PQresultStatus(r);
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    std::string msg = PQresultErrorMessage(r);
+    PQclear(r);
+    die("PostgreSQL: " + sql.substr(0, 80) + ": " + msg);
+  }
+  PQclear(r);
+}
+
+void setup_pg_data(const Endpoints& ep) {
+  PGconn* c = PQconnectdb(ep.pg_conninfo.c_str());
+  if (PQstatus(c) != CONNECTION_OK)
+    die("cannot connect to PostgreSQL: " + std::string(PQerrorMessage(c)));
+  // Already there with the right size (a server given on the command line, a second run)?
+  PGresult* r = PQexec(c,
+                       "SELECT (SELECT count(*) FROM bench_branches), (SELECT max(aid) FROM "
+                       "bench_accounts), (SELECT count(*) FROM bench_tellers)");
+  bool have = PQresultStatus(r) == PGRES_TUPLES_OK &&
+              std::atoll(PQgetvalue(r, 0, 0)) == ep.branches &&
+              std::atoll(PQgetvalue(r, 0, 1)) == ep.accounts &&
+              std::atoll(PQgetvalue(r, 0, 2)) == ep.tellers;
+  PQclear(r);
+  if (have) {
+    pg_exec_or_die(c, "TRUNCATE bench_history");
+    PQfinish(c);
+    return;
+  }
+  note("loading PostgreSQL: " + std::to_string(ep.accounts) + " accounts");
+  std::string a = std::to_string(ep.accounts), b = std::to_string(ep.branches),
+              t = std::to_string(ep.tellers);
+  for (const std::string& sql : {
+           std::string("DROP TABLE IF EXISTS bench_accounts, bench_tellers, bench_branches, "
+                       "bench_history"),
+           std::string("CREATE TABLE bench_branches (bid int NOT NULL, bbalance int, filler "
+                       "char(88)) WITH (fillfactor = 100)"),
+           std::string("CREATE TABLE bench_tellers (tid int NOT NULL, bid int, tbalance int, "
+                       "filler char(84)) WITH (fillfactor = 100)"),
+           std::string("CREATE TABLE bench_accounts (aid int NOT NULL, bid int, abalance int, "
+                       "filler char(84)) WITH (fillfactor = 100)"),
+           std::string("CREATE TABLE bench_history (tid int, bid int, aid int, delta int, mtime "
+                       "timestamp, filler char(22))"),
+           "INSERT INTO bench_branches SELECT g, 0, '' FROM generate_series(1, " + b + ") g",
+           "INSERT INTO bench_tellers SELECT g, (g - 1) / 10 + 1, 0, '' FROM generate_series(1, " +
+               t + ") g",
+           "INSERT INTO bench_accounts SELECT g, (g - 1) / 100000 + 1, 0, '' FROM "
+           "generate_series(1, " +
+               a + ") g",
+           std::string("ALTER TABLE bench_branches ADD PRIMARY KEY (bid)"),
+           std::string("ALTER TABLE bench_tellers ADD PRIMARY KEY (tid)"),
+           std::string("ALTER TABLE bench_accounts ADD PRIMARY KEY (aid)"),
+           std::string("VACUUM ANALYZE bench_branches, bench_tellers, bench_accounts, "
+                       "bench_history"),
+       }) {
+    pg_exec_or_die(c, sql);
+  }
+  PQfinish(c);
+}
+
+void setup_sqlite_data(const Endpoints& ep, const std::string& file) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open(file.c_str(), &db) != SQLITE_OK) die("cannot open " + file);
+  auto exec = [&](const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string m = err != nullptr ? err : "?";
+      sqlite3_free(err);
+      die("SQLite: " + sql.substr(0, 80) + ": " + m);
+    }
+  };
+  exec("PRAGMA journal_mode=WAL");
+  sqlite3_stmt* s = nullptr;
+  bool have = false;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT (SELECT count(*) FROM bench_branches), (SELECT max(aid) FROM "
+                         "bench_accounts), (SELECT count(*) FROM bench_tellers)",
+                         -1, &s, nullptr) == SQLITE_OK &&
+      sqlite3_step(s) == SQLITE_ROW) {
+    have = sqlite3_column_int64(s, 0) == ep.branches && sqlite3_column_int64(s, 1) == ep.accounts &&
+           sqlite3_column_int64(s, 2) == ep.tellers;
+  }
+  sqlite3_finalize(s);
+  if (have) {
+    exec("DELETE FROM bench_history");
+  } else {
+    note("loading SQLite " + file + ": " + std::to_string(ep.accounts) + " accounts");
+    std::string a = std::to_string(ep.accounts), b = std::to_string(ep.branches),
+                t = std::to_string(ep.tellers);
+    exec(
+        "DROP TABLE IF EXISTS bench_accounts; DROP TABLE IF EXISTS bench_tellers; "
+        "DROP TABLE IF EXISTS bench_branches; DROP TABLE IF EXISTS bench_history;");
+    exec("BEGIN");
+    exec("CREATE TABLE bench_branches (bid INTEGER PRIMARY KEY, bbalance INTEGER, filler TEXT)");
+    exec(
+        "CREATE TABLE bench_tellers (tid INTEGER PRIMARY KEY, bid INTEGER, tbalance INTEGER, "
+        "filler TEXT)");
+    exec(
+        "CREATE TABLE bench_accounts (aid INTEGER PRIMARY KEY, bid INTEGER, abalance INTEGER, "
+        "filler TEXT)");
+    exec(
+        "CREATE TABLE bench_history (tid INTEGER, bid INTEGER, aid INTEGER, delta INTEGER, "
+        "mtime TEXT, filler TEXT)");
+    exec("WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < " + b +
+         ") INSERT INTO bench_branches SELECT x, 0, printf('%88s', '') FROM g");
+    exec("WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < " + t +
+         ") INSERT INTO bench_tellers SELECT x, (x - 1) / 10 + 1, 0, printf('%84s', '') FROM g");
+    exec("WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < " + a +
+         ") INSERT INTO bench_accounts SELECT x, (x - 1) / 100000 + 1, 0, printf('%84s', '') "
+         "FROM g");
+    exec("COMMIT");
+  }
+  exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  sqlite3_close(db);
+}
+
+// ---- idle clients -------------------------------------------------------------------------
+
+struct IdleResult {
+  std::string server;
+  int clients = 0;
+  int opened = 0;
+  long rss_before_kb = -1, rss_after_kb = -1, hwm_kb = -1;
+  double seconds_to_open = 0;
+  std::string first_error;
+  double kb_per_client() const {
+    return opened > 0 ? static_cast<double>(rss_after_kb - rss_before_kb) / opened : 0;
+  }
+};
+
+// Opens n connections with `open_one` from a few threads, waits, reads the server's RSS.
+template <typename Conn>
+IdleResult hold_idle(const std::string& server, int pid, int n,
+                     const std::function<std::unique_ptr<Conn>(std::string*)>& open_one) {
+  IdleResult r;
+  r.server = server;
+  r.clients = n;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  r.rss_before_kb = proc_status_kb(pid, "VmRSS:");
+  std::vector<std::unique_ptr<Conn>> conns(static_cast<std::size_t>(n));
+  std::atomic<int> next{0}, opened{0};
+  std::mutex mu;
+  std::int64_t t0 = now_ns();
+  std::vector<std::thread> th;
+  for (int k = 0; k < 8; ++k) {
+    th.emplace_back([&] {
+      int i;
+      while ((i = next.fetch_add(1)) < n) {
+        std::string err;
+        conns[static_cast<std::size_t>(i)] = open_one(&err);
+        if (conns[static_cast<std::size_t>(i)]) {
+          opened.fetch_add(1);
+        } else {
+          std::lock_guard lock(mu);
+          if (r.first_error.empty()) r.first_error = err;
+        }
+      }
+    });
+  }
+  for (auto& t : th) t.join();
+  r.seconds_to_open = static_cast<double>(now_ns() - t0) / 1e9;
+  r.opened = opened.load();
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  r.rss_after_kb = proc_status_kb(pid, "VmRSS:");
+  r.hwm_kb = proc_status_kb(pid, "VmHWM:");
+  conns.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  return r;
+}
+
+struct PgConnHolder {
+  PGconn* c;
+  ~PgConnHolder() { PQfinish(c); }
+};
+
+// ---- output -------------------------------------------------------------------------------
+
+std::string errors_text(const PointResult& r) {
+  std::string s;
+  for (int k = 0; k < kErrKinds; ++k) {
+    if (r.errors[k] == 0) continue;
+    if (!s.empty()) s += ' ';
+    s += std::string(kErrNames[k]) + "=" + std::to_string(r.errors[k]);
+  }
+  return s.empty() ? "0" : s;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  std::size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+void print_table(const std::vector<PointResult>& merged) {
+  std::printf("\n%-16s %7s %-14s %-7s %10s %18s %9s %9s %9s %8s %8s  %s\n", "workload", "clients",
+              "target", "clients", "tps", "tps min..max", "p50 us", "p99 us", "p99.9 us",
+              "srv ms/1k", "srv MB", "errors");
+  std::printf("%s\n", std::string(140, '-').c_str());
+  for (const auto& r : merged) {
+    auto [lo, hi] = std::minmax_element(r.round_tps.begin(), r.round_tps.end());
+    std::string range = r.round_tps.empty() ? "-" : fmt("%.0f", *lo) + ".." + fmt("%.0f", *hi);
+    std::string cpu =
+        r.server_cpu_s < 0 || r.txns == 0
+            ? "-"
+            : fmt("%.1f", r.server_cpu_s * 1000.0 / static_cast<double>(r.txns) * 1000.0);
+    std::string rss = r.server_hwm_kb < 0 ? "-" : fmt("%.1f", r.server_hwm_kb / 1024.0);
+    std::printf("%-16s %7d %-14s %-7s %10.0f %18s %9.1f %9.1f %9.1f %8s %8s  %s\n",
+                name(r.workload), r.clients, name(r.target),
+                uses_processes(r.target) ? "procs" : "threads", median(r.round_tps), range.c_str(),
+                r.hist.percentile(0.5) / 1000.0, r.hist.percentile(0.99) / 1000.0,
+                r.hist.percentile(0.999) / 1000.0, cpu.c_str(), rss.c_str(),
+                errors_text(r).c_str());
+  }
+  std::fflush(stdout);
+}
+
+void write_csv(const std::string& path, const std::vector<PointResult>& rows,
+               const std::vector<IdleResult>& idle, const Floor& floor) {
+  std::ofstream f(path);
+  if (!f) die("cannot write " + path);
+  f << "kind,workload,target,clients,client_mode,round,seconds,txns,tps,tps_min,tps_max,p50_us,"
+       "p99_us,p999_us,max_us,errors,err_busy,err_pool_exhausted,err_connection,err_timeout,"
+       "err_other,server_cpu_ms_per_1k,server_hwm_kb,idle_kb_per_client,floor_p50_us\n";
+  for (const auto& r : rows) {
+    double lo = r.round_tps.empty() ? 0 : *std::min_element(r.round_tps.begin(), r.round_tps.end());
+    double hi = r.round_tps.empty() ? 0 : *std::max_element(r.round_tps.begin(), r.round_tps.end());
+    double cpu =
+        r.server_cpu_s < 0 || r.txns == 0 ? -1 : r.server_cpu_s * 1e6 / static_cast<double>(r.txns);
+    f << "point," << name(r.workload) << ',' << name(r.target) << ',' << r.clients << ','
+      << (uses_processes(r.target) ? "procs" : "threads") << ','
+      << (r.round == 0 ? std::string("all") : std::to_string(r.round)) << ',' << r.seconds << ','
+      << r.txns << ',' << (r.round == 0 ? median(r.round_tps) : r.tps()) << ',' << lo << ',' << hi
+      << ',' << r.hist.percentile(0.5) / 1000 << ',' << r.hist.percentile(0.99) / 1000 << ','
+      << r.hist.percentile(0.999) / 1000 << ',' << r.hist.percentile(1.0) / 1000 << ','
+      << r.error_total();
+    for (auto e : r.errors) f << ',' << e;
+    f << ',' << cpu << ',' << r.server_hwm_kb << ",," << floor.p50_us << '\n';
+  }
+  for (const auto& i : idle) {
+    f << "idle,idle-clients," << i.server << ',' << i.clients << ",threads,all,"
+      << i.seconds_to_open << ",0,0,0,0,0,0,0,0," << (i.clients - i.opened) << ",0,0,0,0,0,-1,"
+      << i.hwm_kb << ',' << i.kb_per_client() << ',' << floor.p50_us << '\n';
+  }
+}
+
+// ---- command line -------------------------------------------------------------------------
+
+void usage() {
+  std::puts(
+      R"(dbmgr-bench: dbmgrd side by side with direct access and PgBouncer (docs/benchmarks.md)
+
+  --workloads LIST    select1,point-select,tpcb-like,insert,connect-per-txn (default: select1,point-select)
+  --targets LIST      pg-direct,pg-pgbouncer,pg-dbmgrd,sqlite-inproc,sqlite-procs,sqlite-dbmgrd
+                      (default: all six)
+  --clients LIST      client counts (default 1,16,64); e.g. 1,16,64,256,1000
+  --duration SECONDS  measured time per point and round (default 5)
+  --rounds N          rounds; the targets alternate A B A B within each point (default 3)
+  --scale S           pgbench scale: 100,000 accounts per unit (default 10 = 1,000,000 rows;
+                      0.01 = 1,000 rows)
+  --idle-clients LIST hold N idle connections to dbmgrd and PgBouncer, report RSS per client
+  --csv FILE          also write every round and the merged rows as CSV (plot: tests/bench/plot.py)
+  --sqlite-busy-timeout MS   busy_timeout of the direct SQLite targets (default 30000)
+  --pg-host DIR --pg-port P --pg-user U --pg-password PW --pg-db DB
+                      a running PostgreSQL (else a private one via scripts/test-servers.sh)
+  --pgbouncer-host DIR --pgbouncer-port P [--pgbouncer-pid PID]
+  --dbmgr-socket PATH [--dbmgr-pid PID]     a running dbmgrd in front of that PostgreSQL
+  --dbmgr-sqlite-socket PATH --sqlite-dir DIR   a running SQLite dbmgrd and its DATABASE_PATH
+                      (the database file is DIR/bench.db, DATABASE_NAME=bench)
+  --dbmgrd PATH       the daemon to start (default: $DBMGRD, else the build tree's)
+  --workdir DIR       temp folder (default mktemp -d /tmp/dbmgr-bench.XXXXXX); --keep keeps it
+  --smoke             harness check: SQLite targets, every workload, 2 clients, 0.5 s, tiny
+                      data; exits 1 unless every point has TPS > 0 and no errors
+Clients are threads, except sqlite-procs (one forked process per client).)");
+}
+
+Config parse_args(int argc, char** argv) {
+  Config c;
+  if (const char* d = std::getenv("DBMGRD"); d != nullptr && *d != '\0') c.dbmgrd = d;
+  std::string workloads = "select1,point-select", targets, clients;
+  auto need = [&](int& i) -> std::string {
+    if (i + 1 >= argc) die(std::string("missing value after ") + argv[i]);
+    return argv[++i];
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      usage();
+      std::exit(0);
+    } else if (a == "--workloads") {
+      workloads = need(i);
+    } else if (a == "--targets") {
+      targets = need(i);
+    } else if (a == "--clients") {
+      clients = need(i);
+    } else if (a == "--duration") {
+      c.duration_s = std::stod(need(i));
+    } else if (a == "--rounds") {
+      c.rounds = std::stoi(need(i));
+    } else if (a == "--scale") {
+      c.scale = std::stod(need(i));
+    } else if (a == "--idle-clients") {
+      for (auto& s : split(need(i), ',')) c.idle_clients.push_back(std::stoi(s));
+    } else if (a == "--csv") {
+      c.csv = need(i);
+    } else if (a == "--sqlite-busy-timeout") {
+      c.sqlite_busy_timeout_ms = std::stoi(need(i));
+    } else if (a == "--pg-host") {
+      c.pg_host = need(i);
+    } else if (a == "--pg-port") {
+      c.pg_port = need(i);
+    } else if (a == "--pg-user") {
+      c.pg_user = need(i);
+    } else if (a == "--pg-password") {
+      c.pg_password = need(i);
+    } else if (a == "--pg-db") {
+      c.pg_db = need(i);
+    } else if (a == "--pgbouncer-host") {
+      c.pgbouncer_host = need(i);
+    } else if (a == "--pgbouncer-port") {
+      c.pgbouncer_port = need(i);
+    } else if (a == "--pgbouncer-pid") {
+      c.pgbouncer_pid = std::stoi(need(i));
+    } else if (a == "--dbmgr-socket") {
+      c.dbmgr_socket = need(i);
+    } else if (a == "--dbmgr-pid") {
+      c.dbmgr_pid = std::stoi(need(i));
+    } else if (a == "--dbmgr-sqlite-socket") {
+      c.dbmgr_sqlite_socket = need(i);
+    } else if (a == "--sqlite-dir") {
+      c.sqlite_dir = need(i);
+    } else if (a == "--dbmgrd") {
+      c.dbmgrd = need(i);
+    } else if (a == "--workdir") {
+      c.workdir = need(i);
+    } else if (a == "--keep") {
+      c.keep = true;
+    } else if (a == "--smoke") {
+      c.smoke = true;
+    } else {
+      die("unknown option " + a + " (--help)");
+    }
+  }
+  if (c.smoke) {
+    workloads = "select1,point-select,tpcb-like,insert,connect-per-txn";
+    if (targets.empty()) targets = "sqlite-inproc,sqlite-procs,sqlite-dbmgrd";
+    if (clients.empty()) clients = "2";
+    c.duration_s = 0.5;
+    c.rounds = 1;
+    c.scale = 0.01;
+  }
+  for (auto& s : split(workloads, ',')) c.workloads.push_back(parse_workload(s));
+  if (targets.empty())
+    targets = "pg-direct,pg-pgbouncer,pg-dbmgrd,sqlite-inproc,sqlite-procs,sqlite-dbmgrd";
+  for (auto& s : split(targets, ',')) c.targets.push_back(parse_target(s));
+  if (!clients.empty()) {
+    c.clients.clear();
+    for (auto& s : split(clients, ',')) c.clients.push_back(std::stoi(s));
+  }
+  if (c.rounds < 1 || c.duration_s <= 0 || c.scale <= 0) die("bad --rounds, --duration or --scale");
+  return c;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config cfg = parse_args(argc, argv);
+  signal(SIGPIPE, SIG_IGN);
+
+  // Many clients: raise the descriptor limit first, so that the servers started below
+  // (PostgreSQL, PgBouncer, dbmgrd) inherit it too.
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+
+  bool want_pg = false, want_sqlite = false, want_pgb = false;
+  for (Target t : cfg.targets) {
+    if (is_pg(t)) want_pg = true;
+    if (!is_pg(t)) want_sqlite = true;
+    if (t == Target::kPgBouncer) want_pgb = true;
+  }
+  int max_clients = *std::max_element(cfg.clients.begin(), cfg.clients.end());
+  int max_idle = cfg.idle_clients.empty()
+                     ? 0
+                     : *std::max_element(cfg.idle_clients.begin(), cfg.idle_clients.end());
+  if (!cfg.idle_clients.empty()) want_pg = want_pgb = true;
+  if (static_cast<rlim_t>(std::max(max_clients, max_idle) + 200) > rl.rlim_cur) {
+    note("RLIMIT_NOFILE is " + std::to_string(rl.rlim_cur) + ": too few descriptors for " +
+         std::to_string(std::max(max_clients, max_idle)) + " clients");
+  }
+
+  if (cfg.workdir.empty()) {
+    char tmpl[] = "/tmp/dbmgr-bench.XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) die("mkdtemp failed");
+    cfg.workdir = tmpl;
+  }
+  mkdir(cfg.workdir.c_str(), 0755);
+  chmod(cfg.workdir.c_str(), 0755);
+  const std::string& wd = cfg.workdir;
+
+  Endpoints ep;
+  ep.sqlite_busy_timeout_ms = cfg.sqlite_busy_timeout_ms;
+  ep.accounts = std::max<std::int64_t>(1, std::llround(cfg.scale * 100000));
+  ep.branches = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(cfg.scale)));
+  ep.tellers = ep.branches * 10;
+
+  bool own_servers = false;
+  std::string servers_dir = wd + "/srv";
+  std::vector<Daemon> daemons;
+  auto cleanup = [&] {
+    for (auto& d : daemons) stop_dbmgrd(d);
+    if (own_servers) {
+      run_shell("bash " + shell_quote(cfg.source_dir + "/scripts/test-servers.sh") + " stop " +
+                shell_quote(servers_dir) + " >/dev/null 2>&1");
+    }
+    if (!cfg.keep) run_shell("rm -rf " + shell_quote(wd));
+  };
+
+  // PostgreSQL and PgBouncer.
+  if (want_pg) {
+    bool need_pgb_start = want_pgb && cfg.pgbouncer_host.empty();
+    if (cfg.pg_host.empty()) {
+      note("starting PostgreSQL" + std::string(need_pgb_start ? " and PgBouncer" : "") + " in " +
+           servers_dir);
+      own_servers = true;
+      std::string script = "bash " + shell_quote(cfg.source_dir + "/scripts/test-servers.sh");
+      if (run_shell(script + " start " + shell_quote(servers_dir) + " pg" +
+                    (need_pgb_start ? " pgbouncer" : "") + " >" + shell_quote(wd + "/servers.log") +
+                    " 2>&1") != 0) {
+        run_shell("tail -n 30 " + shell_quote(wd + "/servers.log") + " >&2");
+        cleanup();
+        die("scripts/test-servers.sh start failed");
+      }
+      auto env = read_env_file(servers_dir + "/servers.env");
+      cfg.pg_host = env["DBMGR_TEST_PG_HOST"];
+      cfg.pg_port = env["DBMGR_TEST_PG_PORT"];
+      cfg.pg_user = env["DBMGR_TEST_PG_USER"];
+      cfg.pg_password = env["DBMGR_TEST_PG_PASSWORD"];
+      cfg.pg_db = env["DBMGR_TEST_PG_DB"];
+      // Direct connections for every client: raise max_connections (300 in the script).
+      if (max_clients > 250) {
+        std::string ci = "host=" + pg_quote(cfg.pg_host) + " port=" + cfg.pg_port +
+                         " user=" + pg_quote(cfg.pg_user) +
+                         " password=" + pg_quote(cfg.pg_password) +
+                         " dbname=" + pg_quote(cfg.pg_db);
+        PGconn* c = PQconnectdb(ci.c_str());
+        if (PQstatus(c) == CONNECTION_OK) {
+          pg_exec_or_die(c,
+                         "ALTER SYSTEM SET max_connections = " + std::to_string(max_clients + 100));
+        }
+        PQfinish(c);
+        run_shell(script + " restart-pg " + shell_quote(servers_dir) + " >>" +
+                  shell_quote(wd + "/servers.log") + " 2>&1");
+      }
+      if (need_pgb_start) {
+        cfg.pgbouncer_host = env["DBMGR_TEST_PGBOUNCER_HOST"];
+        cfg.pgbouncer_port = env["DBMGR_TEST_PGBOUNCER_PORT"];
+        // Room for every client (the script allows 1000): edit its file and reload.
+        std::string ini = cfg.pgbouncer_host + "/pgbouncer.ini";
+        int want = std::max(max_clients, max_idle) + 100;
+        if (want > 1000) {
+          run_shell("sed -i 's/^max_client_conn = .*/max_client_conn = " + std::to_string(want) +
+                    "/' " + shell_quote(ini));
+          int pid = read_pid_file(cfg.pgbouncer_host + "/pgbouncer.pid");
+          if (pid > 0) kill(pid, SIGHUP);
+          std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        }
+      }
+    }
+    ep.pg_conninfo = "host=" + pg_quote(cfg.pg_host) + " port=" + cfg.pg_port +
+                     " user=" + pg_quote(cfg.pg_user) + " password=" + pg_quote(cfg.pg_password) +
+                     " dbname=" + pg_quote(cfg.pg_db);
+    if (!cfg.pgbouncer_host.empty()) {
+      ep.pgbouncer_conninfo = "host=" + pg_quote(cfg.pgbouncer_host) +
+                              " port=" + cfg.pgbouncer_port + " user=" + pg_quote(cfg.pg_user) +
+                              " password=" + pg_quote(cfg.pg_password) +
+                              " dbname=" + pg_quote(cfg.pg_db);
+      ep.pgbouncer_pid = cfg.pgbouncer_pid > 0
+                             ? cfg.pgbouncer_pid
+                             : read_pid_file(cfg.pgbouncer_host + "/pgbouncer.pid");
+    }
+    setup_pg_data(ep);
+    if (cfg.dbmgr_socket.empty()) {
+      Daemon d = start_dbmgrd(cfg, wd + "/dbmgrd-pg.sock", wd + "/dbmgrd-pg.log",
+                              {{"DATABASE_TYPE", "postgresql"},
+                               {"DATABASE_HOST", cfg.pg_host},
+                               {"DATABASE_PORT", cfg.pg_port},
+                               {"DATABASE_USER", cfg.pg_user},
+                               {"DATABASE_PASSWORD", cfg.pg_password},
+                               {"DATABASE_NAME", cfg.pg_db}});
+      daemons.push_back(d);
+      ep.dbmgr_pg_socket = d.socket;
+      ep.dbmgr_pg_pid = d.pid;
+    } else {
+      ep.dbmgr_pg_socket = cfg.dbmgr_socket;
+      ep.dbmgr_pg_pid = cfg.dbmgr_pid;
+    }
+  }
+  if (want_sqlite) {
+    std::string dir = cfg.sqlite_dir.empty() ? wd + "/sqlite" : cfg.sqlite_dir;
+    mkdir(dir.c_str(), 0755);
+    // The direct targets get a file of their own: sharing dbmgrd's file with other writing
+    // processes corrupted it here (dbmgrd opens and closes the file with open()/close()
+    // when it opens a connection, which drops its POSIX locks; see docs/benchmarks.md).
+    ep.sqlite_file = dir + "/direct.db";
+    setup_sqlite_data(ep, ep.sqlite_file);
+    setup_sqlite_data(ep, dir + "/bench.db");
+    if (cfg.dbmgr_sqlite_socket.empty()) {
+      Daemon d = start_dbmgrd(
+          cfg, wd + "/dbmgrd-sqlite.sock", wd + "/dbmgrd-sqlite.log",
+          {{"DATABASE_TYPE", "sqlite"}, {"DATABASE_PATH", dir}, {"DATABASE_NAME", "bench"}});
+      daemons.push_back(d);
+      ep.dbmgr_sqlite_socket = d.socket;
+      ep.dbmgr_sqlite_pid = d.pid;
+    } else {
+      ep.dbmgr_sqlite_socket = cfg.dbmgr_sqlite_socket;
+    }
+  }
+
+  Floor floor = measure_floor();
+  std::printf("dbmgr-bench: %s, %ld CPUs; clients are threads except sqlite-procs (processes)\n",
+              wd.c_str(), sysconf(_SC_NPROCESSORS_ONLN));
+  std::printf(
+      "floor: one Unix-socket round trip (socketpair, two processes): p50 %.1f us, mean "
+      "%.1f us\n",
+      floor.p50_us, floor.mean_us);
+  std::printf("data: %lld accounts, %lld tellers, %lld branches; %.1f s per point, %d rounds\n",
+              static_cast<long long>(ep.accounts), static_cast<long long>(ep.tellers),
+              static_cast<long long>(ep.branches), cfg.duration_s, cfg.rounds);
+  std::fflush(stdout);
+
+  std::vector<PointResult> rounds_rows, merged;
+  for (Workload w : cfg.workloads) {
+    for (int n : cfg.clients) {
+      std::vector<PointResult> acc;
+      for (Target t : cfg.targets) {
+        PointResult m;
+        m.workload = w;
+        m.target = t;
+        m.clients = n;
+        m.round = 0;
+        acc.push_back(m);
+      }
+      for (int r = 1; r <= cfg.rounds; ++r) {
+        for (std::size_t ti = 0; ti < cfg.targets.size(); ++ti) {
+          Target t = cfg.targets[ti];
+          PointResult p = run_point(t, w, n, cfg.duration_s, r, ep);
+          std::fprintf(stderr, "  %-16s %5d %-14s round %d: %9.0f tps, p99 %8.1f us, errors %s%s\n",
+                       name(w), n, name(t), r, p.tps(), p.hist.percentile(0.99) / 1000,
+                       errors_text(p).c_str(),
+                       p.first_error.empty() ? "" : (" (" + p.first_error + ")").c_str());
+          PointResult& m = acc[ti];
+          m.seconds += p.seconds;
+          m.txns += p.txns;
+          for (int k = 0; k < kErrKinds; ++k) m.errors[k] += p.errors[k];
+          m.hist.merge(p.hist);
+          if (p.server_cpu_s >= 0) m.server_cpu_s = std::max(0.0, m.server_cpu_s) + p.server_cpu_s;
+          m.server_hwm_kb = p.server_hwm_kb;
+          m.round_tps.push_back(p.tps());
+          if (m.first_error.empty()) m.first_error = p.first_error;
+          rounds_rows.push_back(std::move(p));
+        }
+      }
+      for (auto& m : acc) merged.push_back(std::move(m));
+    }
+  }
+  if (!merged.empty()) print_table(merged);
+
+  // The floor against dbmgrd's overhead at one client.
+  auto find = [&](Workload w, Target t, int n) -> const PointResult* {
+    for (const auto& r : merged) {
+      if (r.workload == w && r.target == t && r.clients == n) return &r;
+    }
+    return nullptr;
+  };
+  if (const PointResult* d = find(Workload::kSelect1, Target::kPgDirect, 1),
+      *m = find(Workload::kSelect1, Target::kPgDbmgrd, 1);
+      d != nullptr && m != nullptr && d->txns > 0 && m->txns > 0) {
+    double dp = d->hist.percentile(0.5) / 1000, mp = m->hist.percentile(0.5) / 1000;
+    double dmean = d->seconds / static_cast<double>(d->txns) * 1e6;
+    double mmean = m->seconds / static_cast<double>(m->txns) * 1e6;
+    std::printf(
+        "\nselect1, 1 client: direct libpq p50 %.1f us, dbmgrd p50 %.1f us: overhead %.1f "
+        "us = %.2fx the floor (%.1f us); by mean latency %.1f us = %.2fx (target <= 1.25x)\n",
+        dp, mp, mp - dp, (mp - dp) / floor.p50_us, floor.p50_us, mmean - dmean,
+        (mmean - dmean) / floor.mean_us);
+    if (const PointResult* b = find(Workload::kSelect1, Target::kPgBouncer, 1);
+        b != nullptr && b->txns > 0) {
+      double bp = b->hist.percentile(0.5) / 1000;
+      std::printf("select1, 1 client: PgBouncer p50 %.1f us: overhead %.1f us = %.2fx the floor\n",
+                  bp, bp - dp, (bp - dp) / floor.p50_us);
+    }
+  }
+
+  // Idle clients.
+  std::vector<IdleResult> idle;
+  for (int n : cfg.idle_clients) {
+    if (!ep.dbmgr_pg_socket.empty()) {
+      std::string sock = ep.dbmgr_pg_socket;
+      idle.push_back(
+          hold_idle<dbmgr::DatabaseManager>("dbmgrd", ep.dbmgr_pg_pid, n, [&](std::string* err) {
+            try {
+              auto m = std::make_unique<dbmgr::DatabaseManager>(
+                  dbmgr::Options{.socket_path = sock,
+                                 .client_name = "dbmgr-bench-idle",
+                                 .max_idle_connections = 1});
+              m->ping();
+              return m;
+            } catch (const std::exception& e) {
+              *err = e.what();
+              return std::unique_ptr<dbmgr::DatabaseManager>();
+            }
+          }));
+    }
+    if (!ep.pgbouncer_conninfo.empty()) {
+      std::string ci = ep.pgbouncer_conninfo;
+      idle.push_back(
+          hold_idle<PgConnHolder>("pgbouncer", ep.pgbouncer_pid, n, [&](std::string* err) {
+            PGconn* c = PQconnectdb(ci.c_str());
+            if (PQstatus(c) != CONNECTION_OK) {
+              *err = PQerrorMessage(c);
+              PQfinish(c);
+              return std::unique_ptr<PgConnHolder>();
+            }
+            return std::make_unique<PgConnHolder>(c);
+          }));
+    }
+  }
+  if (!idle.empty()) {
+    std::printf("\n%-10s %8s %8s %12s %12s %10s %12s %10s\n", "server", "idle", "opened",
+                "RSS before", "RSS after", "KB/client", "open time s", "VmHWM MB");
+    for (const auto& i : idle) {
+      std::printf("%-10s %8d %8d %9ld KB %9ld KB %10.2f %12.1f %10.1f%s\n", i.server.c_str(),
+                  i.clients, i.opened, i.rss_before_kb, i.rss_after_kb, i.kb_per_client(),
+                  i.seconds_to_open, i.hwm_kb / 1024.0,
+                  i.first_error.empty() ? "" : ("  first error: " + i.first_error).c_str());
+    }
+  }
+
+  if (!cfg.csv.empty()) {
+    std::vector<PointResult> all = rounds_rows;
+    for (const auto& m : merged) all.push_back(m);
+    write_csv(cfg.csv, all, idle, floor);
+    std::printf("\nCSV: %s\n", cfg.csv.c_str());
+  }
+
+  cleanup();
+
+  if (cfg.smoke) {
+    bool ok = !merged.empty();
+    for (const auto& r : merged) {
+      if (r.txns == 0 || r.error_total() != 0) {
+        std::fprintf(stderr, "smoke: %s %s %d clients: %llu txns, errors %s %s\n", name(r.workload),
+                     name(r.target), r.clients, static_cast<unsigned long long>(r.txns),
+                     errors_text(r).c_str(), r.first_error.c_str());
+        ok = false;
+      }
+    }
+    std::printf("smoke: %s\n", ok ? "ok" : "FAILED");
+    return ok ? 0 : 1;
+  }
+  return 0;
+}
