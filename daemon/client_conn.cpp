@@ -230,15 +230,7 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
         probe->start();
         return;
       }
-      const config::DatabaseInfo& info = engine.value()->info();
-      proto::InfoResult r;
-      std::string type(config::to_string(info.type));
-      r.type = type;
-      r.name = info.name;
-      r.uri = info.uri;
-      r.pk_type = info.pk.name;
-      r.pk_column_type = info.pk.column_type;
-      encoder().info_result(rid, r);
+      send_info(rid, *engine.value());
       return;
     }
     case proto::MsgType::kAdmin: {
@@ -283,6 +275,17 @@ void ClientConn::send_error(std::uint32_t request_id, std::uint32_t session_id, 
   e.sqlstate = s.sqlstate();
   e.message = s.message();
   encoder().error(request_id, session_id, e);
+}
+
+void ClientConn::send_info(std::uint32_t request_id, const Engine& engine) {
+  const config::DatabaseInfo& info = engine.info();
+  proto::InfoResult r;
+  r.type = config::to_string(info.type);
+  r.name = info.name;
+  r.uri = info.uri;
+  r.pk_type = info.pk.name;
+  r.pk_column_type = info.pk.column_type;
+  encoder().info_result(request_id, r);
 }
 
 void ClientConn::send_frames(Buffer&& frames) {

@@ -31,6 +31,7 @@
 
 namespace dbmgr::daemon {
 
+class Engine;
 class Server;
 class Session;
 class ConnectionProbe;
@@ -54,6 +55,7 @@ class ClientConn {
   proto::Encoder encoder();  // replies appended to out_; flushed this loop turn
   void send_error(std::uint32_t request_id, std::uint32_t session_id, const Status& s);
   void send_frames(Buffer&& frames);
+  void send_info(std::uint32_t request_id, const Engine& engine);
   bool backed_up() const { return write_queue_bytes_ >= kHighWater; }
   void wait_writable(Session* s) { blocked_.push_back(s); }
   void forget(Session* s);

@@ -419,15 +419,7 @@ void ConnectionProbe::done(const Status& s) {
     if (!s.is_ok()) {
       conn_->send_error(request_id_, 0, s);
     } else {
-      const config::DatabaseInfo& info = engine_->info();
-      proto::InfoResult r;
-      std::string type(config::to_string(info.type));
-      r.type = type;
-      r.name = info.name;
-      r.uri = info.uri;
-      r.pk_type = info.pk.name;
-      r.pk_column_type = info.pk.column_type;
-      conn_->encoder().info_result(request_id_, r);
+      conn_->send_info(request_id_, *engine_);
     }
     conn_->remove_probe(this);
   }
