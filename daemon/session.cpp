@@ -364,6 +364,14 @@ void Session::resume_stream() {
 void Session::cancel() {
   if (state_ == State::kRunning && running_op_ == BackendOp::kExecute && lease_ != nullptr) {
     lease_->cancel();
+  } else if (state_ == State::kLeasing) {  // waiting for a connection counts (protocol.md)
+    engine_->pool_for(read_only_).cancel_wait(this);
+    Status why(proto::ErrorCategory::kCancelled, "statement cancelled while waiting for a connection",
+               "57014");
+    state_ = State::kIdle;
+    reply_error(why);
+    if (!one_shot_) fail(failure_for(why));
+    finish_current();
   }
 }
 
