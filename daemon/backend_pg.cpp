@@ -363,7 +363,6 @@ void PgConn::execute(const ExecRequest& req) {
     result_.broken = true;
     return deliver_async(Status::connection("the PostgreSQL connection is closed"));
   }
-  if (pgsql::changes_session_state(req.sql)) dirty_ = true;
   if (!send_exec()) return;
   finish_send();
 }
@@ -372,6 +371,7 @@ bool PgConn::send_exec() {
   const bool begin = req_.begin != TxBegin::kNone;
   pgsql::Scan scan = pgsql::scan(req_.sql);
   if (scan.multi_statement) {
+    if (pgsql::changes_session_state(req_.sql)) dirty_ = true;
     if (req_.params.size() > 0) {
       deliver_async(Status::invalid("parameters are only allowed in a single statement"));
       return false;
@@ -500,7 +500,9 @@ bool PgConn::send_exec() {
       pending_deallocate_ = lru->name;  // sent with the next pipeline
       cache_.erase(lru);
     }
-    cache_.push_back(Cached{key_, fmt::format("dbmgr_{}", ++name_counter_), 0});
+    // Whether the SQL changes session state is decided once, when it is first prepared.
+    cache_.push_back(Cached{key_, fmt::format("dbmgr_{}", ++name_counter_), 0,
+                            pgsql::changes_session_state(req_.sql)});
     hit = &cache_.back();
     std::string sql = pgsql::rewrite_placeholders(req_.sql);
     push(Step::kPrepare);
@@ -509,6 +511,7 @@ bool PgConn::send_exec() {
     }
   }
   hit->used = ++use_counter_;
+  if (hit->changes_session) dirty_ = true;
   current_stmt_ = hit->name;
   push(Step::kExec);
   if (PQsendQueryPrepared(conn_, hit->name.c_str(), static_cast<int>(n), values_.data(),

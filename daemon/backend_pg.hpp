@@ -75,6 +75,7 @@ class PgConn final : public BackendConn {
     std::string key;   // type signature + SQL
     std::string name;  // server-side statement name
     std::uint64_t used = 0;
+    bool changes_session = false;  // SET, temp tables, advisory locks...: reset after use
   };
   static constexpr std::size_t kStmtCacheSize = 256;
 

@@ -16,11 +16,6 @@
 namespace dbmgr::daemon {
 namespace {
 
-struct WriteReq {
-  uv_write_t req;
-  Buffer buf;
-  ClientConn* conn;
-};
 
 constexpr std::string_view kServerVersion = "dbmgrd 0.1.0";
 
@@ -307,7 +302,7 @@ void ClientConn::flush() {
     out_.release();
     return;
   }
-  auto* w = new WriteReq{};
+  WriteReq* w = server_.take_write_req();
   w->req.data = w;
   w->conn = this;
   w->buf = std::move(out_);
@@ -317,7 +312,7 @@ void ClientConn::flush() {
   int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&pipe_), &b, 1, &on_write);
   if (rc != 0) {
     write_queue_bytes_ -= w->buf.size();
-    delete w;
+    server_.give_write_req(w);
     close(fmt::format("write failed: {}", uv_strerror(rc)));
     return;
   }
@@ -328,7 +323,7 @@ void ClientConn::on_write(uv_write_t* req, int status) {
   auto* w = static_cast<WriteReq*>(req->data);
   ClientConn* self = w->conn;
   self->write_queue_bytes_ -= w->buf.size();
-  delete w;
+  self->server_.give_write_req(w);
   if (status != 0) {
     if (status != UV_ECANCELED) self->close(fmt::format("write failed: {}", uv_strerror(status)));
     return;

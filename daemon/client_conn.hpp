@@ -31,10 +31,18 @@
 
 namespace dbmgr::daemon {
 
+class ClientConn;
 class Engine;
 class Server;
 class Session;
 class ConnectionProbe;
+
+// One socket write in flight: the bytes and the libuv request, pooled by the Server.
+struct WriteReq {
+  uv_write_t req;
+  Buffer buf;
+  ClientConn* conn = nullptr;
+};
 
 class ClientConn {
  public:

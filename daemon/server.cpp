@@ -56,6 +56,7 @@ Server::Server(config::Settings settings, config::CommandLine cli, config::EnvLo
 
 Server::~Server() {
   for (PendingRequest* r : free_requests_) delete r;
+  for (WriteReq* w : free_writes_) delete w;
   engines_.clear();
   uv_loop_close(&loop_);
 }
@@ -212,6 +213,23 @@ void Server::on_prepare(uv_prepare_t* p) {
       c->dirty_ = false;
       c->flush();
     }
+  }
+}
+
+WriteReq* Server::take_write_req() {
+  if (free_writes_.empty()) return new WriteReq();
+  WriteReq* w = free_writes_.back();
+  free_writes_.pop_back();
+  return w;
+}
+
+void Server::give_write_req(WriteReq* w) {
+  w->buf.release();
+  w->conn = nullptr;
+  if (free_writes_.size() < 1024) {
+    free_writes_.push_back(w);
+  } else {
+    delete w;
   }
 }
 

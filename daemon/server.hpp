@@ -29,6 +29,7 @@
 namespace dbmgr::daemon {
 
 class ClientConn;
+struct WriteReq;
 class MetricsServer;
 
 struct Totals {
@@ -67,6 +68,8 @@ class Server {
   Result<Engine*> engine_for(std::string_view database, std::string_view prefix);
 
   // Requests waiting or running in a session; pooled.
+  WriteReq* take_write_req();
+  void give_write_req(WriteReq* w);
   PendingRequest* take_request();
   void free_request(PendingRequest* r, ClientConn* owner);
 
@@ -125,6 +128,7 @@ class Server {
   std::vector<ClientConn*> dirty_;
   std::map<std::string, std::unique_ptr<Engine>> engines_;  // by "key|resolved name"
   std::vector<PendingRequest*> free_requests_;
+  std::vector<WriteReq*> free_writes_;
   std::vector<char> read_buffer_;
   Totals totals_;
   int exit_code_ = 0;
