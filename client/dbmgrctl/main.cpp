@@ -6,6 +6,7 @@
 // failed the command, 2 usage error, 3 dbmgrd cannot be reached (not running, socket
 // permission, protocol version mismatch), 4 permission denied for the command, 5 no such
 // session. Every failure is one line on stderr.
+#include <algorithm>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -211,7 +212,10 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    app.parse(argc, argv);
+    // Parse without argv[0], so help says "dbmgrctl" however the program was invoked.
+    std::vector<std::string> args(argv + 1, argv + argc);
+    std::reverse(args.begin(), args.end());
+    app.parse(args);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
