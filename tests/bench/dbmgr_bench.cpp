@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/mman.h>
@@ -174,10 +175,43 @@ struct WorkerStats {
   char first_error[200];
 };
 
+// The start gate, in shared memory: a process-shared mutex and condition variable, so that
+// a thousand waiting clients (threads or forked processes) sleep instead of polling.
 struct Control {
   std::atomic<int> ready;
   std::atomic<int> go;
   std::atomic<std::int64_t> end_ns;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+
+  void init() {
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+    pthread_mutex_init(&mu, &ma);
+    pthread_mutexattr_destroy(&ma);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+    pthread_cond_init(&cv, &ca);
+    pthread_condattr_destroy(&ca);
+  }
+  void destroy() {
+    pthread_cond_destroy(&cv);
+    pthread_mutex_destroy(&mu);
+  }
+  void wait_go() {
+    pthread_mutex_lock(&mu);
+    while (go.load() == 0) pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+  }
+  void open_gate(std::int64_t end) {
+    pthread_mutex_lock(&mu);
+    end_ns.store(end);
+    go.store(1);
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+  }
 };
 
 template <typename T>
@@ -716,8 +750,7 @@ void worker_main(Target t, Workload w, const Endpoints& ep, Control* ctl, Worker
     }
   }
   ctl->ready.fetch_add(1);
-  // Coarse sleeps: hundreds of waiting clients must not eat the CPU the others connect with.
-  while (ctl->go.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ctl->wait_go();
   const std::int64_t end = ctl->end_ns.load();
   while (true) {
     std::int64_t t0 = now_ns();
@@ -755,6 +788,7 @@ PointResult run_point(Target t, Workload w, int clients, double duration_s, int 
   res.clients = clients;
   res.round = round;
   auto* ctl = shared_alloc<Control>(1);
+  ctl->init();
   auto* stats = shared_alloc<WorkerStats>(static_cast<std::size_t>(clients));
   std::vector<std::thread> threads;
   std::vector<pid_t> children;
@@ -789,8 +823,7 @@ PointResult run_point(Target t, Workload w, int clients, double duration_s, int 
   std::int64_t start = now_ns();
   std::int64_t end = start + static_cast<std::int64_t>(duration_s * 1e9);
   if (ctl->ready.load() < clients) end = start;  // setup hung: no measurement
-  ctl->end_ns.store(end);
-  ctl->go.store(1);
+  ctl->open_gate(end);
   std::this_thread::sleep_until(Clock::time_point(std::chrono::nanoseconds(end)));
   double cpu1 = proc_cpu_seconds(spid);
   for (auto& th : threads) th.join();
@@ -811,6 +844,7 @@ PointResult run_point(Target t, Workload w, int clients, double duration_s, int 
   res.server_hwm_kb = proc_status_kb(spid, "VmHWM:");
   res.round_tps.push_back(res.tps());
   shared_free(stats, static_cast<std::size_t>(clients));
+  ctl->destroy();
   shared_free(ctl, 1);
   return res;
 }
