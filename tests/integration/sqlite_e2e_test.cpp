@@ -1,5 +1,6 @@
 // End to end on SQLite: worker processes use libdbmgr against a real dbmgrd.
 #include <signal.h>
+#include <sys/stat.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -305,4 +306,28 @@ TEST_CASE("statements pipelined in one session after an error fail until rollbac
   }
   s.rollback();
   CHECK(s.execute("SELECT 41 + 1").scalar<std::int64_t>() == 42);
+}
+
+TEST_CASE("every SQLite connection is tuned; files and folders are created 0640 / 0750") {
+  Daemon d;
+  // A prefix whose database lives in a folder that does not exist yet.
+  std::string folder = d.data_dir() + "/nested/deeper";
+  Daemon nested({.env = {{"DATABASE_PATH", folder}}});
+  dbmgr::DatabaseManager m(nested.options("test", "tuned"));
+  for (auto access : {dbmgr::Access::kReadWrite, dbmgr::Access::kReadOnly}) {
+    auto s = m.get_session(access);
+    CHECK(s.execute("PRAGMA journal_mode").scalar<std::string>() == "wal");
+    CHECK(s.execute("PRAGMA synchronous").scalar<std::int64_t>() == 1);  // NORMAL
+    CHECK(s.execute("PRAGMA foreign_keys").scalar<std::int64_t>() == 1);
+    CHECK(s.execute("PRAGMA busy_timeout").scalar<std::int64_t>() == 30000);
+    CHECK(s.execute("PRAGMA cache_size").scalar<std::int64_t>() == -65536);
+    s.commit();
+  }
+  struct stat st {};
+  REQUIRE(stat((folder + "/test.tuned.db").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0640);
+  REQUIRE(stat(folder.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0750);
+  REQUIRE(stat((d.data_dir() + "/nested").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0750);
 }
