@@ -1,6 +1,8 @@
 // Engine: the pools, naming and settings of one resolved database.
 #include "engine.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "backend_pg.hpp"
@@ -34,7 +36,7 @@ Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
                                   SqliteConn::Role::kWriter);
           });
       e->readers_ = std::make_unique<Pool>(
-          fmt::format("{} (readers)", c.name), c.pool, [=] {
+          fmt::format("{} (readers)", c.name), reader_settings(c.pool, c.sqlite), [=] {
             return new SqliteConn(loop, file, sqlite, timeout, max_frame_bytes,
                                   SqliteConn::Role::kReader);
           });
@@ -59,6 +61,14 @@ Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
       return Status::invalid(fmt::format("database type {} is not served by this dbmgrd yet",
                                          config::to_string(c.type)));
   }
+}
+
+config::PoolSettings Engine::reader_settings(const config::PoolSettings& pool,
+                                             const config::SqliteSettings& sqlite) {
+  // `sqlite.readers` caps the reader connections kept; max_overflow may add more under load.
+  config::PoolSettings r = pool;
+  r.pool_size = std::max(1, std::min(pool.pool_size, sqlite.readers));
+  return r;
 }
 
 Pool& Engine::pool_for(bool read_only) {
@@ -94,7 +104,7 @@ void Engine::apply(const config::PoolSettings& s) {
     w.pool_size = 1;
     w.max_overflow = 0;
     writer_->apply(w);
-    readers_->apply(s);
+    readers_->apply(reader_settings(s, db_.sqlite));
   } else {
     writer_->apply(s);
   }

@@ -5,7 +5,8 @@
 // SQLite engines have two pools: the writer (exactly one connection; write transactions
 // queue for it FIFO and begin with BEGIN IMMEDIATE, so no client ever sees SQLITE_BUSY from
 // another) and the readers (pool_size + max_overflow query_only connections for read-only
-// sessions, which run concurrently). Server engines have one pool.
+// sessions, which run concurrently: min(pool_size, sqlite.readers) kept, max_overflow more
+// under load). Server engines have one pool.
 //
 // Threading: loop thread only.
 #pragma once
@@ -50,6 +51,8 @@ class Engine {
 
  private:
   Engine(std::string key, config::DatabaseConfig db);
+  static config::PoolSettings reader_settings(const config::PoolSettings& pool,
+                                              const config::SqliteSettings& sqlite);
 
   std::string key_;
   config::DatabaseConfig db_;

@@ -92,7 +92,7 @@ struct PoolSettings {
 struct SqliteSettings {
   Millis busy_timeout{30'000};
   std::int64_t cache_kib = 65'536;  // PRAGMA cache_size=-65536 (64 MB)
-  int readers = 4;                  // reader connections besides the one writer
+  int readers = 4;                  // reader connections kept (capped by pool_size), besides the writer
   friend bool operator==(const SqliteSettings&, const SqliteSettings&) = default;
 };
 
