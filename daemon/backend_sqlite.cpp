@@ -97,10 +97,16 @@ Status SqliteConn::ensure_file(const std::string& path) {
       }
     }
   }
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  // Never open() and close() a file SQLite may already have open in this process: close()
+  // drops every POSIX lock the process holds on it, including other connections' locks
+  // (sqlite.org "How To Corrupt An SQLite Database File", 2.2). Create it only if missing.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) return Status::ok();
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
   if (fd < 0) {
+    if (errno == EEXIST) return Status::ok();
     return Status::connection(
-        fmt::format("cannot open database file {}: {}", path, std::strerror(errno)));
+        fmt::format("cannot create database file {}: {}", path, std::strerror(errno)));
   }
   ::close(fd);
   return Status::ok();
@@ -230,11 +236,7 @@ Status SqliteConn::error_status(int rc, std::string_view what) {
 }
 
 void SqliteConn::do_open() {
-  if (Status s = ensure_file(path_); !s.is_ok()) {
-    result_.status = s;
-    result_.broken = true;
-    return;
-  }
+  // The engine created the file (and its folder) before any connection opened it.
   int rc = sqlite3_open_v2(path_.c_str(), &db_,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                            nullptr);

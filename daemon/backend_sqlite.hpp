@@ -43,7 +43,8 @@ class SqliteConn final : public BackendConn {
   void close() override;
   std::string server_version() const override;
 
-  // Creates the folder (0750) and the database file (0640) if they do not exist.
+  // Creates the folder (0750) and the database file (0640) if they do not exist; never opens
+  // an existing file (closing it would drop this process's SQLite locks on it).
   static Status ensure_file(const std::string& path);
 
  private:

@@ -24,6 +24,8 @@ Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
       auto path = config::db_name_to_path(c.path, c.name);
       if (!path.ok()) return Status::invalid(path.error().to_string());
       std::string file = *path;
+      // Once, on the loop, before any connection of this engine exists (see ensure_file).
+      if (Status st = SqliteConn::ensure_file(file); !st.is_ok()) return st;
       e->info_ = config::get_database_info(c, c.name);
       config::PoolSettings writer = c.pool;
       writer.pool_size = 1;

@@ -1,6 +1,8 @@
 // End to end on SQLite: worker processes use libdbmgr against a real dbmgrd.
 #include <signal.h>
 #include <sys/stat.h>
+
+#include <filesystem>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -330,4 +332,34 @@ TEST_CASE("every SQLite connection is tuned; files and folders are created 0640 
   CHECK((st.st_mode & 0777) == 0750);
   REQUIRE(stat((d.data_dir() + "/nested").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0750);
+}
+
+TEST_CASE("opening another connection never drops the daemon's locks on a SQLite file") {
+  // Regression: the daemon once open()+close()d the database file for every new connection,
+  // and close() drops every POSIX lock the process holds on the file. Another process then
+  // believes it is the file's last user: on close it checkpoints and deletes the WAL that
+  // the daemon's connections still use, which corrupts the database.
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "locks"));
+  create_items(m);
+  m.execute("INSERT INTO items(owner, v) VALUES (1, 'a')");
+  std::string file = d.data_dir() + "/test.locks.db";
+  for (int round = 0; round < 3; ++round) {
+    // A new reader connection opens in the daemon (and the writer is in use).
+    auto writer = m.get_session();
+    writer.execute("INSERT INTO items(owner, v) VALUES (2, 'b')");
+    auto reader = m.get_session(dbmgr::Access::kReadOnly);
+    CHECK(reader.execute("SELECT count(*) FROM items").scalar<std::int64_t>() >= 1);
+    reader.commit();
+    writer.commit();
+    // Another process opens the file and closes it again.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "SELECT count(*) FROM items", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    // It must have seen that the daemon still uses the file: the WAL is still there.
+    CHECK(std::filesystem::exists(file + "-wal"));
+  }
+  CHECK(m.execute("SELECT count(*) FROM items").scalar<std::int64_t>() == 4);
+  CHECK(m.execute("PRAGMA quick_check").scalar<std::string>() == "ok");
 }
