@@ -1,5 +1,6 @@
 // dbmgr::Error: formatting of the library's one exception type.
 #include "dbmgr/error.hpp"
+#include "dbmgr/protocol/protocol.hpp"
 
 #include <string>
 #include <utility>
@@ -25,39 +26,8 @@ std::string format(ErrorCategory category, const std::string& message,
 }  // namespace
 
 std::string_view to_string(ErrorCategory c) {
-  switch (c) {
-    case ErrorCategory::kConnection:
-      return "connection";
-    case ErrorCategory::kTimeout:
-      return "timeout";
-    case ErrorCategory::kPoolExhausted:
-      return "pool_exhausted";
-    case ErrorCategory::kConstraint:
-      return "constraint";
-    case ErrorCategory::kSyntax:
-      return "syntax";
-    case ErrorCategory::kPermission:
-      return "permission";
-    case ErrorCategory::kProtocol:
-      return "protocol";
-    case ErrorCategory::kInternal:
-      return "internal";
-    case ErrorCategory::kCancelled:
-      return "cancelled";
-    case ErrorCategory::kKilled:
-      return "killed";
-    case ErrorCategory::kNotFound:
-      return "not_found";
-    case ErrorCategory::kInvalidRequest:
-      return "invalid_request";
-    case ErrorCategory::kData:
-      return "data";
-    case ErrorCategory::kShuttingDown:
-      return "shutting_down";
-    case ErrorCategory::kBusy:
-      return "busy";
-  }
-  return "unknown";
+  // The numbers are the protocol's (a client test checks it); so are the names.
+  return proto::to_string(static_cast<proto::ErrorCategory>(c));
 }
 
 Error::Error(ErrorCategory category, std::string message, std::string sqlstate, bool client_side)
