@@ -146,6 +146,15 @@ void PgConn::on_poll(uv_poll_t* h, int status, int events) {
   if (self->phase_ == Phase::kCreatingDb || self->phase_ == Phase::kRunning) {
     if (status < 0) return self->fail_broken(uv_strerror(status));
     self->on_io(events);
+    return;
+  }
+  if (self->phase_ == Phase::kIdle && self->conn_ != nullptr) {
+    // The server spoke while nothing ran: a notice, or the connection ending (terminated
+    // backend, server restart). Read it so the poll does not fire again; a dead connection
+    // is reported by the next operation (pre-ping, or the first statement, which is retried).
+    if (status < 0 || PQconsumeInput(self->conn_) == 0 || PQstatus(self->conn_) == CONNECTION_BAD) {
+      self->watch(0);
+    }
   }
 }
 
@@ -278,7 +287,8 @@ void PgConn::after_connect() {
   if (const char* v = PQparameterStatus(conn_, "server_version")) server_version_ = v;
   PQenterPipelineMode(conn_);
   phase_ = Phase::kIdle;
-  watch(0);
+  // The socket stays registered for reading while idle: no epoll_ctl per statement.
+  watch(UV_READABLE);
   result_.status = Status::ok();
   complete(BackendOp::kOpen, result_);
 }
@@ -774,7 +784,7 @@ void PgConn::op_done() {
   result_.broken = PQstatus(conn_) == CONNECTION_BAD;
   result_.statements = op_ == BackendOp::kExecute ? 1 : 0;
   phase_ = Phase::kIdle;
-  watch(0);
+  watch(result_.broken ? 0 : UV_READABLE);
   complete(op_, result_);
 }
 
