@@ -1176,8 +1176,11 @@ IdleResult hold_idle(const std::string& server, int pid, int n,
 }
 
 struct PgConnHolder {
-  PGconn* c;
+  explicit PgConnHolder(PGconn* conn) : c(conn) {}  // clang 14 has no paren aggregate init
+  PgConnHolder(const PgConnHolder&) = delete;
+  PgConnHolder& operator=(const PgConnHolder&) = delete;
   ~PgConnHolder() { PQfinish(c); }
+  PGconn* c;
 };
 
 // ---- output -------------------------------------------------------------------------------
