@@ -175,7 +175,6 @@ class Connection {
   std::size_t pending_count_ = 0;
   std::size_t pending_done_ = 0;         // requests whose reply has fully arrived
   std::optional<Error> stream_error_;    // set by on_frame when the stream is unusable
-  proto::HelloOk* hello_out_ = nullptr;  // during the handshake
 };
 
 }  // namespace dbmgr::detail
