@@ -180,43 +180,53 @@ Result DatabaseManager::execute(std::string_view sql, const std::vector<Param>& 
   return one_shot(sql, params.data(), params.size(), access);
 }
 
+namespace {
+
+// Sends one request on a pooled connection and waits for its reply: `queue(c)` encodes it
+// and registers what to expect. It is resent once, on a fresh connection, only when a
+// reused one failed before the daemon got any of it (it may have restarted meanwhile), so
+// nothing ever runs twice.
+template <typename Queue>
+void request(detail::ManagerCore& core, Queue&& queue) {
+  for (int attempt = 0;; ++attempt) {
+    bool fresh = false;
+    detail::Lease lease{core, core.acquire(&fresh)};
+    Connection& c = *lease.conn;
+    c.begin_batch();
+    queue(c);
+    try {
+      c.round_trip();
+    } catch (const Error&) {
+      if (attempt == 0 && !fresh && c.failed_before_sending()) continue;
+      throw;
+    }
+    c.throw_first_error();
+    return;
+  }
+}
+
+}  // namespace
+
 Result DatabaseManager::one_shot(std::string_view sql, const Param* params, std::size_t count,
                                  Access access) {
   const std::uint32_t flags = access == Access::kReadOnly ? proto::kOpenReadOnly : 0;
   const std::string prefix = core_->prefix();
   Result result;
-  for (int attempt = 0;; ++attempt) {
-    bool fresh = false;
-    detail::Lease lease{*core_, core_->acquire(&fresh)};
-    Connection& c = *lease.conn;
-    c.begin_batch();
+  request(*core_, [&](Connection& c) {
     const std::vector<proto::Value>& values = c.values(params, count);
     std::uint32_t rid = c.next_request_id();
     std::size_t start = c.output_size();
     c.encoder().one_shot(rid, core_->database_, prefix, flags, sql, values.data(), values.size());
     c.check_frame_size(start);
-    std::size_t i = c.expect(rid, Expect::kResult, &result);
-    try {
-      c.round_trip();
-    } catch (const Error&) {
-      // A one-shot commits by itself, so it is resent only if the daemon got none of it.
-      if (attempt == 0 && !fresh && c.failed_before_sending()) continue;
-      throw;
-    }
-    c.throw_first_error();
-    (void)i;
-    return result;
-  }
+    c.expect(rid, Expect::kResult, &result);
+  });
+  return result;
 }
 
 DatabaseInfo DatabaseManager::fetch_info(bool test_connection) {
   const std::string prefix = core_->prefix();
   DatabaseInfo info;
-  for (int attempt = 0;; ++attempt) {
-    bool fresh = false;
-    detail::Lease lease{*core_, core_->acquire(&fresh)};
-    Connection& c = *lease.conn;
-    c.begin_batch();
+  request(*core_, [&](Connection& c) {
     std::uint32_t rid = c.next_request_id();
     proto::Info req;
     req.database = core_->database_;
@@ -224,15 +234,8 @@ DatabaseInfo DatabaseManager::fetch_info(bool test_connection) {
     req.flags = test_connection ? proto::kInfoTestConnection : 0;
     c.encoder().info(rid, req);
     c.expect(rid, Expect::kInfo, nullptr, &info);
-    try {
-      c.round_trip();
-    } catch (const Error&) {
-      if (attempt == 0 && !fresh && c.failed_before_sending()) continue;
-      throw;
-    }
-    c.throw_first_error();
-    return info;
-  }
+  });
+  return info;
 }
 
 DatabaseInfo DatabaseManager::info() {
@@ -249,23 +252,11 @@ DatabaseInfo DatabaseManager::info() {
 }
 
 void DatabaseManager::ping() {
-  for (int attempt = 0;; ++attempt) {
-    bool fresh = false;
-    detail::Lease lease{*core_, core_->acquire(&fresh)};
-    Connection& c = *lease.conn;
-    c.begin_batch();
+  request(*core_, [](Connection& c) {
     std::uint32_t rid = c.next_request_id();
     c.encoder().empty(proto::MsgType::kPing, rid, 0);
     c.expect(rid, Expect::kPong);
-    try {
-      c.round_trip();
-    } catch (const Error&) {
-      if (attempt == 0 && !fresh && c.failed_before_sending()) continue;
-      throw;
-    }
-    c.throw_first_error();
-    return;
-  }
+  });
 }
 
 std::string DatabaseManager::prefix() const { return core_->prefix(); }
