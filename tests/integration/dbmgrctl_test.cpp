@@ -433,6 +433,59 @@ TEST_CASE("reload raises the reader pool from 1 to 3; a broken file is refused, 
   CHECK(ctl_json(d, {"status"})["state"] == "running");
 }
 
+TEST_CASE("overflow connections stay idle after a burst and close after 10 s without use") {
+  // Reader pool: size 1, max_overflow 2. Three read transactions at once open all three.
+  Daemon d({.config_yaml = pool_yaml(1, 2, "5s")});
+  dbmgr::DatabaseManager m(d.options("test", "overflow"));
+  m.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+  std::atomic<int> holding{0};
+  std::atomic<bool> release{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&] {
+      dbmgr::DatabaseManager mt(d.options("test", "overflow"));
+      auto s = mt.get_session(dbmgr::Access::kReadOnly);
+      s.execute("SELECT count(*) FROM t");
+      ++holding;
+      auto deadline = std::chrono::steady_clock::now() + 5s;
+      while (!release && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(5ms);
+      }
+      s.commit();
+    });
+  }
+  CHECK(eventually(
+      [&] { return find_pool(ctl_json(d, {"pools"}), "test.overflow", "reader")["in_use"] == 3; }));
+  release = true;
+  for (auto& t : threads) t.join();
+  CHECK(holding == 3);
+  auto started = std::chrono::steady_clock::now();
+
+  // Back from the burst: all three kept, none closed, the next burst needs no new login.
+  json r = find_pool(ctl_json(d, {"pools"}), "test.overflow", "reader");
+  CHECK(r["in_use"] == 0);
+  CHECK(r["idle"] == 3);
+  CHECK(r["closed"] == 0);
+  std::this_thread::sleep_for(5s);
+  r = find_pool(ctl_json(d, {"pools"}), "test.overflow", "reader");
+  CHECK(r["idle"] == 3);
+  CHECK(r["closed"] == 0);
+
+  // After 10 s idle the two overflow connections close; pool_size (1) stays open.
+  auto deadline = started + 15s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         find_pool(ctl_json(d, {"pools"}), "test.overflow", "reader")["idle"] != 1) {
+    std::this_thread::sleep_for(50ms);
+  }
+  auto waited = std::chrono::steady_clock::now() - started;
+  r = find_pool(ctl_json(d, {"pools"}), "test.overflow", "reader");
+  CHECK(r["idle"] == 1);
+  CHECK(r["closed"] == 2);
+  CHECK(waited >= 9s);
+  CHECK(m.execute("SELECT count(*) FROM t", {}, dbmgr::Access::kReadOnly).scalar<std::int64_t>() ==
+        0);
+}
+
 TEST_CASE("kill ends a session: its transaction rolls back, its next request says killed") {
   Daemon d;
   dbmgr::DatabaseManager m(d.options("test", "kill"));
