@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -16,6 +18,18 @@ namespace dbmgr::detail {
 namespace {
 
 std::string errno_text(int err) { return std::strerror(err); }
+
+// Counts forks in this process (a pthread_atfork child handler), so that a connection can
+// tell it was inherited without a getpid() system call per request.
+std::atomic<unsigned> g_fork_generation{0};
+void on_fork_child() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+unsigned fork_generation() {
+  static const bool registered = (::pthread_atfork(nullptr, nullptr, &on_fork_child), true);
+  (void)registered;
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
+
+constexpr auto kPeekAfterIdle = std::chrono::seconds(1);
 
 Error daemon_error(const proto::ErrorMsg& m) {
   return Error(static_cast<ErrorCategory>(m.category), std::string(m.message),
@@ -94,7 +108,12 @@ void ResultBuilder::set_columns(Result& r, std::vector<std::string> names) {
 // ---------------------------------------------------------------- Connection
 
 Connection::Connection(int fd, std::string label)
-    : fd_(fd), pid_(::getpid()), label_(std::move(label)), in_(kReadChunk) {}
+    : fd_(fd),
+      pid_(::getpid()),
+      fork_generation_(fork_generation()),
+      last_io_(std::chrono::steady_clock::now()),
+      label_(std::move(label)),
+      in_(kReadChunk) {}
 
 Connection::~Connection() {
   if (fd_ >= 0) ::close(fd_);
@@ -159,10 +178,13 @@ void Connection::handshake(std::string_view client_name) {
   }
 }
 
-bool Connection::owned_by_this_process() const { return pid_ == ::getpid(); }
+bool Connection::owned_by_this_process() const {
+  return fork_generation_ == fork_generation();
+}
 
 bool Connection::idle_and_alive() const {
   if (broken() || !owned_by_this_process() || !decoder_.idle()) return false;
+  if (std::chrono::steady_clock::now() - last_io_ < kPeekAfterIdle) return true;
   std::uint8_t byte;
   ssize_t n;
   do {
@@ -323,6 +345,7 @@ void Connection::round_trip() {
     broken_ = true;
     throw *stream_error_;
   }
+  last_io_ = std::chrono::steady_clock::now();
 }
 
 bool Connection::on_frame(const proto::FrameView& frame) {

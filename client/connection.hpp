@@ -25,6 +25,7 @@
 #include <sys/types.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -99,7 +100,10 @@ class Connection {
   // the batch and resending it on another connection is safe.
   bool failed_before_sending() const { return send_failed_; }
   // Non-blocking look at the socket of an idle connection: false when the daemon closed it
-  // (EOF, error) or sent something nobody asked for (an error frame before closing).
+  // (EOF, error) or sent something nobody asked for (an error frame before closing). Only
+  // looks (one syscall) when the connection has been unused for a second or more; a
+  // connection used a moment ago is taken as alive, and if the daemon closed it since, the
+  // send fails and the request is resent on a new connection (failed_before_sending()).
   bool idle_and_alive() const;
   // Closes the fd without writing anything (the connection belongs to another process).
   void abandon() noexcept;
@@ -157,6 +161,8 @@ class Connection {
 
   int fd_;
   pid_t pid_;
+  unsigned fork_generation_;  // the process's fork count when this connection was made
+  std::chrono::steady_clock::time_point last_io_;  // end of the last round trip
   std::string label_;
   bool broken_ = false;
   bool send_failed_ = false;

@@ -302,16 +302,38 @@ void ClientConn::flush() {
     out_.release();
     return;
   }
+  auto* stream = reinterpret_cast<uv_stream_t*>(&pipe_);
+  std::size_t written = 0;
+  if (write_queue_bytes_ == 0) {
+    // Nothing queued: write now. A reply that fits the socket buffer (nearly all of them)
+    // needs no write request, no completion callback and no change of the socket's epoll
+    // interest, which uv_write's completion costs (an epoll_ctl and an extra loop turn).
+    uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(out_.bytes().data()),
+                             static_cast<unsigned>(out_.size()));
+    int n = uv_try_write(stream, &b, 1);
+    if (n == static_cast<int>(out_.size())) {
+      out_.release();
+      return;
+    }
+    if (n > 0) {
+      written = static_cast<std::size_t>(n);
+    } else if (n != UV_EAGAIN) {
+      out_.release();
+      close(fmt::format("write failed: {}", uv_strerror(n)));
+      return;
+    }
+  }
   WriteReq* w = server_.take_write_req();
   w->req.data = w;
   w->conn = this;
   w->buf = std::move(out_);
-  uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(w->buf.bytes().data()),
-                           static_cast<unsigned>(w->buf.size()));
-  write_queue_bytes_ += w->buf.size();
-  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&pipe_), &b, 1, &on_write);
+  w->queued = w->buf.size() - written;
+  uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(w->buf.bytes().data() + written),
+                           static_cast<unsigned>(w->queued));
+  write_queue_bytes_ += w->queued;
+  int rc = uv_write(&w->req, stream, &b, 1, &on_write);
   if (rc != 0) {
-    write_queue_bytes_ -= w->buf.size();
+    write_queue_bytes_ -= w->queued;
     server_.give_write_req(w);
     close(fmt::format("write failed: {}", uv_strerror(rc)));
     return;
@@ -322,7 +344,7 @@ void ClientConn::flush() {
 void ClientConn::on_write(uv_write_t* req, int status) {
   auto* w = static_cast<WriteReq*>(req->data);
   ClientConn* self = w->conn;
-  self->write_queue_bytes_ -= w->buf.size();
+  self->write_queue_bytes_ -= w->queued;
   self->server_.give_write_req(w);
   if (status != 0) {
     if (status != UV_ECANCELED) self->close(fmt::format("write failed: {}", uv_strerror(status)));

@@ -41,6 +41,7 @@ class ConnectionProbe;
 struct WriteReq {
   uv_write_t req;
   Buffer buf;
+  std::size_t queued = 0;  // bytes of buf handed to uv_write (the tail the socket refused)
   ClientConn* conn = nullptr;
 };
 

@@ -207,12 +207,12 @@ void Server::on_prepare(uv_prepare_t* p) {
   auto* self = static_cast<Server*>(p->data);
   // Flush every connection that got replies this loop turn: one write each.
   while (!self->dirty_.empty()) {
-    std::vector<ClientConn*> dirty;
-    dirty.swap(self->dirty_);
-    for (ClientConn* c : dirty) {
+    self->flushing_.swap(self->dirty_);  // both keep their capacity: no allocation per turn
+    for (ClientConn* c : self->flushing_) {
       c->dirty_ = false;
       c->flush();
     }
+    self->flushing_.clear();
   }
 }
 

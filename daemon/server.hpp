@@ -126,6 +126,7 @@ class Server {
   std::uint64_t next_client_id_ = 1;
   std::vector<ClientConn*> clients_;
   std::vector<ClientConn*> dirty_;
+  std::vector<ClientConn*> flushing_;  // on_prepare's copy of dirty_ while it flushes
   std::map<std::string, std::unique_ptr<Engine>> engines_;  // by "key|resolved name"
   std::vector<PendingRequest*> free_requests_;
   std::vector<WriteReq*> free_writes_;
