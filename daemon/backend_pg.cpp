@@ -611,12 +611,12 @@ void PgConn::send_columns(const PGresult* r) {
   columns_sent_ = true;
   int n = PQnfields(r);
   if (n == 0) return;
-  std::vector<proto::ColumnDesc> cols(static_cast<std::size_t>(n));
+  cols_.resize(static_cast<std::size_t>(n));  // reused: no allocation per result
   for (int c = 0; c < n; ++c) {
-    cols[static_cast<std::size_t>(c)].name = PQfname(r, c);
-    cols[static_cast<std::size_t>(c)].type = tag_of(PQftype(r, c));
+    cols_[static_cast<std::size_t>(c)].name = PQfname(r, c);
+    cols_[static_cast<std::size_t>(c)].type = tag_of(PQftype(r, c));
   }
-  enc_->columns(req_.request_id, req_.session_id, cols.data(), cols.size());
+  enc_->columns(req_.request_id, req_.session_id, cols_.data(), cols_.size());
 }
 
 void PgConn::encode_row(const PGresult* r, int row) {

@@ -139,6 +139,7 @@ class PgConn final : public BackendConn {
   std::optional<proto::Encoder> enc_;
   std::optional<proto::RowBatchEncoder> batch_;
   bool columns_sent_ = false;
+  std::vector<proto::ColumnDesc> cols_;  // send_columns()'s scratch, kept between results
   std::int64_t affected_ = 0;
   ExecRequest req_;
   std::string app_name_;        // application_name last set on the server

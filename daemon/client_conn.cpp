@@ -24,8 +24,11 @@ constexpr std::string_view kServerVersion = "dbmgrd 0.1.0";
 ClientConn::ClientConn(Server& server, std::uint64_t id)
     : server_(server), id_(id), decoder_(server.settings().max_frame_bytes) {
   pipe_.data = this;
-  shutdown_req_.data = this;
-  tag_ = fmt::format("client {}", id_);
+}
+
+std::string ClientConn::tag() const {
+  if (!handshaken_) return fmt::format("client {} pid {}", id_, pid_);
+  return fmt::format("client {} pid {} ({})", id_, pid_, name_);
 }
 
 ClientConn::~ClientConn() = default;
@@ -45,8 +48,7 @@ int ClientConn::accept(uv_stream_t* listener) {
       gid_ = cred.gid;
     }
   }
-  tag_ = fmt::format("client {} pid {}", id_, pid_);
-  spdlog::debug("{}: connected (uid {}, gid {})", tag_, uid_, gid_);
+  spdlog::debug("{}: connected (uid {}, gid {})", tag(), uid_, gid_);
   update_reading();
   return 0;
 }
@@ -124,7 +126,6 @@ bool ClientConn::on_frame(const proto::FrameView& f) {
     }
     name_.assign(hello->client_name);
     if (pid_ == 0) pid_ = static_cast<pid_t>(hello->pid);
-    tag_ = fmt::format("client {} pid {} ({})", id_, pid_, name_);
     label_ = fmt::format("{} pid {}", name_.empty() ? "dbmgr" : name_.substr(0, 40), pid_);
     handshaken_ = true;
     proto::HelloOk ok;
@@ -133,7 +134,7 @@ bool ClientConn::on_frame(const proto::FrameView& f) {
     ok.max_frame_bytes = server_.settings().max_frame_bytes;
     ok.server_pid = static_cast<std::uint32_t>(getpid());
     encoder().hello_ok(f.header.request_id, ok);
-    spdlog::info("{}: hello, protocol v{}, uid {}", tag_, *version, uid_);
+    spdlog::info("{}: hello, protocol v{}, uid {}", tag(), *version, uid_);
     return true;
   }
   handle(f, msg);
@@ -177,7 +178,7 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
                             (o.flags & proto::kOpenReadOnly) != 0, false);
       sessions_.emplace(sid, s);
       server_.count_session();
-      spdlog::debug("{} session {} {}: opened{}", tag_, sid, engine.value()->name(),
+      spdlog::debug("{} session {} {}: opened{}", tag(), sid, engine.value()->name(),
                     s->read_only() ? " read-only" : "");
       encoder().empty(proto::MsgType::kOk, rid, sid);
       return;
@@ -365,7 +366,7 @@ void ClientConn::on_drained() {
 
 void ClientConn::protocol_error(std::uint32_t request_id, std::string message) {
   server_.count_protocol_error();
-  spdlog::warn("{}: protocol error: {}", tag_, message);
+  spdlog::warn("{}: protocol error: {}", tag(), message);
   Status s = Status::protocol(std::move(message));
   send_error(request_id, 0, s);
   shutting_down_ = true;
@@ -376,7 +377,10 @@ void ClientConn::protocol_error(std::uint32_t request_id, std::string message) {
   flush();
   if (closing_) return;
   // Closes once the error frame has been written.
-  if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&pipe_), &on_shutdown) != 0) {
+  shutdown_req_ = std::make_unique<uv_shutdown_t>();
+  shutdown_req_->data = this;
+  if (uv_shutdown(shutdown_req_.get(), reinterpret_cast<uv_stream_t*>(&pipe_), &on_shutdown) !=
+      0) {
     close("protocol error");
   }
 }
@@ -406,7 +410,7 @@ void ClientConn::close(std::string_view reason) {
     if (s->holds_connection()) ++open_tx;
   }
   open_tx += one_shots_.size();
-  spdlog::info("{}: disconnected ({}); {} session(s), {} with a transaction to roll back", tag_,
+  spdlog::info("{}: disconnected ({}); {} session(s), {} with a transaction to roll back", tag(),
                reason, sessions_.size(), open_tx);
   for (ConnectionProbe* p : probes_) p->detach();
   probes_.clear();

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -79,7 +80,8 @@ class ClientConn {
   uid_t uid() const { return uid_; }
   gid_t gid() const { return gid_; }
   const std::string& name() const { return name_; }
-  const std::string& tag() const { return tag_; }
+  // "client N pid P (name)" for logs; built when asked, so an idle client keeps no copy.
+  std::string tag() const;
   // "name pid N", as PostgreSQL's application_name shows the client.
   const std::string& label() const { return label_; }
   std::chrono::steady_clock::time_point connected_at() const { return connected_at_; }
@@ -105,7 +107,7 @@ class ClientConn {
   Server& server_;
   std::uint64_t id_;
   uv_pipe_t pipe_{};
-  uv_shutdown_t shutdown_req_{};
+  std::unique_ptr<uv_shutdown_t> shutdown_req_;  // only after a protocol error
   proto::FrameDecoder decoder_;
   Buffer out_;
   std::size_t write_queue_bytes_ = 0;
@@ -122,7 +124,6 @@ class ClientConn {
   uid_t uid_ = 0;
   gid_t gid_ = 0;
   std::string name_;
-  std::string tag_;
   std::string label_;
   std::chrono::steady_clock::time_point connected_at_ = std::chrono::steady_clock::now();
 };

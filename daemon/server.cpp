@@ -252,6 +252,23 @@ void Server::free_request(PendingRequest* r, ClientConn* owner) {
 }
 
 Result<Engine*> Server::engine_for(std::string_view database, std::string_view prefix) {
+  // Every one-shot and session asks; the answer for a (database, prefix) pair only changes
+  // with a reload, so it is remembered without allocating per request.
+  cache_key_.assign(database);
+  cache_key_.push_back('\0');
+  cache_key_.append(prefix);
+  if (auto hit = engine_cache_.find(cache_key_); hit != engine_cache_.end()) return hit->second;
+  auto found = resolve_engine(database, prefix);
+  if (found.is_ok()) {
+    cache_key_.assign(database);
+    cache_key_.push_back('\0');
+    cache_key_.append(prefix);
+    engine_cache_.emplace(cache_key_, found.value());
+  }
+  return found;
+}
+
+Result<Engine*> Server::resolve_engine(std::string_view database, std::string_view prefix) {
   if (!prefix.empty()) {
     auto p = config::validate_prefix(prefix);
     if (!p.ok()) return Status::invalid(p.error().to_string());
@@ -308,6 +325,7 @@ Status Server::reload() {
   }
   next.metrics = settings_.metrics;
   settings_ = std::move(next);
+  engine_cache_.clear();  // a name may map to another server now
   for (auto& [key, engine] : engines_) {
     auto db = settings_.find_database(engine->key());
     if (db) engine->apply(db->pool);

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <uv.h>
@@ -66,6 +67,7 @@ class Server {
 
   // The engine for `database` with `prefix`, created on first use.
   Result<Engine*> engine_for(std::string_view database, std::string_view prefix);
+  Result<Engine*> resolve_engine(std::string_view database, std::string_view prefix);
 
   // Requests waiting or running in a session; pooled.
   WriteReq* take_write_req();
@@ -128,6 +130,9 @@ class Server {
   std::vector<ClientConn*> dirty_;
   std::vector<ClientConn*> flushing_;  // on_prepare's copy of dirty_ while it flushes
   std::map<std::string, std::unique_ptr<Engine>> engines_;  // by "key|resolved name"
+  // engine_for()'s answers by "database\0prefix"; cleared by a reload.
+  std::unordered_map<std::string, Engine*> engine_cache_;
+  std::string cache_key_;
   std::vector<PendingRequest*> free_requests_;
   std::vector<WriteReq*> free_writes_;
   std::vector<char> read_buffer_;
