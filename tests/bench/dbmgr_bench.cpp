@@ -81,11 +81,11 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 // ---- enums -------------------------------------------------------------------------------
 
-enum class Workload { kSelect1, kPointSelect, kTpcb, kInsert, kConnectPerTxn };
+enum class Workload { kSelect1, kPointSelect, kTpcb, kInsert, kConnectPerTxn, kDisconnect };
 enum class Target { kPgDirect, kPgBouncer, kPgDbmgrd, kSqliteInproc, kSqliteProcs, kSqliteDbmgrd };
 
-constexpr std::array<const char*, 5> kWorkloadNames = {"select1", "point-select", "tpcb-like",
-                                                       "insert", "connect-per-txn"};
+constexpr std::array<const char*, 6> kWorkloadNames = {"select1", "point-select",    "tpcb-like",
+                                                       "insert",  "connect-per-txn", "disconnect"};
 constexpr std::array<const char*, 6> kTargetNames = {
     "pg-direct", "pg-pgbouncer", "pg-dbmgrd", "sqlite-inproc", "sqlite-procs", "sqlite-dbmgrd"};
 
@@ -96,7 +96,8 @@ Workload parse_workload(const std::string& s) {
   for (std::size_t i = 0; i < kWorkloadNames.size(); ++i) {
     if (s == kWorkloadNames[i]) return static_cast<Workload>(i);
   }
-  die("unknown workload '" + s + "' (select1, point-select, tpcb-like, insert, connect-per-txn)");
+  die("unknown workload '" + s +
+      "' (select1, point-select, tpcb-like, insert, connect-per-txn, disconnect)");
 }
 
 Target parse_target(const std::string& s) {
@@ -110,11 +111,30 @@ bool is_pg(Target t) {
   return t == Target::kPgDirect || t == Target::kPgBouncer || t == Target::kPgDbmgrd;
 }
 bool uses_processes(Target t) { return t == Target::kSqliteProcs; }
+// How a point's clients run: threads, forked processes, or (disconnect) a forked process that
+// is killed and a waiter thread.
+const char* client_mode(Workload w, Target t) {
+  if (w == Workload::kDisconnect) return "killed";
+  return uses_processes(t) ? "procs" : "threads";
+}
+// The disconnect workload needs a pool in the middle: dbmgrd only (the direct targets have
+// none; PgBouncer is not wired up for it).
+bool disconnect_applies(Target t) { return t == Target::kPgDbmgrd || t == Target::kSqliteDbmgrd; }
 
-// Error kinds, as counted per point.
-enum ErrKind { kErrBusy, kErrPoolExhausted, kErrConnection, kErrTimeout, kErrOther, kErrKinds };
-constexpr std::array<const char*, kErrKinds> kErrNames = {"busy", "pool_exhausted", "connection",
-                                                          "timeout", "other"};
+// Error kinds, as counted per point. `wrong`: a wrong outcome with no error reported (the
+// disconnect workload: the waiter ran while the killed client held the lock, or saw its
+// change, or that change survived).
+enum ErrKind {
+  kErrBusy,
+  kErrPoolExhausted,
+  kErrConnection,
+  kErrTimeout,
+  kErrOther,
+  kErrWrong,
+  kErrKinds
+};
+constexpr std::array<const char*, kErrKinds> kErrNames = {"busy",    "pool_exhausted", "connection",
+                                                          "timeout", "other",          "wrong"};
 
 struct BenchError : std::runtime_error {
   BenchError(ErrKind k, const std::string& m, bool reconnect = false)
@@ -259,10 +279,12 @@ struct Endpoints {
   std::string pgbouncer_conninfo;
   std::string dbmgr_pg_socket;
   std::string dbmgr_sqlite_socket;
+  std::string dbmgr_pg1_socket;  // disconnect workload: a dbmgrd whose pool is 1 connection
   std::string sqlite_file;
+  std::string dbmgr_sqlite_file;  // the file sqlite-dbmgrd serves (read directly to check)
   int sqlite_busy_timeout_ms = 30000;
   std::int64_t accounts = 0, tellers = 0, branches = 0;
-  int pgbouncer_pid = 0, dbmgr_pg_pid = 0, dbmgr_sqlite_pid = 0;
+  int pgbouncer_pid = 0, dbmgr_pg_pid = 0, dbmgr_sqlite_pid = 0, dbmgr_pg1_pid = 0;
 };
 
 std::string pg_quote(const std::string& v) {
@@ -392,6 +414,8 @@ class PgClient : public Client {
         simple("COMMIT");
         break;
       }
+      case Workload::kDisconnect:  // run_disconnect_point(), not a client loop
+        throw BenchError(kErrOther, "disconnect is not a per-client workload");
     }
   }
 
@@ -509,6 +533,8 @@ class DbmgrClient : public Client {
           });
           break;
         }
+        case Workload::kDisconnect:  // run_disconnect_point(), not a client loop
+          throw BenchError(kErrOther, "disconnect is not a per-client workload");
       }
     } catch (const dbmgr::Error& e) {
       throw BenchError(kind_of(e), e.what(), e.category() == dbmgr::ErrorCategory::kConnection);
@@ -592,6 +618,8 @@ class SqliteClient : public Client {
         }
         break;
       }
+      case Workload::kDisconnect:  // run_disconnect_point(), not a client loop
+        throw BenchError(kErrOther, "disconnect is not a per-client workload");
     }
   }
 
@@ -697,6 +725,17 @@ struct PointResult {
   std::vector<double> round_tps;
   std::string first_error;
   bool setup_failed = false;
+  // disconnect: clients killed, and end-of-round checks that found the killed transactions'
+  // effects absent / present (or could not run).
+  std::uint64_t kills = 0;
+  int checks_ok = 0, checks_failed = 0;
+  // ... and the daemon's own count of them (admin status, totals.rollbacks_on_disconnect,
+  // over the round); -1: not read.
+  std::int64_t rollbacks_on_disconnect = -1;
+  // ... and, for scale, of the measured iterations: kill -> the child's descriptors closed
+  // (the kernel's part) and closed -> the waiter's reply (dbmgrd's part, from 0); and the
+  // waiter's statement alone (no kill, nothing else queued).
+  Histogram closed_hist{}, after_close_hist{}, ref_hist{};
 
   double tps() const { return seconds > 0 ? static_cast<double>(txns) / seconds : 0; }
   std::uint64_t error_total() const {
@@ -706,12 +745,12 @@ struct PointResult {
   }
 };
 
-int server_pid(Target t, const Endpoints& ep) {
+int server_pid(Target t, Workload w, const Endpoints& ep) {
   switch (t) {
     case Target::kPgBouncer:
       return ep.pgbouncer_pid;
     case Target::kPgDbmgrd:
-      return ep.dbmgr_pg_pid;
+      return w == Workload::kDisconnect ? ep.dbmgr_pg1_pid : ep.dbmgr_pg_pid;
     case Target::kSqliteDbmgrd:
       return ep.dbmgr_sqlite_pid;
     default:
@@ -818,7 +857,7 @@ PointResult run_point(Target t, Workload w, int clients, double duration_s, int 
   while (ctl->ready.load() < clients && now_ns() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  int spid = server_pid(t, ep);
+  int spid = server_pid(t, w, ep);
   double cpu0 = proc_cpu_seconds(spid);
   std::int64_t start = now_ns();
   std::int64_t end = start + static_cast<std::int64_t>(duration_s * 1e9);
@@ -846,6 +885,343 @@ PointResult run_point(Target t, Workload w, int clients, double duration_s, int 
   shared_free(stats, static_cast<std::size_t>(clients));
   ctl->destroy();
   shared_free(ctl, 1);
+  return res;
+}
+
+// ---- disconnect: a client dies mid-transaction; how soon is its connection serving again? ---
+//
+// One iteration: a forked child (a real process, so its death closes its socket the way a
+// crashed worker's does) opens its own libdbmgr connection and starts a session transaction
+// that takes the write lock: it updates branch 1 and inserts a marker row (tid = -1) into
+// bench_history, then reports over a pipe that it holds the lock, and blocks. A waiter
+// thread of this process then sends a one-shot write of the same row, which can only run on
+// the connection the child holds (sqlite-dbmgrd: the single writer connection; pg-dbmgrd: a
+// dedicated dbmgrd whose pool is 1 connection with no overflow). Once the daemon's admin
+// `pools` document shows it queued (waiting >= 1 on that pool), the child is SIGKILLed.
+// Latency: the waiter's reply - the clock read just before kill(). The waiter's statement
+// returns the branch balance, which must be the one from before (the killed change rolled
+// back); at the end of each round no marker row may exist and the balance must be unchanged.
+// A wrong outcome is an error of kind `wrong`.
+
+constexpr const char* kDiscBalance = "SELECT bbalance FROM bench_branches WHERE bid = 1";
+constexpr const char* kDiscChildUpdate =
+    "UPDATE bench_branches SET bbalance = bbalance + 1000000 WHERE bid = 1";
+constexpr const char* kDiscChildMark =
+    "INSERT INTO bench_history (tid, bid, aid, delta, mtime) VALUES (-1, 1, -1, ?, "
+    "CURRENT_TIMESTAMP)";
+constexpr const char* kDiscWaiter =
+    "UPDATE bench_branches SET bbalance = bbalance WHERE bid = 1 RETURNING bbalance";
+constexpr const char* kDiscCheck =
+    "SELECT (SELECT bbalance FROM bench_branches WHERE bid = 1), (SELECT count(*) FROM "
+    "bench_history WHERE tid = -1)";
+constexpr std::int64_t kDiscQueueTimeoutNs = 5'000'000'000LL;
+constexpr int kDiscReferenceStatements = 100;
+constexpr int kDiscChildTimeoutMs = 10000;
+
+// The largest `waiting` among the pools of this role in an admin `pools` document (a JSON
+// array of flat objects, as daemon/admin.cpp writes it with json::dump()); -1 if none.
+// An integer field of an admin JSON document, found by its key (unique in `status`); -1 if
+// absent.
+std::int64_t json_int_field(const std::string& json, const std::string& key) {
+  std::size_t at = json.find("\"" + key + "\":");
+  return at == std::string::npos ? -1 : std::atoll(json.c_str() + at + key.size() + 3);
+}
+
+int pool_waiting(const std::string& json, const std::string& role) {
+  int best = -1;
+  const std::string want_role = "\"role\":\"" + role + "\"";
+  std::size_t pos = 0;
+  while ((pos = json.find('{', pos)) != std::string::npos) {
+    std::size_t end = json.find('}', pos);
+    if (end == std::string::npos) break;
+    std::string obj = json.substr(pos, end - pos);
+    pos = end;
+    std::size_t w = obj.find("\"waiting\":");
+    if (obj.find(want_role) == std::string::npos || w == std::string::npos) continue;
+    best = std::max(best, std::atoi(obj.c_str() + w + 10));
+  }
+  return best;
+}
+
+// kDiscCheck straight from the database under target t (libpq; SQLite read-only): branch
+// 1's balance and the marker rows. Returns an error message, empty on success.
+std::string read_directly(Target t, const Endpoints& ep, std::int64_t* balance,
+                          std::int64_t* marks) {
+  if (t == Target::kPgDbmgrd) {
+    PGconn* c = PQconnectdb(ep.pg_conninfo.c_str());
+    std::string err;
+    if (PQstatus(c) != CONNECTION_OK) {
+      err = PQerrorMessage(c);
+    } else {
+      PGresult* r = PQexec(c, kDiscCheck);
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        *balance = std::atoll(PQgetvalue(r, 0, 0));
+        *marks = std::atoll(PQgetvalue(r, 0, 1));
+      } else {
+        err = PQresultErrorMessage(r);
+      }
+      PQclear(r);
+    }
+    PQfinish(c);
+    return err.empty() ? err : "PostgreSQL: " + err;
+  }
+  sqlite3* db = nullptr;
+  sqlite3_stmt* st = nullptr;
+  std::string err;
+  if (sqlite3_open_v2(ep.dbmgr_sqlite_file.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
+          SQLITE_OK ||
+      sqlite3_prepare_v2(db, kDiscCheck, -1, &st, nullptr) != SQLITE_OK) {
+    err = db != nullptr ? sqlite3_errmsg(db) : "cannot open";
+  } else if (sqlite3_step(st) == SQLITE_ROW) {
+    *balance = sqlite3_column_int64(st, 0);
+    *marks = sqlite3_column_int64(st, 1);
+  } else {
+    err = sqlite3_errmsg(db);
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return err.empty() ? err : "SQLite " + ep.dbmgr_sqlite_file + ": " + err;
+}
+
+// The killed client. Reports "K" when it holds the lock (then waits for SIGKILL), or "E",
+// an error kind digit and the message.
+[[noreturn]] void disconnect_child(const std::string& socket, int report_fd,
+                                   std::int64_t iteration) {
+  std::string msg;
+  try {
+    dbmgr::DatabaseManager m(dbmgr::Options{
+        .socket_path = socket, .client_name = "dbmgr-bench-victim", .max_idle_connections = 1});
+    dbmgr::Session s = m.get_session();
+    s.execute(kDiscChildUpdate);
+    s.execute(kDiscChildMark, {iteration});
+    if (write(report_fd, "K", 1) == 1) {
+      while (true) pause();  // holds the transaction until killed
+    }
+    _exit(1);
+  } catch (const dbmgr::Error& e) {
+    msg = "E" + std::to_string(static_cast<int>(kind_of(e))) + e.what();
+  } catch (const std::exception& e) {
+    msg = "E" + std::to_string(static_cast<int>(kErrOther)) + e.what();
+  }
+  if (write(report_fd, msg.data(), std::min<std::size_t>(msg.size(), 400)) < 0) _exit(1);
+  _exit(1);
+}
+
+// What the child reported: "K", "E<kind><message>", or "" (died or timed out).
+std::string read_child_report(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, timeout_ms) != 1) return "";
+  char buf[512];
+  ssize_t n = read(fd, buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
+}
+
+PointResult run_disconnect_point(Target t, double duration_s, int round, const Endpoints& ep) {
+  PointResult res;
+  res.workload = Workload::kDisconnect;
+  res.target = t;
+  res.clients = 1;
+  res.round = round;
+  const bool pg = t == Target::kPgDbmgrd;
+  const std::string socket = pg ? ep.dbmgr_pg1_socket : ep.dbmgr_sqlite_socket;
+  const std::string role = pg ? "main" : "writer";
+  auto fail = [&](ErrKind k, const std::string& m, std::uint64_t n = 1) {
+    res.errors[k] += n;
+    if (res.first_error.empty()) res.first_error = m;
+  };
+
+  std::unique_ptr<dbmgr::DatabaseManager> mgr;
+  dbmgr::AdminClient admin(socket);
+  std::int64_t baseline = 0, rollbacks0 = -1;
+  try {
+    rollbacks0 = json_int_field(admin.status(), "rollbacks_on_disconnect");
+    mgr = std::make_unique<dbmgr::DatabaseManager>(dbmgr::Options{
+        .socket_path = socket, .client_name = "dbmgr-bench-waiter", .max_idle_connections = 1});
+    baseline = mgr->execute(kDiscBalance).scalar<std::int64_t>();
+    if (pool_waiting(admin.pools(), role) < 0) {
+      fail(kErrOther, "setup: no '" + role + "' pool in the admin pools document");
+      res.setup_failed = true;
+      return res;
+    }
+  } catch (const dbmgr::Error& e) {
+    fail(kind_of(e), std::string("setup: ") + e.what());
+    res.setup_failed = true;
+    return res;
+  }
+
+  int spid = server_pid(t, Workload::kDisconnect, ep);
+  double cpu0 = proc_cpu_seconds(spid);
+  const std::int64_t start = now_ns();
+  const std::int64_t end = start + static_cast<std::int64_t>(duration_s * 1e9);
+  std::int64_t iteration = 0;
+  while (now_ns() < end) {
+    ++iteration;
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) die("pipe failed");
+    std::fflush(nullptr);
+    // No other thread of this process runs here (the last waiter was joined), so the child
+    // may use libdbmgr and malloc freely.
+    pid_t pid = fork();
+    if (pid < 0) {
+      close(fds[0]);
+      close(fds[1]);
+      fail(kErrOther, std::string("fork: ") + std::strerror(errno));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    if (pid == 0) {
+      close(fds[0]);
+      disconnect_child(socket, fds[1], iteration);
+    }
+    close(fds[1]);
+
+    // 1. The child holds the write lock.
+    std::string report = read_child_report(fds[0], kDiscChildTimeoutMs);
+    if (report != "K") {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      close(fds[0]);
+      if (report.size() >= 2 && report[0] == 'E' && report[1] >= '0' &&
+          report[1] < '0' + kErrKinds) {
+        fail(static_cast<ErrKind>(report[1] - '0'), "killed client: " + report.substr(2));
+      } else {
+        fail(kErrTimeout, "killed client: no report within " +
+                              std::to_string(kDiscChildTimeoutMs / 1000) + " s");
+      }
+      continue;
+    }
+
+    // 2. The waiter, from a thread: a one-shot write that queues behind the child.
+    std::atomic<bool> done{false};
+    std::int64_t reply_ns = 0, value = 0;
+    std::string waiter_error;
+    ErrKind waiter_kind = kErrOther;
+    std::thread waiter([&] {
+      try {
+        value = mgr->execute(kDiscWaiter).scalar<std::int64_t>();
+      } catch (const dbmgr::Error& e) {
+        waiter_error = e.what();
+        waiter_kind = kind_of(e);
+      }
+      reply_ns = now_ns();
+      done.store(true);
+    });
+
+    // 3. Wait until the daemon has it queued for the pool (exact: the admin `pools` gauge).
+    bool queued = false;
+    std::string admin_error;
+    const std::int64_t queue_deadline = now_ns() + kDiscQueueTimeoutNs;
+    while (!done.load() && now_ns() < queue_deadline) {
+      try {
+        if (pool_waiting(admin.pools(), role) >= 1) {
+          queued = true;
+          break;
+        }
+      } catch (const dbmgr::Error& e) {
+        admin_error = e.what();
+        break;
+      }
+    }
+
+    // 4. Kill the client in the middle of its transaction.
+    const bool answered_before_kill = done.load();
+    const std::int64_t kill_ns = now_ns();
+    kill(pid, SIGKILL);
+    ++res.kills;
+    // The kernel closes the dying child's descriptors together (its socket to dbmgrd and the
+    // report pipe, whose only write end it holds): the pipe's hang-up tells when, as seen by
+    // this thread (which may be woken late).
+    std::int64_t closed_ns = 0;
+    {
+      pollfd hup{fds[0], POLLIN, 0};
+      char drain[64];
+      while (poll(&hup, 1, kDiscChildTimeoutMs) == 1 && read(fds[0], drain, sizeof drain) > 0) {
+      }
+      closed_ns = now_ns();
+    }
+    waitpid(pid, nullptr, 0);
+    waiter.join();
+    close(fds[0]);
+
+    if (!queued) {
+      if (!admin_error.empty()) {
+        fail(kErrOther, "admin pools: " + admin_error);
+      } else if (answered_before_kill && waiter_error.empty()) {
+        fail(kErrWrong, "the waiter was answered while the killed client still held the lock");
+      } else if (answered_before_kill) {
+        fail(waiter_kind, "waiter (before the kill): " + waiter_error);
+      } else {
+        fail(kErrTimeout, "the waiter did not show as queued within 5 s");
+      }
+      continue;
+    }
+    if (!waiter_error.empty()) {
+      fail(waiter_kind, "waiter: " + waiter_error);
+      continue;
+    }
+    if (reply_ns < kill_ns) {
+      fail(kErrWrong, "the waiter was answered before the kill, though it was queued");
+      continue;
+    }
+    if (value != baseline) {
+      fail(kErrWrong, "the waiter saw bbalance " + std::to_string(value) + ", expected " +
+                          std::to_string(baseline) +
+                          ": the killed transaction's update is visible");
+      continue;
+    }
+    if (reply_ns <= end) {
+      ++res.txns;
+      res.hist.add(static_cast<std::uint64_t>(reply_ns - kill_ns));
+      res.closed_hist.add(static_cast<std::uint64_t>(closed_ns - kill_ns));
+      res.after_close_hist.add(
+          static_cast<std::uint64_t>(std::max<std::int64_t>(0, reply_ns - closed_ns)));
+    }
+  }
+  double cpu1 = proc_cpu_seconds(spid);
+
+  // For scale: the waiter's statement on its own (the connection idle in the pool).
+  try {
+    for (int i = 0; i < kDiscReferenceStatements; ++i) {
+      std::int64_t t0 = now_ns();
+      mgr->execute(kDiscWaiter);
+      res.ref_hist.add(static_cast<std::uint64_t>(now_ns() - t0));
+    }
+  } catch (const dbmgr::Error& e) {
+    fail(kind_of(e), std::string("reference statement: ") + e.what());
+  }
+
+  // The killed transactions' effects are absent: no marker row, the balance as before, read
+  // directly from the database (not through dbmgrd).
+  try {
+    std::int64_t rollbacks1 = json_int_field(admin.status(), "rollbacks_on_disconnect");
+    if (rollbacks0 >= 0 && rollbacks1 >= 0) res.rollbacks_on_disconnect = rollbacks1 - rollbacks0;
+  } catch (const dbmgr::Error&) {
+  }
+  std::int64_t balance = 0, marks = 0;
+  if (std::string err = read_directly(t, ep, &balance, &marks); !err.empty()) {
+    fail(kErrOther, "final check: " + err);
+    ++res.checks_failed;
+  } else {
+    bool ok = true;
+    if (balance != baseline) {
+      fail(kErrWrong, "after the round: bbalance of branch 1 is " + std::to_string(balance) +
+                          ", was " + std::to_string(baseline));
+      ok = false;
+    }
+    if (marks != 0) {
+      fail(kErrWrong,
+           "after the round: " + std::to_string(marks) +
+               " marker rows (tid = -1) of killed transactions are in bench_history",
+           static_cast<std::uint64_t>(marks));
+      ok = false;
+    }
+    ++(ok ? res.checks_ok : res.checks_failed);
+  }
+
+  res.seconds = static_cast<double>(end - start) / 1e9;
+  if (cpu0 >= 0 && cpu1 >= 0) res.server_cpu_s = cpu1 - cpu0;
+  res.server_hwm_kb = proc_status_kb(spid, "VmHWM:");
+  res.round_tps.push_back(res.tps());
   return res;
 }
 
@@ -913,7 +1289,8 @@ struct Daemon {
 };
 
 Daemon start_dbmgrd(const Config& cfg, const std::string& socket, const std::string& log,
-                    const std::vector<std::pair<std::string, std::string>>& env) {
+                    const std::vector<std::pair<std::string, std::string>>& env,
+                    const std::string& config_file = {}) {
   pid_t pid = fork();
   if (pid < 0) die("fork failed");
   if (pid == 0) {
@@ -929,8 +1306,14 @@ Daemon start_dbmgrd(const Config& cfg, const std::string& socket, const std::str
       dup2(fd, 2);
       close(fd);
     }
-    execl(cfg.dbmgrd.c_str(), cfg.dbmgrd.c_str(), "--socket", socket.c_str(), "--log-level",
-          cfg.dbmgrd_log_level.c_str(), static_cast<char*>(nullptr));
+    std::vector<const char*> args = {cfg.dbmgrd.c_str(), "--socket", socket.c_str(), "--log-level",
+                                     cfg.dbmgrd_log_level.c_str()};
+    if (!config_file.empty()) {
+      args.push_back("--config");
+      args.push_back(config_file.c_str());
+    }
+    args.push_back(nullptr);
+    execv(cfg.dbmgrd.c_str(), const_cast<char* const*>(args.data()));
     std::perror("exec dbmgrd");
     _exit(127);
   }
@@ -1222,11 +1605,10 @@ void print_table(const std::vector<PointResult>& merged) {
             : fmt("%.1f", r.server_cpu_s * 1000.0 / static_cast<double>(r.txns) * 1000.0);
     std::string rss = r.server_hwm_kb < 0 ? "-" : fmt("%.1f", r.server_hwm_kb / 1024.0);
     std::printf("%-16s %7d %-14s %-7s %10.0f %18s %9.1f %9.1f %9.1f %8s %8s  %s\n",
-                name(r.workload), r.clients, name(r.target),
-                uses_processes(r.target) ? "procs" : "threads", median(r.round_tps), range.c_str(),
-                r.hist.percentile(0.5) / 1000.0, r.hist.percentile(0.99) / 1000.0,
-                r.hist.percentile(0.999) / 1000.0, cpu.c_str(), rss.c_str(),
-                errors_text(r).c_str());
+                name(r.workload), r.clients, name(r.target), client_mode(r.workload, r.target),
+                median(r.round_tps), range.c_str(), r.hist.percentile(0.5) / 1000.0,
+                r.hist.percentile(0.99) / 1000.0, r.hist.percentile(0.999) / 1000.0, cpu.c_str(),
+                rss.c_str(), errors_text(r).c_str());
   }
   std::fflush(stdout);
 }
@@ -1237,14 +1619,14 @@ void write_csv(const std::string& path, const std::vector<PointResult>& rows,
   if (!f) die("cannot write " + path);
   f << "kind,workload,target,clients,client_mode,round,seconds,txns,tps,tps_min,tps_max,p50_us,"
        "p99_us,p999_us,max_us,errors,err_busy,err_pool_exhausted,err_connection,err_timeout,"
-       "err_other,server_cpu_ms_per_1k,server_hwm_kb,idle_kb_per_client,floor_p50_us\n";
+       "err_other,err_wrong,server_cpu_ms_per_1k,server_hwm_kb,idle_kb_per_client,floor_p50_us\n";
   for (const auto& r : rows) {
     double lo = r.round_tps.empty() ? 0 : *std::min_element(r.round_tps.begin(), r.round_tps.end());
     double hi = r.round_tps.empty() ? 0 : *std::max_element(r.round_tps.begin(), r.round_tps.end());
     double cpu =
         r.server_cpu_s < 0 || r.txns == 0 ? -1 : r.server_cpu_s * 1e6 / static_cast<double>(r.txns);
     f << "point," << name(r.workload) << ',' << name(r.target) << ',' << r.clients << ','
-      << (uses_processes(r.target) ? "procs" : "threads") << ','
+      << client_mode(r.workload, r.target) << ','
       << (r.round == 0 ? std::string("all") : std::to_string(r.round)) << ',' << r.seconds << ','
       << r.txns << ',' << (r.round == 0 ? median(r.round_tps) : r.tps()) << ',' << lo << ',' << hi
       << ',' << r.hist.percentile(0.5) / 1000 << ',' << r.hist.percentile(0.99) / 1000 << ','
@@ -1255,7 +1637,7 @@ void write_csv(const std::string& path, const std::vector<PointResult>& rows,
   }
   for (const auto& i : idle) {
     f << "idle,idle-clients," << i.server << ',' << i.clients << ",threads,all,"
-      << i.seconds_to_open << ",0,0,0,0,0,0,0,0," << (i.clients - i.opened) << ",0,0,0,0,0,-1,"
+      << i.seconds_to_open << ",0,0,0,0,0,0,0,0," << (i.clients - i.opened) << ",0,0,0,0,0,0,-1,"
       << i.hwm_kb << ',' << i.kb_per_client() << ',' << floor.p50_us << '\n';
   }
 }
@@ -1266,8 +1648,12 @@ void usage() {
   std::puts(
       R"(dbmgr-bench: dbmgrd side by side with direct access and PgBouncer (docs/benchmarks.md)
 
-  --workloads LIST    select1,point-select,tpcb-like,insert,connect-per-txn (default:
-                      select1,point-select); none: only --idle-clients
+  --workloads LIST    select1,point-select,tpcb-like,insert,connect-per-txn,disconnect
+                      (default: select1,point-select); none: only --idle-clients.
+                      disconnect (pg-dbmgrd, sqlite-dbmgrd only; one client at a time): a
+                      forked client takes the write lock in a transaction and is SIGKILLed
+                      while a one-shot write waits for its connection; latency = kill to
+                      the waiter's reply (pg-dbmgrd: a dbmgrd of its own, pool 1, no overflow)
   --targets LIST      pg-direct,pg-pgbouncer,pg-dbmgrd,sqlite-inproc,sqlite-procs,sqlite-dbmgrd
                       (default: all six)
   --clients LIST      client counts (default 1,16,64); e.g. 1,16,64,256,1000
@@ -1287,8 +1673,9 @@ void usage() {
   --dbmgrd PATH       the daemon to start (default: $DBMGRD, else the build tree's)
   --workdir DIR       temp folder (default mktemp -d /tmp/dbmgr-bench.XXXXXX); --keep keeps it
   --smoke             harness check: SQLite targets, every workload, 2 clients, 0.5 s, tiny
-                      data; exits 1 unless every point has TPS > 0 and no errors
-Clients are threads, except sqlite-procs (one forked process per client).)");
+                      data (disconnect: sqlite-dbmgrd); exits 1 unless every point has
+                      TPS > 0 and no errors
+Clients are threads, except sqlite-procs (one forked process per client) and disconnect.)");
 }
 
 Config parse_args(int argc, char** argv) {
@@ -1359,7 +1746,7 @@ Config parse_args(int argc, char** argv) {
     }
   }
   if (c.smoke) {
-    workloads = "select1,point-select,tpcb-like,insert,connect-per-txn";
+    workloads = "select1,point-select,tpcb-like,insert,connect-per-txn,disconnect";
     if (targets.empty()) targets = "sqlite-inproc,sqlite-procs,sqlite-dbmgrd";
     if (clients.empty()) clients = "2";
     c.duration_s = 0.5;
@@ -1515,6 +1902,43 @@ int main(int argc, char** argv) {
       ep.dbmgr_pg_socket = cfg.dbmgr_socket;
       ep.dbmgr_pg_pid = cfg.dbmgr_pid;
     }
+    // disconnect on pg-dbmgrd: a dbmgrd of its own whose pool for the database is one
+    // connection with no overflow, so the waiter can only run on the killed client's.
+    if (std::count(cfg.workloads.begin(), cfg.workloads.end(), Workload::kDisconnect) > 0 &&
+        std::count(cfg.targets.begin(), cfg.targets.end(), Target::kPgDbmgrd) > 0) {
+      // The file must name the database itself (dbmgrd checks the file before applying
+      // DATABASE_*); the password comes from DATABASE_PASSWORD only.
+      auto yaml_quote = [](const std::string& v) {
+        std::string out = "\"";
+        for (char ch : v) {
+          if (ch == '"' || ch == '\\') out += '\\';
+          out += ch;
+        }
+        return out + "\"";
+      };
+      std::string yaml = wd + "/dbmgrd-pg-pool1.yaml";
+      std::ofstream(yaml) << "# dbmgr-bench, workload disconnect: one pooled connection, no "
+                             "overflow.\n"
+                             "default:\n"
+                             "  type: postgresql\n"
+                          << "  name: " << yaml_quote(cfg.pg_db) << "\n"
+                          << "  host: " << yaml_quote(cfg.pg_host) << "\n"
+                          << "  port: " << yaml_quote(cfg.pg_port) << "\n"
+                          << "  user: " << yaml_quote(cfg.pg_user) << "\n"
+                          << "  pool_size: 1\n"
+                             "  max_overflow: 0\n";
+      Daemon d = start_dbmgrd(cfg, wd + "/dbmgrd-pg-pool1.sock", wd + "/dbmgrd-pg-pool1.log",
+                              {{"DATABASE_TYPE", "postgresql"},
+                               {"DATABASE_HOST", cfg.pg_host},
+                               {"DATABASE_PORT", cfg.pg_port},
+                               {"DATABASE_USER", cfg.pg_user},
+                               {"DATABASE_PASSWORD", cfg.pg_password},
+                               {"DATABASE_NAME", cfg.pg_db}},
+                              yaml);
+      daemons.push_back(d);
+      ep.dbmgr_pg1_socket = d.socket;
+      ep.dbmgr_pg1_pid = d.pid;
+    }
   }
   if (want_sqlite) {
     std::string dir = cfg.sqlite_dir.empty() ? wd + "/sqlite" : cfg.sqlite_dir;
@@ -1523,6 +1947,7 @@ int main(int argc, char** argv) {
     // processes corrupted it here (dbmgrd opens and closes the file with open()/close()
     // when it opens a connection, which drops its POSIX locks; see docs/benchmarks.md).
     ep.sqlite_file = dir + "/direct.db";
+    ep.dbmgr_sqlite_file = dir + "/bench.db";
     setup_sqlite_data(ep, ep.sqlite_file);
     setup_sqlite_data(ep, dir + "/bench.db");
     if (cfg.dbmgr_sqlite_socket.empty()) {
@@ -1551,9 +1976,25 @@ int main(int argc, char** argv) {
 
   std::vector<PointResult> rounds_rows, merged;
   for (Workload w : cfg.workloads) {
-    for (int n : cfg.clients) {
+    std::vector<int> client_counts = cfg.clients;
+    std::vector<Target> targets = cfg.targets;
+    if (w == Workload::kDisconnect) {
+      // One killed client and one waiter at a time, on dbmgrd's targets only.
+      if (client_counts != std::vector<int>{1} && !cfg.smoke) {
+        note("disconnect: one killed client and one waiter at a time; --clients ignored");
+      }
+      client_counts = {1};
+      std::erase_if(targets, [](Target t) {
+        if (disconnect_applies(t)) return false;
+        std::printf("disconnect: does not apply to %s (%s); skipped\n", name(t),
+                    t == Target::kPgBouncer ? "not wired up" : "no pool in the middle");
+        return true;
+      });
+      std::fflush(stdout);
+    }
+    for (int n : client_counts) {
       std::vector<PointResult> acc;
-      for (Target t : cfg.targets) {
+      for (Target t : targets) {
         PointResult m;
         m.workload = w;
         m.target = t;
@@ -1562,9 +2003,11 @@ int main(int argc, char** argv) {
         acc.push_back(m);
       }
       for (int r = 1; r <= cfg.rounds; ++r) {
-        for (std::size_t ti = 0; ti < cfg.targets.size(); ++ti) {
-          Target t = cfg.targets[ti];
-          PointResult p = run_point(t, w, n, cfg.duration_s, r, ep);
+        for (std::size_t ti = 0; ti < targets.size(); ++ti) {
+          Target t = targets[ti];
+          PointResult p = w == Workload::kDisconnect
+                              ? run_disconnect_point(t, cfg.duration_s, r, ep)
+                              : run_point(t, w, n, cfg.duration_s, r, ep);
           std::fprintf(stderr, "  %-16s %5d %-14s round %d: %9.0f tps, p99 %8.1f us, errors %s%s\n",
                        name(w), n, name(t), r, p.tps(), p.hist.percentile(0.99) / 1000,
                        errors_text(p).c_str(),
@@ -1578,6 +2021,16 @@ int main(int argc, char** argv) {
           m.server_hwm_kb = p.server_hwm_kb;
           m.round_tps.push_back(p.tps());
           if (m.first_error.empty()) m.first_error = p.first_error;
+          m.kills += p.kills;
+          m.checks_ok += p.checks_ok;
+          m.checks_failed += p.checks_failed;
+          m.closed_hist.merge(p.closed_hist);
+          m.after_close_hist.merge(p.after_close_hist);
+          m.ref_hist.merge(p.ref_hist);
+          if (p.rollbacks_on_disconnect >= 0) {
+            m.rollbacks_on_disconnect =
+                std::max<std::int64_t>(0, m.rollbacks_on_disconnect) + p.rollbacks_on_disconnect;
+          }
           rounds_rows.push_back(std::move(p));
         }
       }
@@ -1610,6 +2063,46 @@ int main(int argc, char** argv) {
       std::printf("select1, 1 client: PgBouncer p50 %.1f us: overhead %.1f us = %.2fx the floor\n",
                   bp, bp - dp, (bp - dp) / floor.p50_us);
     }
+  }
+
+  // disconnect against the issue's target.
+  for (Target t : {Target::kPgDbmgrd, Target::kSqliteDbmgrd}) {
+    const PointResult* d = find(Workload::kDisconnect, t, 1);
+    if (d == nullptr) continue;
+    std::string effects = d->checks_failed > 0
+                              ? "PRESENT (or unchecked) after " + std::to_string(d->checks_failed) +
+                                    " of " + std::to_string(d->checks_ok + d->checks_failed) +
+                                    " rounds"
+                              : "absent after every round";
+    if (d->txns == 0) {
+      std::printf("\ndisconnect: %s: no kill measured (%llu killed, errors %s%s)\n", name(t),
+                  static_cast<unsigned long long>(d->kills), errors_text(*d).c_str(),
+                  d->first_error.empty() ? "" : ("; " + d->first_error).c_str());
+      continue;
+    }
+    double p99 = d->hist.percentile(0.99) / 1e6;
+    std::printf(
+        "\ndisconnect: %s p99 %.2f ms (target < 5 ms: %s); p50 %.2f ms, p99.9 %.2f ms, max "
+        "%.2f ms over %llu kills measured (%llu killed; dbmgrd counted %lld rollbacks on "
+        "disconnect); errors %s; the killed transactions' effects %s\n",
+        t == Target::kPgDbmgrd ? "dbmgrd (PostgreSQL, pool 1)" : "dbmgrd (SQLite writer)", p99,
+        d->error_total() > 0 || d->checks_failed > 0 ? "NOT VALID: see errors"
+        : p99 < 5.0                                  ? "met"
+                                                     : "MISSED",
+        d->hist.percentile(0.5) / 1e6, d->hist.percentile(0.999) / 1e6,
+        d->hist.percentile(1.0) / 1e6, static_cast<unsigned long long>(d->txns),
+        static_cast<unsigned long long>(d->kills),
+        static_cast<long long>(d->rollbacks_on_disconnect), errors_text(*d).c_str(),
+        effects.c_str());
+    std::printf(
+        "disconnect: %s, split: kill -> the child's descriptors closed (kernel) p50 %.2f ms, "
+        "p99 %.2f ms; closed -> the waiter's reply (dbmgrd) p50 %.2f ms, p99 %.2f ms; for "
+        "scale, the waiter's statement alone (no kill, its pool idle) p50 %.2f ms, p99 %.2f "
+        "ms over %llu statements\n",
+        name(t), d->closed_hist.percentile(0.5) / 1e6, d->closed_hist.percentile(0.99) / 1e6,
+        d->after_close_hist.percentile(0.5) / 1e6, d->after_close_hist.percentile(0.99) / 1e6,
+        d->ref_hist.percentile(0.5) / 1e6, d->ref_hist.percentile(0.99) / 1e6,
+        static_cast<unsigned long long>(d->ref_hist.total()));
   }
 
   // Idle clients.

@@ -6,7 +6,8 @@
 Reads the merged rows (kind=point, round=all) of every CSV given; a (workload, target,
 clients) point present in several files is taken from the last one. Writes
 OUT_DIR/bench-WORKLOAD.png, and OUT_DIR/bench-idle-clients.png when the CSVs hold
---idle-clients rows. Needs matplotlib (Debian: apt-get install python3-matplotlib; use
+--idle-clients rows. The disconnect workload (one client count) is drawn as bars of
+p50/p99/p99.9 latency per target, with the issue's 5 ms p99 target. Needs matplotlib (Debian: apt-get install python3-matplotlib; use
 /usr/bin/python3 if another python3 comes first in PATH).
 """
 import csv
@@ -30,6 +31,30 @@ STYLE = {
 }
 
 
+def plot_disconnect(out_dir, points):
+    """Bars: kill -> the waiter's reply, p50/p99/p99.9 per target (ms)."""
+    rows = [(t, r) for t in TARGET_ORDER for k, r in sorted(points.items())
+            if k[0] == "disconnect" and k[1] == t]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    stats = (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9"))
+    width = 0.8 / len(stats)
+    for i, (col, label) in enumerate(stats):
+        ax.bar([j + i * width for j in range(len(rows))],
+               [float(r[col]) / 1000.0 for _, r in rows], width, label=label)
+    ax.axhline(5.0, color="red", linestyle=":", label="target: p99 < 5 ms")
+    ax.set_xticks([j + width * (len(stats) - 1) / 2 for j in range(len(rows))])
+    ax.set_xticklabels([f"{t}\n{r['txns']} kills, {r['errors']} errors" for t, r in rows],
+                       fontsize=8)
+    ax.set_ylabel("client killed -> waiter answered (ms)")
+    ax.set_title("disconnect: rollback, connection back in the pool")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = os.path.join(out_dir, "bench-disconnect.png")
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
 def main(argv):
     if len(argv) < 3:
         print(__doc__.strip(), file=sys.stderr)
@@ -48,6 +73,9 @@ def main(argv):
 
     written = []
     for workload in sorted({k[0] for k in points}):
+        if workload == "disconnect":
+            written.append(plot_disconnect(out_dir, points))
+            continue
         fig, (ax_tps, ax_p99) = plt.subplots(1, 2, figsize=(12, 4.5))
         for target in TARGET_ORDER:
             rows = sorted((k[2], r) for k, r in points.items()
