@@ -133,7 +133,10 @@ struct Failure {
 // Walks one YAML document into a Settings.
 class YamlWalker {
  public:
-  explicit YamlWalker(std::string file) : file_(std::move(file)) {}
+  // default_name_given: DATABASE_NAME is set and will name the default database, so the
+  // file's default section may leave `name` out.
+  YamlWalker(std::string file, bool default_name_given)
+      : file_(std::move(file)), default_name_given_(default_name_given) {}
 
   void apply(const YAML::Node& root, Settings* s);
 
@@ -195,6 +198,7 @@ class YamlWalker {
   std::string read_password_file(const Field& f, const std::string& key) const;
 
   std::string file_;
+  bool default_name_given_ = false;
 };
 
 YamlWalker::Fields YamlWalker::fields(const YAML::Node& map, const std::string& path, int line,
@@ -421,7 +425,7 @@ void YamlWalker::apply_entry(const Field& f, const std::string& path, bool type_
   }
   if (const Field* name = get("name")) db->name = string(*name, join(path, "name"));
   if (db->name.empty() && db->type == DbType::kSqlite) db->name = db->key;
-  if (db->name.empty() && db->type != DbType::kSqlite) {
+  if (db->name.empty() && db->type != DbType::kSqlite && (type_required || !default_name_given_)) {
     fail(entry_line, join(path, "name"),
          "missing required field 'name' (a " + std::string(to_string(db->type)) +
              " database needs the name of the database on the server)");
@@ -554,11 +558,14 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
 
 }  // namespace
 
-Result<Settings> load_yaml(std::string_view yaml_text, std::string_view file_name, Settings base) {
+namespace {
+
+Result<Settings> load_yaml_with(std::string_view yaml_text, std::string_view file_name,
+                                Settings base, bool default_name_given) {
   const std::string file(file_name);
   try {
     YAML::Node root = YAML::Load(std::string(yaml_text));
-    YamlWalker walker(file);
+    YamlWalker walker(file, default_name_given);
     walker.apply(root, &base);
   } catch (const Failure& f) {
     return f.error;
@@ -570,6 +577,12 @@ Result<Settings> load_yaml(std::string_view yaml_text, std::string_view file_nam
   }
   base.config_file = file;
   return base;
+}
+
+}  // namespace
+
+Result<Settings> load_yaml(std::string_view yaml_text, std::string_view file_name, Settings base) {
+  return load_yaml_with(yaml_text, file_name, std::move(base), false);
 }
 
 Result<Settings> apply_env(Settings s, const EnvLookup& env) {
@@ -663,7 +676,8 @@ Result<Settings> load(const CommandLine& cli, const EnvLookup& env, std::string_
       return Error{.file = file,
                    .message = std::string("cannot read the config file: ") + std::strerror(err)};
     }
-    auto r = load_yaml(text, file, std::move(s));
+    auto name = env("DATABASE_NAME");
+    auto r = load_yaml_with(text, file, std::move(s), name && !name->empty());
     if (!r.ok()) return r.error();
     s = std::move(*r);
   }

@@ -561,6 +561,26 @@ default:
   CHECK(r->default_database.path == "/env/db");
 }
 
+TEST_CASE("the default section may leave its name to DATABASE_NAME") {
+  TempDir dir;
+  std::string f = dir.write("n.yaml", "default:\n  type: postgresql\n  pool_size: 1\n");
+  auto r = load(CommandLine{.config_file = f}, fake_env({{"DATABASE_NAME", "app"}}), "");
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().to_string()));
+  CHECK(r->default_database.type == DbType::kPostgresql);
+  CHECK(r->default_database.name == "app");
+  CHECK(r->default_database.pool.pool_size == 1);
+  // Without it the file's error stands, with its line.
+  r = load(CommandLine{.config_file = f}, fake_env({}), "");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().key == "default.name");
+  CHECK(r.error().line == 1);
+  // A listed database still needs its own name.
+  std::string g = dir.write("g.yaml", "databases:\n  main:\n    type: postgresql\n");
+  r = load(CommandLine{.config_file = g}, fake_env({{"DATABASE_NAME", "app"}}), "");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().key == "databases.main.name");
+}
+
 TEST_CASE("command-line values are validated") {
   auto r = load(CommandLine{.log_level = "chatty"}, fake_env({}), "");
   REQUIRE_FALSE(r.ok());
