@@ -1888,13 +1888,21 @@ int main(int argc, char** argv) {
     }
     setup_pg_data(ep);
     if (cfg.dbmgr_socket.empty()) {
+      // The same number of server connections as PgBouncer's pool (20): dbmgrd's default
+      // max_overflow of 10 would let it run 30 backends where PgBouncer runs 20.
+      std::string pg_yaml = wd + "/dbmgrd-pg.yaml";
+      std::ofstream(pg_yaml) << "# dbmgr-bench: 20 server connections, like PgBouncer's pool.\n"
+                                "pool:\n"
+                                "  pool_size: 20\n"
+                                "  max_overflow: 0\n";
       Daemon d = start_dbmgrd(cfg, wd + "/dbmgrd-pg.sock", wd + "/dbmgrd-pg.log",
                               {{"DATABASE_TYPE", "postgresql"},
                                {"DATABASE_HOST", cfg.pg_host},
                                {"DATABASE_PORT", cfg.pg_port},
                                {"DATABASE_USER", cfg.pg_user},
                                {"DATABASE_PASSWORD", cfg.pg_password},
-                               {"DATABASE_NAME", cfg.pg_db}});
+                               {"DATABASE_NAME", cfg.pg_db}},
+                              pg_yaml);
       daemons.push_back(d);
       ep.dbmgr_pg_socket = d.socket;
       ep.dbmgr_pg_pid = d.pid;
