@@ -128,6 +128,10 @@ void PgConn::on_timer(uv_timer_t* t) {
     self->drain_results();
     return;
   }
+  if (self->phase_ == Phase::kConnecting && self->connect_step_running_) {
+    self->connect_timed_out_ = true;  // the step's return reports it
+    return;
+  }
   if (self->phase_ == Phase::kConnecting || self->phase_ == Phase::kCreatingDb) {
     self->connect_failed(Status::connection(
         fmt::format("cannot connect to PostgreSQL database {} at {}: no answer within {} ms",
@@ -213,7 +217,39 @@ void PgConn::start_connect(bool maintenance) {
 }
 
 void PgConn::continue_connect() {
-  switch (PQconnectPoll(conn_)) {
+  if (connect_step_running_) return;
+  watch(0);  // no events for conn_ while a worker holds it
+  connect_step_running_ = true;
+  ++open_handles_;  // keeps this object alive until the step returns
+  connect_work_.data = this;
+  uv_queue_work(
+      loop_, &connect_work_,
+      [](uv_work_t* w) {
+        auto* self = static_cast<PgConn*>(w->data);
+        self->connect_step_result_ = PQconnectPoll(self->conn_);
+      },
+      [](uv_work_t* w, int /*status*/) {
+        auto* self = static_cast<PgConn*>(w->data);
+        self->connect_step_running_ = false;
+        --self->open_handles_;
+        if (self->phase_ == Phase::kClosed) {  // closed while the step ran
+          if (self->conn_ != nullptr) PQfinish(self->conn_);
+          self->conn_ = nullptr;
+          if (self->open_handles_ == 0) delete self;
+          return;
+        }
+        if (self->connect_timed_out_) {
+          self->connect_timed_out_ = false;
+          return self->connect_failed(Status::connection(fmt::format(
+              "cannot connect to PostgreSQL database {} at {}: no answer within {} ms",
+              self->params_.dbname, self->params_.host, self->params_.connect_timeout.count())));
+        }
+        self->on_connect_poll(self->connect_step_result_);
+      });
+}
+
+void PgConn::on_connect_poll(PostgresPollingStatusType st) {
+  switch (st) {
     case PGRES_POLLING_READING:
       rewatch_socket();
       watch(UV_READABLE);
@@ -840,7 +876,7 @@ void PgConn::close() {
     uv_close(reinterpret_cast<uv_handle_t*>(poll_), &PgConn::on_handle_closed);
     poll_ = nullptr;
   }
-  if (conn_ != nullptr) {
+  if (conn_ != nullptr && !connect_step_running_) {  // else the step's return finishes it
     PQfinish(conn_);  // the server rolls back whatever was open
     conn_ = nullptr;
   }

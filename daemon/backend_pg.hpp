@@ -82,6 +82,7 @@ class PgConn final : public BackendConn {
   // Connection set-up.
   void start_connect(bool maintenance);
   void continue_connect();
+  void on_connect_poll(PostgresPollingStatusType st);
   void connect_failed(Status s);
   void after_connect();
   // Operations.
@@ -120,6 +121,13 @@ class PgConn final : public BackendConn {
   int open_handles_ = 0;
   Phase phase_ = Phase::kIdle;
   BackendOp op_ = BackendOp::kOpen;
+  // PQconnectPoll runs on a worker thread: the step that answers the server's SCRAM
+  // challenge computes PBKDF2 for milliseconds (11 ms per connection measured here), which
+  // must not stall the loop. While a step runs the loop leaves conn_ alone.
+  uv_work_t connect_work_{};
+  bool connect_step_running_ = false;
+  bool connect_timed_out_ = false;  // the timeout fired during a step: fail when it returns
+  PostgresPollingStatusType connect_step_result_ = PGRES_POLLING_FAILED;
   bool connect_for_create_ = false;  // connected to the maintenance db to CREATE DATABASE
   bool created_db_ = false;
   std::int64_t backend_pid_ = 0;
