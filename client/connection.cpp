@@ -182,9 +182,10 @@ bool Connection::owned_by_this_process() const {
   return fork_generation_ == fork_generation();
 }
 
-bool Connection::idle_and_alive() const {
+bool Connection::idle_and_alive(bool always_peek) const {
   if (broken() || !owned_by_this_process() || !decoder_.idle()) return false;
-  if (std::chrono::steady_clock::now() - last_io_ < kPeekAfterIdle) return true;
+  if (!always_peek && std::chrono::steady_clock::now() - last_io_ < kPeekAfterIdle) return true;
+  if (pid_ != ::getpid()) return false;
   std::uint8_t byte;
   ssize_t n;
   do {

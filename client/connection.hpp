@@ -104,7 +104,10 @@ class Connection {
   // looks (one syscall) when the connection has been unused for a second or more; a
   // connection used a moment ago is taken as alive, and if the daemon closed it since, the
   // send fails and the request is resent on a new connection (failed_before_sending()).
-  bool idle_and_alive() const;
+  // `always_peek` looks regardless (after a send found one pooled connection dead). The
+  // peek also compares getpid(): a child made without fork() (raw clone, vfork, _Fork)
+  // runs no atfork handler, so only this catches its inherited connections.
+  bool idle_and_alive(bool always_peek = false) const;
   // Closes the fd without writing anything (the connection belongs to another process).
   void abandon() noexcept;
 

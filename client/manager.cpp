@@ -47,11 +47,19 @@ ManagerCore::ManagerCore(const Options& options)
       id_(g_next_manager_id.fetch_add(1)),
       prefix_(options.db_prefix) {}
 
-std::unique_ptr<Connection> ManagerCore::acquire(bool* fresh) {
+std::unique_ptr<Connection> ManagerCore::acquire(bool* fresh, bool after_dead_send) {
   std::vector<std::unique_ptr<Connection>> dead;  // closed after unlocking
   {
     std::lock_guard lock(mu_);
-    while (!idle_.empty()) {
+    if (after_dead_send) {
+      std::erase_if(idle_, [&](std::unique_ptr<Connection>& c) {
+        if (c->idle_and_alive(true)) return false;
+        if (!c->owned_by_this_process()) c->abandon();
+        dead.push_back(std::move(c));
+        return true;
+      });
+    }
+    while (!after_dead_send && !idle_.empty()) {
       std::unique_ptr<Connection> c = std::move(idle_.back());
       idle_.pop_back();
       if (!c->owned_by_this_process()) {
@@ -190,7 +198,7 @@ template <typename Queue>
 void request(detail::ManagerCore& core, Queue&& queue) {
   for (int attempt = 0;; ++attempt) {
     bool fresh = false;
-    detail::Lease lease{core, core.acquire(&fresh)};
+    detail::Lease lease{core, core.acquire(&fresh, attempt > 0)};
     Connection& c = *lease.conn;
     c.begin_batch();
     queue(c);

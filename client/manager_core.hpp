@@ -26,7 +26,10 @@ struct ManagerCore {
 
   // An idle connection that passed the liveness check, or a new one (then *fresh = true).
   // Dead, foreign-process and surplus connections met on the way are closed.
-  std::unique_ptr<Connection> acquire(bool* fresh);
+  // A pooled connection if one is alive, else a new one (*fresh). `after_dead_send`: a
+  // reused connection was just found closed by the daemon (restarted?): the idle ones are
+  // checked one by one, the dead dropped, and the caller gets a new connection.
+  std::unique_ptr<Connection> acquire(bool* fresh, bool after_dead_send = false);
   // Takes a connection back; keeps it if healthy, owned by this process and there is room.
   void release(std::unique_ptr<Connection> conn) noexcept;
   // After fork: closes every inherited idle connection without writing to it.

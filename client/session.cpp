@@ -93,13 +93,13 @@ void Session::check_usable() {
   }
 }
 
-void Session::acquire_connection(bool* fresh) {
+void Session::acquire_connection(bool* fresh, bool after_dead_send) {
   if (conn_ && conn_->broken()) conn_.reset();
   if (conn_) {
     *fresh = false;
     return;
   }
-  conn_ = core_->acquire(fresh);
+  conn_ = core_->acquire(fresh, after_dead_send);
 }
 
 void Session::release_connection() noexcept {
@@ -124,7 +124,7 @@ Result Session::execute(std::string_view sql, const Param* params, std::size_t c
   Result result;
   for (int attempt = 0;; ++attempt) {
     bool fresh = false;
-    acquire_connection(&fresh);
+    acquire_connection(&fresh, attempt > 0);
     Connection& c = *conn_;
     c.begin_batch();
     const std::vector<proto::Value>& values = c.values(params, count);

@@ -218,7 +218,16 @@ void PgConn::start_connect(bool maintenance) {
 
 void PgConn::continue_connect() {
   if (connect_step_running_) return;
-  watch(0);  // no events for conn_ while a worker holds it
+  // No events for conn_ while a worker holds it, and no poll handle either: during the step
+  // libpq may close its socket and open another (next address or host), and the old fd
+  // number may be reused by then; removing it from epoll afterwards could unregister
+  // someone else's socket. The step's return watches whatever PQsocket() is then.
+  if (poll_ != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), &PgConn::on_handle_closed);
+    poll_ = nullptr;
+  }
+  poll_fd_ = -1;
+  poll_events_ = 0;
   connect_step_running_ = true;
   ++open_handles_;  // keeps this object alive until the step returns
   connect_work_.data = this;
@@ -260,6 +269,7 @@ void PgConn::on_connect_poll(PostgresPollingStatusType st) {
       return;
     case PGRES_POLLING_OK:
       stop_timer();
+      rewatch_socket();  // the step ran with no poll handle: make one for the final socket
       return after_connect();
     default:
       return connect_failed(Status::connection(trim(PQerrorMessage(conn_))));

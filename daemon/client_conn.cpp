@@ -178,8 +178,10 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
                             (o.flags & proto::kOpenReadOnly) != 0, false);
       sessions_.emplace(sid, s);
       server_.count_session();
-      spdlog::debug("{} session {} {}: opened{}", tag(), sid, engine.value()->name(),
-                    s->read_only() ? " read-only" : "");
+      if (spdlog::should_log(spdlog::level::debug)) {  // tag() formats: only when logged
+        spdlog::debug("{} session {} {}: opened{}", tag(), sid, engine.value()->name(),
+                      s->read_only() ? " read-only" : "");
+      }
       encoder().empty(proto::MsgType::kOk, rid, sid);
       return;
     }
@@ -293,6 +295,7 @@ void ClientConn::send_frames(Buffer&& frames) {
     o.insert(o.end(), frames.data(), frames.data() + frames.size());
   } else {
     flush();
+    if (closing_) return;
     out_ = std::move(frames);
   }
   server_.mark_dirty(this);
@@ -316,13 +319,10 @@ void ClientConn::flush() {
       out_.release();
       return;
     }
-    if (n > 0) {
-      written = static_cast<std::size_t>(n);
-    } else if (n != UV_EAGAIN) {
-      out_.release();
-      close(fmt::format("write failed: {}", uv_strerror(n)));
-      return;
-    }
+    // A partial write queues the rest. An error (EPIPE: the client is gone) is not acted on
+    // here: flush() runs inside send_frames() and result callbacks, which must not see the
+    // connection close under them, so uv_write below reports it through on_write.
+    if (n > 0) written = static_cast<std::size_t>(n);
   }
   WriteReq* w = server_.take_write_req();
   w->req.data = w;

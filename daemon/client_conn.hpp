@@ -88,6 +88,7 @@ class ClientConn {
   const std::unordered_map<std::uint32_t, Session*>& sessions() const { return sessions_; }
   const std::vector<Session*>& one_shots() const { return one_shots_; }
   std::size_t write_queue_bytes() const { return write_queue_bytes_; }
+  bool closing() const { return closing_; }
   bool dirty_ = false;  // listed in Server::dirty_
 
  private:

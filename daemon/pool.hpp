@@ -1,7 +1,8 @@
 // Pool: the backend connections of one engine role, and the FIFO of sessions waiting for one.
 //
 // Knobs follow SQLAlchemy's QueuePool: pool_size connections are kept, up to max_overflow
-// more are opened under load and closed when returned, a waiter gets pool_exhausted after
+// more are opened under load and closed once idle for 10 s (QueuePool closes them when
+// returned, which makes a busy pool reconnect all the time), a waiter gets pool_exhausted after
 // pool_timeout, pool_pre_ping validates a connection before a lease (a failed ping replaces
 // it silently), pool_recycle retires connections older than that.
 //

@@ -197,7 +197,7 @@ void Server::on_client_closed(ClientConn* c) {
 void Server::on_session_gone(Session* /*s*/) {}
 
 void Server::mark_dirty(ClientConn* c) {
-  if (!c->dirty_) {
+  if (!c->dirty_ && !c->closing()) {  // a closing one is deleted on a later loop turn
     c->dirty_ = true;
     dirty_.push_back(c);
   }
@@ -372,10 +372,18 @@ void Server::on_janitor(uv_timer_t* t) { static_cast<Server*>(t->data)->janitor_
 
 void Server::janitor_tick() {
   auto now = Clock::now();
-  for (auto& [key, engine] : engines_) engine->expire(now);
-  // check_idle() only starts a rollback: it never adds or removes sessions or clients.
-  for (ClientConn* c : clients_) {
-    for (auto& [id, s] : c->sessions()) s->check_idle(now);
+  bool idle_timeouts = false;
+  for (auto& [key, engine] : engines_) {
+    engine->expire(now);
+    idle_timeouts = idle_timeouts || engine->config().pool.idle_in_transaction_timeout.count() > 0;
+  }
+  // check_idle() only starts a rollback: it never adds or removes sessions or clients. The
+  // walk touches every client, so it runs only when some database has the timeout on
+  // (10,000 idle clients cost about a millisecond of loop time per walk).
+  if (idle_timeouts) {
+    for (ClientConn* c : clients_) {
+      for (auto& [id, s] : c->sessions()) s->check_idle(now);
+    }
   }
   if (watchdog_interval_.count() > 0 && now - last_watchdog_ >= watchdog_interval_) {
     sd_notify(0, "WATCHDOG=1");

@@ -260,7 +260,7 @@ void Session::on_backend_result(BackendConn* conn, BackendOp op, BackendResult& 
       Status why = abort_pending_ ? abort_why_ : r.status;
       abort_pending_ = false;
       reply_error(why);
-      if (conn_ != nullptr) {
+      if (conn_ != nullptr && spdlog::should_log(spdlog::level::debug)) {
         spdlog::debug("{} session {} {}: {}", conn_->tag(), id_, engine_->name(), why.to_string());
       }
       Status failed = failure_for(why);

@@ -432,6 +432,41 @@ TEST_SUITE("client") {
     CHECK_FALSE(e.client_side());
   }
 
+  TEST_CASE("after a daemon restart, several pooled connections used a moment ago are all dead") {
+    ScriptedPeer peer;
+    dbmgr::DatabaseManager db(options_for(peer));
+    {  // three connections in the manager's free list, each used just now
+      auto a = db.get_session();
+      auto b = db.get_session();
+      auto c = db.get_session();
+      a.execute("INSERT INTO t VALUES (1)");
+      b.execute("INSERT INTO t VALUES (2)");
+      c.execute("INSERT INTO t VALUES (3)");
+      a.commit();
+      b.commit();
+      c.commit();
+    }
+    CHECK(peer.accepted() == 3);
+    peer.drop_all_connections();  // the "restart", well within a second of their last use
+    db.execute("INSERT INTO t VALUES (4)");  // one-shot: the retry must not take another dead one
+    CHECK(peer.accepted() == 4);
+    db.run([](dbmgr::Session& s) { s.execute("INSERT INTO t VALUES (5)"); });
+    CHECK(peer.accepted() == 4);  // the new connection was kept; the dead ones were dropped
+
+    {  // the same through a session's first statement
+      auto a = db.get_session();
+      auto b = db.get_session();
+      a.execute("INSERT INTO t VALUES (6)");
+      b.execute("INSERT INTO t VALUES (7)");
+      a.commit();
+      b.commit();
+    }
+    const int before = peer.accepted();
+    peer.drop_all_connections();
+    db.run([](dbmgr::Session& s) { s.execute("INSERT INTO t VALUES (8)"); });
+    CHECK(peer.accepted() == before + 1);
+  }
+
   TEST_CASE("after a daemon restart new sessions reconnect; an in-flight one gets a clear error") {
     ScriptedPeer peer;
     dbmgr::DatabaseManager db(options_for(peer));

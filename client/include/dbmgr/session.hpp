@@ -104,7 +104,7 @@ class Session {
   void detect_fork();
   void check_usable();
   void forget_inherited_connection() noexcept;  // init_worker()
-  void acquire_connection(bool* fresh);
+  void acquire_connection(bool* fresh, bool after_dead_send = false);
   void release_connection() noexcept;
   void drop_connection() noexcept;
   Error broken_error() const;
