@@ -582,7 +582,7 @@ TEST_CASE("group commit: a statement_timeout inside a group fails that one-shot 
   dbmgr::DatabaseManager m(d.options("test", "gcslow"));
   create_items(m);
   constexpr int kProcs = 6;
-  constexpr int kInserts = 200;
+  constexpr int kInserts = 400;
   std::vector<pid_t> kids;
   for (int p = 0; p < kProcs; ++p) {
     kids.push_back(fork_child([&, p] {
@@ -594,6 +594,11 @@ TEST_CASE("group commit: a statement_timeout inside a group fails that one-shot 
   }
   kids.push_back(fork_child([&] {
     dbmgr::DatabaseManager child(d.options("test", "gcslow"));
+    // Start once the writers are busy, so the endless statement meets a queue.
+    while (child.execute("SELECT count(*) FROM items", {}, dbmgr::Access::kReadOnly)
+               .scalar<std::int64_t>() < 50) {
+      std::this_thread::sleep_for(2ms);
+    }
     for (int i = 0; i < 5; ++i) {
       try {
         child.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
@@ -612,8 +617,13 @@ TEST_CASE("group commit: a statement_timeout inside a group fails that one-shot 
   CHECK(m.execute("SELECT count(*) FROM items WHERE owner = -5").scalar<std::int64_t>() == 0);
   CHECK(d.admin(Cmd::kStatus)["totals"]["errors"] == 5);
   MESSAGE("group commits: " << writer_field(d, "test.gcslow", "group_commits"));
-  // At least the first endless statement ran inside a group (the writers were all busy).
-  CHECK(d.log().find("rolled back the whole transaction; the others ran again") !=
-        std::string::npos);
+  // At least one endless statement timed out inside a group (the writers were all busy): the
+  // daemon logs a grouped one-shot's error as "one-shot <db>: ...". Whether SQLite rolled back
+  // the whole transaction (the others then ran again) or only the statement depends on how far
+  // it got; both end the same way.
+  std::string log = d.log();
+  CHECK(log.find("one-shot test.gcslow: timeout") != std::string::npos);
+  MESSAGE("whole-transaction rollbacks re-run: "
+          << std::string(log.find("the others ran again") != std::string::npos ? "yes" : "no"));
   CHECK(d.pool("test.gcslow", "writer")["in_use"] == 0);
 }
