@@ -148,7 +148,7 @@ std::string Server::pools_json() {
     for (Pool* p : e->pools()) {
       const PoolStats& st = p->stats();
       double wait_avg_ms = st.waits ? static_cast<double>(st.wait_us_total) / st.waits / 1000.0 : 0;
-      arr.push_back(json{
+      json j{
           {"database", e->name()},
           {"type", config::to_string(e->config().type)},
           {"role", e->role(p)},
@@ -166,7 +166,14 @@ std::string Server::pools_json() {
           {"errors", st.errors},
           {"opened", st.opened},
           {"closed", st.closed},
-      });
+      };
+      const GroupCommit* g = e->group_commit();
+      if (g != nullptr && e->role(p) == "writer") {  // group commit (SQLite writer)
+        j["group_commits"] = g->commits();
+        j["group_committed_statements"] = g->statements();
+        j["group_deferred"] = g->deferred();
+      }
+      arr.push_back(std::move(j));
     }
   }
   return arr.dump();
@@ -229,6 +236,11 @@ std::string Server::engines_json() {
         {"pk_column_type", info.pk.column_type},
         {"age_s", seconds_since(e->created_at(), now)},
     });
+    if (const GroupCommit* g = e->group_commit()) {
+      arr.back()["group_commits"] = g->commits();
+      arr.back()["group_committed_statements"] = g->statements();
+      arr.back()["group_deferred"] = g->deferred();
+    }
   }
   return arr.dump();
 }

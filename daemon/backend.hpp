@@ -29,7 +29,7 @@ namespace dbmgr::daemon {
 
 using Clock = std::chrono::steady_clock;
 
-enum class BackendOp : std::uint8_t { kOpen, kExecute, kCommit, kRollback, kPing, kReset };
+enum class BackendOp : std::uint8_t { kOpen, kExecute, kCommit, kRollback, kPing, kReset, kGroup };
 std::string_view to_string(BackendOp op);
 
 // How an execute starts and ends its transaction.

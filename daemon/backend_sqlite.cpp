@@ -6,9 +6,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include <fmt/format.h>
 #include <re2/re2.h>
@@ -67,7 +70,111 @@ proto::ValueTag decl_to_tag(const char* decl) {
   return proto::ValueTag::kNull;
 }
 
+void encode_columns(proto::Encoder& enc, std::uint32_t request_id, std::uint32_t session_id,
+                    sqlite3_stmt* stmt, int ncols) {
+  proto::ColumnDesc cols[64];
+  std::vector<proto::ColumnDesc> many;
+  proto::ColumnDesc* p = cols;
+  if (ncols > 64) {
+    many.resize(static_cast<std::size_t>(ncols));
+    p = many.data();
+  }
+  for (int c = 0; c < ncols; ++c) {
+    const char* name = sqlite3_column_name(stmt, c);
+    p[c].name = name != nullptr ? name : "";
+    p[c].type = decl_to_tag(sqlite3_column_decltype(stmt, c));
+  }
+  enc.columns(request_id, session_id, p, static_cast<std::size_t>(ncols));
+}
+
+void encode_row(proto::RowBatchEncoder& batch, sqlite3_stmt* stmt, int ncols) {
+  for (int c = 0; c < ncols; ++c) {
+    switch (sqlite3_column_type(stmt, c)) {
+      case SQLITE_INTEGER: batch.int64(sqlite3_column_int64(stmt, c)); break;
+      case SQLITE_FLOAT: batch.real(sqlite3_column_double(stmt, c)); break;
+      case SQLITE_TEXT: {
+        auto* t = reinterpret_cast<const char*>(sqlite3_column_text(stmt, c));
+        batch.text(std::string_view(t, static_cast<std::size_t>(sqlite3_column_bytes(stmt, c))));
+        break;
+      }
+      case SQLITE_BLOB: {
+        auto* b = static_cast<const char*>(sqlite3_column_blob(stmt, c));
+        batch.blob(std::string_view(b, static_cast<std::size_t>(sqlite3_column_bytes(stmt, c))));
+        break;
+      }
+      default: batch.null(); break;
+    }
+  }
+  batch.end_row();
+}
+
+// Skips blanks and comments from `i`; false at an unterminated block comment.
+bool skip_blank(std::string_view sql, std::size_t& i) {
+  while (i < sql.size()) {
+    char c = sql[i];
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v') {
+      ++i;
+    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      auto nl = sql.find('\n', i);
+      i = nl == std::string_view::npos ? sql.size() : nl + 1;
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      auto end = sql.find("*/", i + 2);
+      if (end == std::string_view::npos) return false;
+      i = end + 2;
+    } else {
+      break;
+    }
+  }
+  return true;
+}
+
 }  // namespace
+
+bool SqliteConn::groupable_sql(std::string_view sql) {
+  std::size_t i = 0;
+  if (!skip_blank(sql, i)) return false;
+  std::size_t start = i;
+  while (i < sql.size() && (std::isalpha(static_cast<unsigned char>(sql[i])) != 0)) ++i;
+  std::string_view kw = sql.substr(start, i - start);
+  auto is = [kw](std::string_view w) {
+    if (kw.size() != w.size()) return false;
+    for (std::size_t k = 0; k < w.size(); ++k) {
+      if (std::toupper(static_cast<unsigned char>(kw[k])) != w[k]) return false;
+    }
+    return true;
+  };
+  if (!is("INSERT") && !is("UPDATE") && !is("DELETE") && !is("REPLACE") && !is("WITH")) {
+    return false;
+  }
+  // One statement: nothing but blanks, comments and semicolons after the first `;` outside
+  // quotes and comments (SQLite's quoting: '...' with '', "...", `...`, [...]).
+  while (i < sql.size()) {
+    char c = sql[i];
+    if (c == '\'' || c == '"' || c == '`' || c == '[') {
+      char close = c == '[' ? ']' : c;
+      auto end = sql.find(close, i + 1);
+      if (end == std::string_view::npos) return false;
+      i = end + 1;  // a doubled quote is two strings back to back: same result
+    } else if ((c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') ||
+               (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*')) {
+      if (!skip_blank(sql, i)) return false;
+    } else if (c == ';') {
+      ++i;
+      for (;;) {
+        if (!skip_blank(sql, i)) return false;
+        if (i < sql.size() && sql[i] == ';') {
+          ++i;
+          continue;
+        }
+        break;
+      }
+      return i == sql.size();
+    } else {
+      ++i;
+    }
+  }
+  return true;
+}
 
 SqliteConn::SqliteConn(uv_loop_t* loop, std::string path, const config::SqliteSettings& settings,
                        config::Millis statement_timeout, std::uint32_t max_frame_bytes, Role role)
@@ -131,6 +238,10 @@ void SqliteConn::work_cb(uv_work_t* req) {
   auto* self = static_cast<SqliteConn*>(req->data);
   if (self->closing_) {
     self->finish_statement();
+    for (sqlite3_stmt** st : {&self->savepoint_, &self->release_, &self->rollback_to_}) {
+      if (*st != nullptr) sqlite3_finalize(*st);
+      *st = nullptr;
+    }
     for (auto& c : self->cache_) {
       if (c.stmt != nullptr) sqlite3_finalize(c.stmt);
       c.stmt = nullptr;
@@ -146,6 +257,7 @@ void SqliteConn::work_cb(uv_work_t* req) {
     case BackendOp::kRollback: self->do_end_tx("ROLLBACK"); break;
     case BackendOp::kReset: self->do_end_tx(nullptr); break;
     case BackendOp::kPing: self->result_.status = self->exec_simple("SELECT 1"); break;
+    case BackendOp::kGroup: self->do_group(); break;
   }
   self->result_.in_transaction = self->in_tx_;
 }
@@ -172,6 +284,11 @@ void SqliteConn::execute(const ExecRequest& req) {
   deadline_ = statement_timeout_.count() > 0 ? Clock::now() + statement_timeout_ : Clock::time_point{};
   timed_out_ = false;
   queue(BackendOp::kExecute);
+}
+
+void SqliteConn::execute_group(GroupJob* job) {
+  group_ = job;
+  queue(BackendOp::kGroup);
 }
 
 void SqliteConn::resume() { queue(BackendOp::kExecute); }
@@ -266,6 +383,9 @@ void SqliteConn::do_open() {
 
 int SqliteConn::on_progress(void* arg) {
   auto* self = static_cast<SqliteConn*>(arg);
+  if (self->item_cancel_ != nullptr && self->item_cancel_->load(std::memory_order_relaxed)) {
+    return 1;  // a group item cancelled while it runs: SQLITE_INTERRUPT for that statement
+  }
   if (self->deadline_ != Clock::time_point{} && Clock::now() > self->deadline_) {
     self->timed_out_ = true;
     return 1;
@@ -284,7 +404,8 @@ Status SqliteConn::exec_simple(const char* sql) {
   return Status::ok();
 }
 
-Status SqliteConn::prepare(std::string_view sql, sqlite3_stmt** out, bool* cached) {
+Status SqliteConn::prepare(std::string_view sql, sqlite3_stmt** out, bool* cached,
+                           bool* script) {
   for (auto& c : cache_) {
     if (c.stmt != nullptr && c.sql == sql) {
       c.used = ++use_counter_;
@@ -322,6 +443,13 @@ Status SqliteConn::prepare(std::string_view sql, sqlite3_stmt** out, bool* cache
     victim->used = ++use_counter_;
     return Status::ok();
   }
+  if (script != nullptr) {  // the caller runs single statements only
+    sqlite3_finalize(stmt);
+    *out = nullptr;
+    *cached = false;
+    *script = true;
+    return Status::ok();
+  }
   // A script: run every statement but the last to completion; the last one's result is the
   // reply. Parameters are only allowed with a single statement.
   if (req_.params.size() > 0) {
@@ -346,6 +474,35 @@ Status SqliteConn::prepare(std::string_view sql, sqlite3_stmt** out, bool* cache
       return Status::ok();
     }
   }
+}
+
+Status SqliteConn::bind(sqlite3_stmt* stmt, const proto::ValueList& params) {
+  int n = sqlite3_bind_parameter_count(stmt);
+  if (static_cast<std::uint32_t>(n) != params.size()) {
+    return Status(proto::ErrorCategory::kInvalidRequest,
+                  fmt::format("the statement has {} parameter(s), {} given", n, params.size()),
+                  "07001");
+  }
+  int i = 1;
+  for (const proto::Value& v : params) {
+    int rc = SQLITE_OK;
+    switch (v.tag) {
+      case proto::ValueTag::kNull: rc = sqlite3_bind_null(stmt, i); break;
+      case proto::ValueTag::kBool: rc = sqlite3_bind_int(stmt, i, v.b ? 1 : 0); break;
+      case proto::ValueTag::kInt64: rc = sqlite3_bind_int64(stmt, i, v.i); break;
+      case proto::ValueTag::kDouble: rc = sqlite3_bind_double(stmt, i, v.d); break;
+      case proto::ValueTag::kText:
+        rc = sqlite3_bind_text64(stmt, i, v.bytes.data(), v.bytes.size(), SQLITE_STATIC,
+                                 SQLITE_UTF8);
+        break;
+      case proto::ValueTag::kBlob:
+        rc = sqlite3_bind_blob64(stmt, i, v.bytes.data(), v.bytes.size(), SQLITE_STATIC);
+        break;
+    }
+    if (rc != SQLITE_OK) return error_status(rc, fmt::format("parameter {}", i));
+    ++i;
+  }
+  return Status::ok();
 }
 
 void SqliteConn::finish_statement() {
@@ -387,32 +544,7 @@ void SqliteConn::do_execute() {
     columns_sent_ = false;
     rows_ = 0;
     if (stmt_ != nullptr) {
-      int n = sqlite3_bind_parameter_count(stmt_);
-      if (static_cast<std::uint32_t>(n) != req_.params.size()) {
-        return fail(Status(proto::ErrorCategory::kInvalidRequest,
-                           fmt::format("the statement has {} parameter(s), {} given", n,
-                                       req_.params.size()),
-                           "07001"));
-      }
-      int i = 1;
-      for (const proto::Value& v : req_.params) {
-        int rc = SQLITE_OK;
-        switch (v.tag) {
-          case proto::ValueTag::kNull: rc = sqlite3_bind_null(stmt_, i); break;
-          case proto::ValueTag::kBool: rc = sqlite3_bind_int(stmt_, i, v.b ? 1 : 0); break;
-          case proto::ValueTag::kInt64: rc = sqlite3_bind_int64(stmt_, i, v.i); break;
-          case proto::ValueTag::kDouble: rc = sqlite3_bind_double(stmt_, i, v.d); break;
-          case proto::ValueTag::kText:
-            rc = sqlite3_bind_text64(stmt_, i, v.bytes.data(), v.bytes.size(), SQLITE_STATIC,
-                                     SQLITE_UTF8);
-            break;
-          case proto::ValueTag::kBlob:
-            rc = sqlite3_bind_blob64(stmt_, i, v.bytes.data(), v.bytes.size(), SQLITE_STATIC);
-            break;
-        }
-        if (rc != SQLITE_OK) return fail(error_status(rc, fmt::format("parameter {}", i)));
-        ++i;
-      }
+      if (Status bs = bind(stmt_, req_.params); !bs.is_ok()) return fail(std::move(bs));
     }
     result_.statements++;
   }
@@ -420,19 +552,7 @@ void SqliteConn::do_execute() {
   int ncols = stmt_ != nullptr ? sqlite3_column_count(stmt_) : 0;
   auto send_columns = [&] {
     if (columns_sent_ || ncols == 0) return;
-    proto::ColumnDesc cols[64];
-    std::vector<proto::ColumnDesc> many;
-    proto::ColumnDesc* p = cols;
-    if (ncols > 64) {
-      many.resize(ncols);
-      p = many.data();
-    }
-    for (int c = 0; c < ncols; ++c) {
-      const char* name = sqlite3_column_name(stmt_, c);
-      p[c].name = name != nullptr ? name : "";
-      p[c].type = decl_to_tag(sqlite3_column_decltype(stmt_, c));
-    }
-    enc.columns(req_.request_id, req_.session_id, p, static_cast<std::size_t>(ncols));
+    encode_columns(enc, req_.request_id, req_.session_id, stmt_, ncols);
     columns_sent_ = true;
   };
 
@@ -443,24 +563,7 @@ void SqliteConn::do_execute() {
     if (rc != SQLITE_ROW) break;
     send_columns();
     if (!batch) batch.emplace(enc, req_.request_id, req_.session_id, static_cast<std::uint16_t>(ncols));
-    for (int c = 0; c < ncols; ++c) {
-      switch (sqlite3_column_type(stmt_, c)) {
-        case SQLITE_INTEGER: batch->int64(sqlite3_column_int64(stmt_, c)); break;
-        case SQLITE_FLOAT: batch->real(sqlite3_column_double(stmt_, c)); break;
-        case SQLITE_TEXT: {
-          auto* t = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, c));
-          batch->text(std::string_view(t, sqlite3_column_bytes(stmt_, c)));
-          break;
-        }
-        case SQLITE_BLOB: {
-          auto* b = static_cast<const char*>(sqlite3_column_blob(stmt_, c));
-          batch->blob(std::string_view(b, sqlite3_column_bytes(stmt_, c)));
-          break;
-        }
-        default: batch->null(); break;
-      }
-    }
-    batch->end_row();
+    encode_row(*batch, stmt_, ncols);
     ++rows_;
     if (batch->payload_bytes() > max_frame_bytes_) {
       return fail(Status(proto::ErrorCategory::kData,
@@ -495,6 +598,176 @@ void SqliteConn::do_execute() {
   enc.complete(req_.request_id, req_.session_id, done);
 }
 
+Status SqliteConn::exec_prepared(sqlite3_stmt** stmt, const char* sql) {
+  if (*stmt == nullptr) {
+    int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr);
+    if (rc != SQLITE_OK) {
+      *stmt = nullptr;
+      return error_status(rc, sql);
+    }
+  }
+  int rc = sqlite3_step(*stmt);
+  Status s = rc == SQLITE_DONE ? Status::ok() : error_status(rc, sql);
+  sqlite3_reset(*stmt);
+  return s;
+}
+
+void SqliteConn::run_group_item(GroupItem& it, std::vector<std::uint8_t>& out) {
+  sqlite3_stmt* stmt = nullptr;
+  bool cached = false;
+  bool script = false;
+  Status s = prepare(it.sql, &stmt, &cached, &script);
+  if (!s.is_ok()) {
+    it.status = std::move(s);
+    return;
+  }
+  if (script) {  // the textual check missed it: run it alone, as a script
+    it.deferred = true;
+    return;
+  }
+  proto::Encoder enc(out);
+  proto::Complete done;
+  if (stmt == nullptr) {  // only blanks and comments
+    enc.complete(it.request_id, 0, done);
+    return;
+  }
+  auto finish = [&] {
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    if (!cached) sqlite3_finalize(stmt);
+  };
+  if (Status bs = bind(stmt, it.params); !bs.is_ok()) {
+    finish();
+    it.status = std::move(bs);
+    return;
+  }
+  deadline_ = statement_timeout_.count() > 0 ? Clock::now() + statement_timeout_ : Clock::time_point{};
+  timed_out_ = false;
+  item_cancel_ = &it.cancel;
+  sqlite3_set_last_insert_rowid(db_, 0);  // so last_insert_id is this statement's own
+  const int ncols = sqlite3_column_count(stmt);
+  bool columns_sent = false;
+  std::optional<proto::RowBatchEncoder> batch;
+  std::int64_t rows = 0;
+  int rc = SQLITE_DONE;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    if (!columns_sent) {
+      encode_columns(enc, it.request_id, 0, stmt, ncols);
+      columns_sent = true;
+    }
+    if (!batch) batch.emplace(enc, it.request_id, 0, static_cast<std::uint16_t>(ncols));
+    encode_row(*batch, stmt, ncols);
+    ++rows;
+    if (batch->payload_bytes() >= proto::kMaxRowBatchBytes) {
+      batch->finish();
+      batch.reset();
+    }
+    if (out.size() - it.frames_begin > kGroupItemFramesMax) {
+      it.deferred = true;  // a large result streams: run it alone
+      break;
+    }
+  }
+  item_cancel_ = nullptr;
+  deadline_ = Clock::time_point{};
+  if (it.deferred) return finish();
+  if (batch) batch->finish();
+  if (rc != SQLITE_DONE) {
+    it.status = error_status(rc, {});
+    return finish();
+  }
+  if (!columns_sent && ncols > 0) encode_columns(enc, it.request_id, 0, stmt, ncols);
+  bool readonly = sqlite3_stmt_readonly(stmt) != 0;
+  done.affected_rows = readonly ? rows : sqlite3_changes64(db_);
+  done.last_insert_id = readonly ? 0 : sqlite3_last_insert_rowid(db_);
+  enc.complete(it.request_id, 0, done);
+  finish();
+}
+
+void SqliteConn::do_group() {
+  GroupJob& job = *group_;
+  std::vector<std::uint8_t>& out = job.frames.bytes();
+  job.committed = false;
+  job.restarts = 0;
+  auto fail_all = [&](const Status& why) {
+    out.clear();
+    if (db_ != nullptr && !sqlite3_get_autocommit(db_)) exec_simple("ROLLBACK").is_ok();
+    in_tx_ = false;
+    for (std::size_t k = 0; k < job.count; ++k) {
+      GroupItem& it = job.items[k];
+      it.frames_begin = it.frames_end = 0;
+      it.ran = false;
+      if (!it.final && !it.deferred) it.status = why;
+    }
+  };
+  if (db_ == nullptr) {
+    result_.status = Status::connection("database connection is closed");
+    result_.broken = true;
+    return fail_all(result_.status);
+  }
+  for (;;) {  // once, or again after an error that rolled back the whole transaction
+    out.clear();
+    for (std::size_t k = 0; k < job.count; ++k) {
+      GroupItem& it = job.items[k];
+      if (!it.final) it.status = Status::ok();
+      it.deferred = false;
+      it.ran = false;
+      it.frames_begin = it.frames_end = 0;
+    }
+    if (Status s = exec_simple("BEGIN IMMEDIATE"); !s.is_ok()) return fail_all(s);
+    in_tx_ = true;
+    bool restart = false;
+    for (std::size_t k = 0; k < job.count && !restart; ++k) {
+      GroupItem& it = job.items[k];
+      if (it.final) continue;
+      it.frames_begin = it.frames_end = out.size();
+      if (it.cancel.load(std::memory_order_relaxed)) {
+        it.status = Status(proto::ErrorCategory::kCancelled, "statement cancelled", "57014");
+        it.final = true;
+        continue;
+      }
+      if (out.size() >= kGroupFramesMax) {  // enough held in memory: the rest run after
+        it.deferred = true;
+        continue;
+      }
+      if (Status sp = exec_prepared(&savepoint_, "SAVEPOINT dbmgr_group"); !sp.is_ok()) {
+        return fail_all(sp);
+      }
+      run_group_item(it, out);
+      if (it.status.is_ok() && !it.deferred) {
+        if (Status rel = exec_prepared(&release_, "RELEASE dbmgr_group"); !rel.is_ok()) {
+          return fail_all(rel);
+        }
+        it.frames_end = out.size();
+        it.ran = true;
+        continue;
+      }
+      out.resize(it.frames_begin);
+      if (!it.deferred) it.final = true;
+      if (sqlite3_get_autocommit(db_)) {
+        // The error rolled back the whole transaction (an interrupt, OR ROLLBACK,
+        // RAISE(ROLLBACK), I/O error): run the others again without this one.
+        in_tx_ = false;
+        ++job.restarts;
+        restart = true;
+        continue;
+      }
+      Status rb = exec_prepared(&rollback_to_, "ROLLBACK TO dbmgr_group");
+      if (rb.is_ok()) rb = exec_prepared(&release_, "RELEASE dbmgr_group");
+      if (!rb.is_ok()) return fail_all(rb);
+    }
+    if (restart) {
+      if (job.restarts > static_cast<int>(job.count)) {
+        return fail_all(Status::internal("group commit: the transaction keeps failing"));
+      }
+      continue;
+    }
+    if (Status c = exec_simple("COMMIT"); !c.is_ok()) return fail_all(c);
+    in_tx_ = false;
+    job.committed = true;
+    return;
+  }
+}
+
 void SqliteConn::do_end_tx(const char* sql) {
   finish_statement();
   if (db_ == nullptr) {
@@ -526,6 +799,7 @@ std::string_view to_string(BackendOp op) {
     case BackendOp::kRollback: return "rollback";
     case BackendOp::kPing: return "ping";
     case BackendOp::kReset: return "reset";
+    case BackendOp::kGroup: return "group commit";
   }
   return "?";
 }

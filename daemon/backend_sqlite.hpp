@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <string>
 
 #include <uv.h>
@@ -23,6 +24,32 @@ struct sqlite3;
 struct sqlite3_stmt;
 
 namespace dbmgr::daemon {
+
+// One one-shot write of a group commit (see group_commit.hpp). The loop thread fills the
+// request half before SqliteConn::execute_group() and reads the result half after the group
+// completes; the worker writes the result half; `cancel` may be set by the loop at any time.
+struct GroupItem {
+  // Request (valid until the group completes).
+  std::uint32_t request_id = 0;
+  std::string_view sql;
+  proto::ValueList params;
+  std::atomic<bool> cancel{false};
+  // Result.
+  Status status;                // this statement's error, or the COMMIT's
+  std::size_t frames_begin = 0;  // its reply frames in GroupJob::frames
+  std::size_t frames_end = 0;
+  bool deferred = false;  // not run in the group: it must run alone (script, large result)
+  bool final = false;     // worker: failed for good, skipped if the group restarts
+  bool ran = false;       // a statement was executed (and committed with the group if ok)
+};
+
+struct GroupJob {
+  GroupItem* items = nullptr;
+  std::size_t count = 0;
+  Buffer frames;           // every item's reply frames, back to back
+  bool committed = false;  // COMMIT succeeded
+  int restarts = 0;        // an item's error ended the whole transaction; the rest re-ran
+};
 
 class SqliteConn final : public BackendConn {
  public:
@@ -42,6 +69,21 @@ class SqliteConn final : public BackendConn {
   void cancel() override;
   void close() override;
   std::string server_version() const override;
+
+  // Runs every item of `job` in one transaction: BEGIN IMMEDIATE, then per item SAVEPOINT,
+  // the statement, RELEASE (ROLLBACK TO on its error), then COMMIT. Completes with
+  // BackendOp::kGroup; the per-item results are in `job`, which must outlive the operation.
+  void execute_group(GroupJob* job);
+
+  // True for SQL that may share a transaction with other one-shots: one statement whose
+  // first keyword is INSERT, UPDATE, DELETE, REPLACE or WITH (a CTE before DML). A textual
+  // check for the loop thread; the worker checks again after preparing (one statement).
+  static bool groupable_sql(std::string_view sql);
+  // Per item: frames a group keeps in memory before a statement is deferred to run alone
+  // (its result would need streaming), and the frames of a whole group before the rest of
+  // its items are deferred.
+  static constexpr std::size_t kGroupItemFramesMax = proto::kMaxRowBatchBytes;
+  static constexpr std::size_t kGroupFramesMax = 4 * proto::kMaxRowBatchBytes;
 
   // Creates the folder (0750) and the database file (0640) if they do not exist; never opens
   // an existing file (closing it would drop this process's SQLite locks on it).
@@ -64,8 +106,13 @@ class SqliteConn final : public BackendConn {
   void do_execute();
   void do_step();
   void do_end_tx(const char* sql);
+  void do_group();
+  void run_group_item(GroupItem& it, std::vector<std::uint8_t>& out);
   Status exec_simple(const char* sql);
-  Status prepare(std::string_view sql, sqlite3_stmt** out, bool* cached);
+  Status exec_prepared(sqlite3_stmt** stmt, const char* sql);
+  // `script` non-null: a multi-statement script is not run; *script is set instead.
+  Status prepare(std::string_view sql, sqlite3_stmt** out, bool* cached, bool* script = nullptr);
+  Status bind(sqlite3_stmt* stmt, const proto::ValueList& params);
   void finish_statement();
   Status error_status(int rc, std::string_view what);
   static int on_progress(void* self);  // statement_timeout via the progress handler
@@ -94,6 +141,11 @@ class SqliteConn final : public BackendConn {
   Cached cache_[kStmtCacheSize];
   Clock::time_point deadline_{};
   std::atomic<bool> timed_out_{false};
+  GroupJob* group_ = nullptr;                       // the group being run (kGroup)
+  const std::atomic<bool>* item_cancel_ = nullptr;  // worker: the running item's cancel flag
+  sqlite3_stmt* savepoint_ = nullptr;               // prepared once, for group commits
+  sqlite3_stmt* release_ = nullptr;
+  sqlite3_stmt* rollback_to_ = nullptr;
 };
 
 }  // namespace dbmgr::daemon

@@ -301,6 +301,13 @@ void ClientConn::send_frames(Buffer&& frames) {
   server_.mark_dirty(this);
 }
 
+void ClientConn::send_bytes(const std::uint8_t* frames, std::size_t n) {
+  if (closing_ || n == 0) return;
+  auto& o = out_.bytes();
+  o.insert(o.end(), frames, frames + n);
+  server_.mark_dirty(this);
+}
+
 void ClientConn::flush() {
   if (closing_ || out_.empty()) {
     out_.release();

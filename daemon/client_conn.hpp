@@ -65,6 +65,7 @@ class ClientConn {
   proto::Encoder encoder();  // replies appended to out_; flushed this loop turn
   void send_error(std::uint32_t request_id, std::uint32_t session_id, const Status& s);
   void send_frames(Buffer&& frames);
+  void send_bytes(const std::uint8_t* frames, std::size_t n);  // encoded frames, copied
   void send_info(std::uint32_t request_id, const Engine& engine);
   bool backed_up() const { return write_queue_bytes_ >= kHighWater; }
   void wait_writable(Session* s) { blocked_.push_back(s); }

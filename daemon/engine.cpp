@@ -37,6 +37,7 @@ Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
             return new SqliteConn(loop, file, sqlite, timeout, max_frame_bytes,
                                   SqliteConn::Role::kWriter);
           });
+      e->group_ = std::make_unique<GroupCommit>(*e->writer_);
       e->readers_ = std::make_unique<Pool>(
           fmt::format("{} (readers)", c.name), reader_settings(c.pool, c.sqlite), [=] {
             return new SqliteConn(loop, file, sqlite, timeout, max_frame_bytes,

@@ -6,7 +6,8 @@
 // queue for it FIFO and begin with BEGIN IMMEDIATE, so no client ever sees SQLITE_BUSY from
 // another) and the readers (pool_size + max_overflow query_only connections for read-only
 // sessions, which run concurrently: min(pool_size, sqlite.readers) kept, max_overflow more
-// under load). Server engines have one pool.
+// under load). Server engines have one pool. Queued one-shot writes to a SQLite engine may
+// be group-committed (group_commit.hpp).
 //
 // Threading: loop thread only.
 #pragma once
@@ -19,6 +20,7 @@
 
 #include "backend.hpp"
 #include "dbmgr/config/config.hpp"
+#include "group_commit.hpp"
 #include "pool.hpp"
 
 namespace dbmgr::daemon {
@@ -35,6 +37,9 @@ class Engine {
   TxBegin begin_mode(bool read_only) const;
   TxBegin one_shot_begin(bool read_only) const;
   std::vector<Pool*> pools();
+  // Group commit of queued one-shot writes (SQLite engines only; null otherwise).
+  GroupCommit* group_commit() { return group_.get(); }
+  const GroupCommit* group_commit() const { return group_.get(); }
   // The role of a pool for people: "writer", "reader" or "main".
   std::string_view role(const Pool* p) const;
 
@@ -59,6 +64,7 @@ class Engine {
   config::DatabaseInfo info_;
   std::unique_ptr<Pool> writer_;   // SQLite writer, or the only pool of a server engine
   std::unique_ptr<Pool> readers_;  // SQLite only
+  std::unique_ptr<GroupCommit> group_;  // SQLite only; uses writer_
   Clock::time_point created_at_ = Clock::now();
 };
 

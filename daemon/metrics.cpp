@@ -124,6 +124,12 @@ std::string render_prometheus(const json& status, const json& pools, const json&
       {"errors", "dbmgr_pool_errors_total", "counter", "Failed opens, pings and resets."},
       {"opened", "dbmgr_pool_opened_total", "counter", "Backend connections opened."},
       {"closed", "dbmgr_pool_closed_total", "counter", "Backend connections closed."},
+      {"group_commits", "dbmgr_pool_group_commits_total", "counter",
+       "SQLite writer: transactions that committed a group of queued one-shot writes."},
+      {"group_committed_statements", "dbmgr_pool_group_committed_statements_total", "counter",
+       "SQLite writer: one-shot writes committed inside group commits."},
+      {"group_deferred", "dbmgr_pool_group_deferred_total", "counter",
+       "SQLite writer: one-shot writes taken out of a group to run alone."},
   };
   for (const auto& m : kPoolMetrics) e.family(m.name, m.type, m.help);
   for (const json& p : pools) {

@@ -61,6 +61,27 @@ void Pool::wait(PoolWaiter* w) {
   tail_ = w;
   ++waiting_;
   ++stats_.waits;
+  serve_waiters();
+}
+
+void Pool::wait_front(PoolWaiter* w) {
+  w->waiting_ = true;
+  w->wait_start_ = Clock::now();
+  w->prev_ = nullptr;
+  w->next_ = head_;
+  if (head_ != nullptr) head_->prev_ = w; else tail_ = w;
+  head_ = w;
+  ++waiting_;
+  serve_waiters();
+}
+
+void Pool::take_waiter(PoolWaiter* w) {
+  cancel_wait(w);
+  count_wait(w);
+  ++stats_.leases;
+}
+
+void Pool::serve_waiters() {
   if (disposed_) return;  // expire() fails it
   // Idle connections that need a ping: ping them now; each grants the head waiter when done.
   auto now = Clock::now();
@@ -93,10 +114,14 @@ PoolWaiter* Pool::pop_waiter() {
   return w;
 }
 
-void Pool::grant(PoolWaiter* w, BackendConn* conn) {
+void Pool::count_wait(const PoolWaiter* w) {
   auto waited = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - w->wait_start_);
   stats_.wait_us_total += static_cast<std::uint64_t>(waited.count());
   stats_.wait_us_max = std::max<std::uint64_t>(stats_.wait_us_max, waited.count());
+}
+
+void Pool::grant(PoolWaiter* w, BackendConn* conn) {
+  count_wait(w);
   ++stats_.leases;
   ++in_use_;
   conn->set_listener(nullptr);

@@ -29,6 +29,8 @@ class PoolWaiter {
  public:
   // Called once: with a connection (now leased to the waiter) or with an error.
   virtual void on_lease(BackendConn* conn, Status status) = 0;
+  // True for a one-shot write that may share a group commit with other waiters (SQLite).
+  virtual bool groupable() const { return false; }
 
  protected:
   virtual ~PoolWaiter() = default;
@@ -67,6 +69,12 @@ class Pool final : private BackendListener {
   void wait(PoolWaiter* w);
   // Removes a waiter that no longer wants a connection (client gone).
   void cancel_wait(PoolWaiter* w);
+  // Group commit: the first waiter in line (null if none), and taking it out of the queue to
+  // share the connection just granted to the waiter before it (its wait counts as a lease).
+  PoolWaiter* front_waiter() const { return head_; }
+  void take_waiter(PoolWaiter* w);
+  // Queues `w` first in line: a request taken out of the queue that must still run next.
+  void wait_front(PoolWaiter* w);
   // Returns a leased connection. `reusable` false closes it. The transaction must be over.
   void release(BackendConn* conn, bool reusable);
   // Fails waiters past pool_timeout; closes recycled idle connections.
@@ -90,6 +98,8 @@ class Pool final : private BackendListener {
  private:
   void on_backend_result(BackendConn* conn, BackendOp op, BackendResult& r) override;
   void grant(PoolWaiter* w, BackendConn* conn);
+  void count_wait(const PoolWaiter* w);
+  void serve_waiters();
   void fail_first(Status s);
   PoolWaiter* pop_waiter();
   void open_for_waiters();

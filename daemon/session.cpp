@@ -85,7 +85,9 @@ void Session::finish_current() {
 }
 
 void Session::maybe_delete() {
-  if (lease_ != nullptr || state_ == State::kLeasing || current_ != nullptr) return;
+  if (lease_ != nullptr || state_ == State::kLeasing || current_ != nullptr || group_ != nullptr) {
+    return;
+  }
   if (conn_ != nullptr) conn_->forget(this);
   while (PendingRequest* r = pop()) server_.free_request(r, conn_);
   server_.on_session_gone(this);
@@ -132,6 +134,18 @@ void Session::start_current() {
             reply_error(Status(proto::ErrorCategory::kShuttingDown,
                                "dbmgrd is shutting down and starts no new transactions"));
             return finish_current();
+          }
+          groupable_ = false;
+          if (type == T::kOneShot && !solo_ && !read_only_ && engine_->group_commit() != nullptr) {
+            proto::Message msg;
+            proto::FrameView frame{current_->header, current_->payload.data()};
+            if (proto::decode(frame, &msg) == proto::DecodeError::kOk) {
+              if (auto* o = std::get_if<proto::OneShot>(&msg)) {
+                groupable_ = SqliteConn::groupable_sql(o->sql);
+                group_sql_ = o->sql;
+                group_params_ = o->params;
+              }
+            }
           }
           state_ = State::kLeasing;
           Pool& pool = engine_->pool_for(read_only_);
@@ -189,7 +203,66 @@ void Session::on_lease(BackendConn* conn, Status status) {
     release(true);
     return maybe_delete();
   }
+  if (groupable_ && engine_->group_commit()->start(this, conn)) return;  // join_group() ran
   run_execute(true);
+}
+
+std::size_t Session::group_bytes() const {
+  return current_ != nullptr ? current_->payload.size() : 0;
+}
+
+void Session::join_group(GroupCommit* g, GroupItem& it) {
+  it.request_id = current_->header.request_id;
+  it.sql = group_sql_;
+  it.params = group_params_;
+  group_ = g;
+  lease_ = nullptr;  // the group holds the writer
+  group_cancelled_ = false;
+  state_ = State::kRunning;
+  running_op_ = BackendOp::kExecute;
+  began_tx_ = true;
+  tx_started_ = Clock::now();
+}
+
+void Session::on_group_result(const GroupItem& it, const std::uint8_t* frames) {
+  group_ = nullptr;
+  groupable_ = false;
+  state_ = State::kIdle;
+  server_.count_statements(it.ran ? 1 : 0);
+  server_.count_transaction();
+  Status why = abort_pending_ ? abort_why_ : it.status;
+  abort_pending_ = false;
+  if (!abandoned_) {
+    if (!it.status.is_ok()) {
+      server_.count_error();
+      reply_error(why);
+      if (conn_ != nullptr) {
+        spdlog::debug("{} one-shot {}: {}", conn_->tag(), engine_->name(), why.to_string());
+      }
+    } else if (conn_ != nullptr && it.frames_end > it.frames_begin) {
+      conn_->send_bytes(frames + it.frames_begin, it.frames_end - it.frames_begin);
+    }
+  }
+  finish_current();  // a one-shot: deletes this session
+}
+
+void Session::on_group_deferred() {
+  group_ = nullptr;
+  groupable_ = false;
+  state_ = State::kIdle;
+  if (abandoned_) return finish_current();
+  if (abort_pending_ || group_cancelled_) {
+    Status why = abort_pending_ ? abort_why_
+                                : Status(proto::ErrorCategory::kCancelled, "statement cancelled",
+                                         "57014");
+    abort_pending_ = false;
+    server_.count_error();
+    reply_error(why);
+    return finish_current();
+  }
+  solo_ = true;
+  state_ = State::kLeasing;
+  engine_->pool_for(read_only_).wait_front(this);
 }
 
 void Session::run_execute(bool begin) {
@@ -362,7 +435,10 @@ void Session::resume_stream() {
 }
 
 void Session::cancel() {
-  if (state_ == State::kRunning && running_op_ == BackendOp::kExecute && lease_ != nullptr) {
+  if (state_ == State::kRunning && running_op_ == BackendOp::kExecute && group_ != nullptr) {
+    group_cancelled_ = true;
+    group_->cancel(this);
+  } else if (state_ == State::kRunning && running_op_ == BackendOp::kExecute && lease_ != nullptr) {
     lease_->cancel();
   } else if (state_ == State::kLeasing) {  // waiting for a connection counts (protocol.md)
     engine_->pool_for(read_only_).cancel_wait(this);
@@ -406,6 +482,8 @@ void Session::abandon() {
         server_.count_rollback_on_disconnect();
         running_op_ = BackendOp::kRollback;
         lease_->rollback();
+      } else if (group_ != nullptr) {
+        group_->cancel(this);
       } else if (running_op_ == BackendOp::kExecute) {
         lease_->cancel();
       }
@@ -432,6 +510,8 @@ void Session::abort_transaction(Status why) {
       abort_pending_ = true;
       if (paused_) {
         resume_stream();
+      } else if (group_ != nullptr) {
+        group_->cancel(this);
       } else if (running_op_ == BackendOp::kExecute) {
         lease_->cancel();
       }

@@ -9,7 +9,9 @@
 // anyone else can lease it, then the session deletes itself.
 //
 // A one-shot request is a session of its own that runs a single statement in its own
-// transaction and deletes itself after the reply.
+// transaction and deletes itself after the reply. A one-shot write to SQLite may instead run
+// in a group commit with other queued one-shots (group_commit.hpp): it then holds no lease;
+// the GroupCommit runs it and calls on_group_result() (or on_group_deferred()).
 //
 // Threading: loop thread only. Ownership: the ClientConn's sessions_ map holds named
 // sessions; an abandoned or one-shot session owns itself until its last operation ends.
@@ -26,7 +28,9 @@ namespace dbmgr::daemon {
 
 class ClientConn;
 class Engine;
+class GroupCommit;
 class Server;
+struct GroupItem;
 
 // A request copied out of the read buffer, waiting for its turn (or running).
 struct PendingRequest {
@@ -64,11 +68,23 @@ class Session final : public PoolWaiter, public BackendListener {
   Engine* engine() const { return engine_; }
   State state() const { return state_; }
   bool read_only() const { return read_only_; }
-  bool holds_connection() const { return lease_ != nullptr || state_ == State::kLeasing; }
+  bool holds_connection() const {
+    return lease_ != nullptr || state_ == State::kLeasing || group_ != nullptr;
+  }
   Clock::time_point created_at() const { return created_at_; }
   Clock::time_point tx_started() const { return tx_started_; }
   std::int64_t backend_id() const { return lease_ ? lease_->backend_id() : 0; }
   std::string_view state_name() const;
+
+  // Group commit (GroupCommit calls these).
+  bool groupable() const override { return groupable_; }
+  std::size_t group_bytes() const;
+  // The request joins a group: fills `it` with its SQL and parameters.
+  void join_group(GroupCommit* g, GroupItem& it);
+  // The group completed: `it` holds the result, its reply frames are in `frames`.
+  void on_group_result(const GroupItem& it, const std::uint8_t* frames);
+  // The group did not run the request: it queues first in line to run alone.
+  void on_group_deferred();
 
  private:
   void on_lease(BackendConn* conn, Status status) override;
@@ -110,6 +126,12 @@ class Session final : public PoolWaiter, public BackendListener {
   bool abort_pending_ = false;          // roll back as soon as the running op ends
   Status abort_why_;
   BackendOp running_op_ = BackendOp::kExecute;
+  GroupCommit* group_ = nullptr;  // the group commit running the current one-shot
+  bool groupable_ = false;        // the current one-shot may join a group commit
+  bool solo_ = false;             // a group deferred it: it runs alone
+  bool group_cancelled_ = false;  // cancel() while in a group
+  std::string_view group_sql_;    // the current one-shot's SQL and parameters (in current_)
+  proto::ValueList group_params_;
   Clock::time_point created_at_ = Clock::now();
   Clock::time_point tx_started_{};
   Clock::time_point idle_since_{};

@@ -363,3 +363,267 @@ TEST_CASE("opening another connection never drops the daemon's locks on a SQLite
   CHECK(m.execute("SELECT count(*) FROM items").scalar<std::int64_t>() == 4);
   CHECK(m.execute("PRAGMA quick_check").scalar<std::string>() == "ok");
 }
+
+// ---- Group commit of queued one-shot writes (docs/protocol.md section 11, DESIGN 5) ----
+
+namespace {
+
+std::uint64_t writer_field(const Daemon& d, const std::string& db, const char* field) {
+  auto w = d.pool(db, "writer");
+  return w.contains(field) ? w[field].get<std::uint64_t>() : 0;
+}
+
+}  // namespace
+
+TEST_CASE("group commit: 8 processes x 500 one-shot INSERTs, exact count, grouped") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "gc"));
+  create_items(m);
+  constexpr int kProcs = 8;
+  constexpr int kInserts = 500;
+  std::vector<pid_t> kids;
+  for (int p = 0; p < kProcs; ++p) {
+    kids.push_back(fork_child([&, p] {
+      dbmgr::DatabaseManager child(d.options("test", "gc"));
+      for (int i = 0; i < kInserts; ++i) {
+        if (i % 5 == 0) {  // RETURNING inside a group: the row and last_insert_id are its own
+          auto r = child.execute("INSERT INTO items(owner, v) VALUES (?, ?) RETURNING id, owner",
+                                 {p, "r"});
+          if (r.size() != 1 || r.affected_rows() != 1 || r.last_insert_id() <= 0 ||
+              r[0].get<std::int64_t>(0) != r.last_insert_id() ||
+              r[0].get<std::int64_t>(1) != p) {
+            throw std::runtime_error("wrong RETURNING result");
+          }
+        } else {
+          auto r = child.execute("INSERT INTO items(owner, v) VALUES (?, ?)", {p, "x"});
+          if (r.affected_rows() != 1 || r.last_insert_id() <= 0) {
+            throw std::runtime_error("wrong affected rows / last insert id");
+          }
+        }
+      }
+    }));
+  }
+  for (pid_t k : kids) CHECK(wait_child(k) == 0);
+  CHECK(m.execute("SELECT count(*) FROM items").scalar<std::int64_t>() == kProcs * kInserts);
+  CHECK(count_in_file(d.data_dir() + "/test.gc.db", "SELECT count(*) FROM items") ==
+        kProcs * kInserts);
+  CHECK(m.execute("SELECT count(DISTINCT id) FROM items").scalar<std::int64_t>() ==
+        kProcs * kInserts);
+  auto status = d.admin(Cmd::kStatus);
+  CHECK(status["totals"]["errors"] == 0);
+  auto groups = writer_field(d, "test.gc", "group_commits");
+  auto grouped = writer_field(d, "test.gc", "group_committed_statements");
+  MESSAGE("group commits: " << groups << ", statements in them: " << grouped);
+  CHECK(groups > 0);
+  CHECK(grouped > groups);
+  CHECK(grouped <= static_cast<std::uint64_t>(kProcs * kInserts));
+  CHECK(d.pool("test.gc", "writer")["in_use"] == 0);
+  // The same figures in `engines`.
+  bool found = false;
+  for (const auto& e : d.admin(Cmd::kEngines)) {
+    if (e["database"] == "test.gc") {
+      found = true;
+      CHECK(e["group_commits"] == groups);
+      CHECK(e["group_committed_statements"] == grouped);
+    }
+  }
+  CHECK(found);
+}
+
+TEST_CASE("group commit: constraint violations fail alone, every other row commits") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "gcerr"));
+  m.execute("CREATE TABLE uq (id INTEGER PRIMARY KEY, k INTEGER UNIQUE, "
+            "v TEXT CHECK (v <> 'bad'))");
+  constexpr int kSeeded = 50;
+  for (int i = 0; i < kSeeded; ++i) m.execute("INSERT INTO uq(k, v) VALUES (?, 'seed')", {-1 - i});
+  constexpr int kProcs = 8;
+  constexpr int kInserts = 300;
+  std::vector<pid_t> kids;
+  for (int p = 0; p < kProcs; ++p) {
+    kids.push_back(fork_child([&, p] {
+      dbmgr::DatabaseManager child(d.options("test", "gcerr"));
+      for (int i = 0; i < kInserts; ++i) {
+        std::int64_t key = p * 100000 + i;
+        std::string v = "ok";
+        int expect = 0;  // 0 ok, 1 unique, 2 check
+        if (i % 10 == 3) {
+          key = -1 - (i % kSeeded);  // a seeded key: UNIQUE violation
+          expect = 1;
+        } else if (i % 10 == 7) {
+          v = "bad";  // CHECK violation
+          expect = 2;
+        }
+        try {
+          auto r = child.execute("INSERT INTO uq(k, v) VALUES (?, ?)", {key, v});
+          if (expect != 0) throw std::runtime_error("a violating insert succeeded");
+          if (r.affected_rows() != 1) throw std::runtime_error("affected rows not 1");
+        } catch (const dbmgr::Error& e) {
+          if (expect == 0) throw std::runtime_error(std::string("good insert failed: ") + e.what());
+          if (e.category() != dbmgr::ErrorCategory::kConstraint) {
+            throw std::runtime_error(std::string("wrong category: ") + e.what());
+          }
+          if (e.sqlstate() != (expect == 1 ? "23505" : "23514")) {
+            throw std::runtime_error("wrong sqlstate " + e.sqlstate());
+          }
+        }
+      }
+    }));
+  }
+  for (pid_t k : kids) CHECK(wait_child(k) == 0);
+  const int per_proc_ok = kInserts - kInserts / 10 * 2;
+  CHECK(m.execute("SELECT count(*) FROM uq WHERE k >= 0").scalar<std::int64_t>() ==
+        kProcs * per_proc_ok);
+  CHECK(m.execute("SELECT count(*) FROM uq WHERE k < 0").scalar<std::int64_t>() == kSeeded);
+  CHECK(m.execute("SELECT count(*) FROM uq WHERE v = 'bad'").scalar<std::int64_t>() == 0);
+  CHECK(count_in_file(d.data_dir() + "/test.gcerr.db", "SELECT count(*) FROM uq") ==
+        kSeeded + kProcs * per_proc_ok);
+  CHECK(d.admin(Cmd::kStatus)["totals"]["errors"] == kProcs * (kInserts / 10 * 2));
+  auto groups = writer_field(d, "test.gcerr", "group_commits");
+  MESSAGE("group commits: " << groups << ", statements in them: "
+                            << writer_field(d, "test.gcerr", "group_committed_statements"));
+  CHECK(groups > 0);
+  CHECK(d.pool("test.gcerr", "writer")["in_use"] == 0);
+}
+
+TEST_CASE("group commit: DDL, PRAGMA, scripts and sessions interleaved keep their semantics") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "gcmix"));
+  create_items(m);
+  constexpr int kProcs = 6;
+  constexpr int kInserts = 300;
+  std::vector<pid_t> kids;
+  for (int p = 0; p < kProcs; ++p) {
+    kids.push_back(fork_child([&, p] {
+      dbmgr::DatabaseManager child(d.options("test", "gcmix"));
+      for (int i = 0; i < kInserts; ++i) {
+        child.execute("INSERT INTO items(owner, v) VALUES (?, 'x')", {p});
+      }
+    }));
+  }
+  // Non-groupable one-shots: DDL, PRAGMA and a script (whose second statement must run
+  // too; the textual check keeps it out of groups, so no group had to defer it).
+  kids.push_back(fork_child([&] {
+    dbmgr::DatabaseManager child(d.options("test", "gcmix"));
+    for (int i = 0; i < 20; ++i) {
+      child.execute("CREATE TABLE IF NOT EXISTS t" + std::to_string(i) + " (x INTEGER)");
+      child.execute("PRAGMA user_version = " + std::to_string(i + 1));
+      child.execute("INSERT INTO items(owner, v) VALUES (-2, 's'); "
+                    "INSERT INTO items(owner, v) VALUES (-2, 's')");
+    }
+  }));
+  // Interactive transactions: all of their rows or none.
+  kids.push_back(fork_child([&] {
+    dbmgr::DatabaseManager child(d.options("test", "gcmix"));
+    for (int i = 0; i < 40; ++i) {
+      try {
+        child.run([&](dbmgr::Session& s) {
+          for (int k = 0; k < 5; ++k) {
+            s.execute("INSERT INTO items(owner, v) VALUES (?, 'tx')", {-1000 - i});
+          }
+          if (i % 2 == 1) throw std::runtime_error("roll back");
+        });
+      } catch (const std::runtime_error&) {
+      }
+    }
+  }));
+  for (pid_t k : kids) CHECK(wait_child(k) == 0);
+  CHECK(m.execute("SELECT count(*) FROM items WHERE owner >= 0").scalar<std::int64_t>() ==
+        kProcs * kInserts);
+  CHECK(m.execute("SELECT count(*) FROM items WHERE owner = -2").scalar<std::int64_t>() == 40);
+  CHECK(m.execute("PRAGMA user_version").scalar<std::int64_t>() == 20);
+  CHECK(m.execute("SELECT count(*) FROM sqlite_master WHERE name GLOB 't[0-9]*'")
+            .scalar<std::int64_t>() == 20);
+  // Each session transaction: 5 rows (committed, even i) or none (rolled back, odd i).
+  auto r = m.execute("SELECT owner, count(*) FROM items WHERE owner <= -1000 GROUP BY owner");
+  CHECK(r.size() == 20);
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    CHECK(r[i].get<std::int64_t>(1) == 5);
+    CHECK((-1000 - r[i].get<std::int64_t>(0)) % 2 == 0);
+  }
+  CHECK(d.admin(Cmd::kStatus)["totals"]["errors"] == 0);
+  auto grouped = writer_field(d, "test.gcmix", "group_committed_statements");
+  MESSAGE("group commits: " << writer_field(d, "test.gcmix", "group_commits")
+                            << ", statements in them: " << grouped);
+  CHECK(grouped <= static_cast<std::uint64_t>(kProcs * kInserts));
+  CHECK(writer_field(d, "test.gcmix", "group_deferred") == 0);
+  CHECK(d.pool("test.gcmix", "writer")["in_use"] == 0);
+}
+
+TEST_CASE("group commit: clients killed while their one-shots are queued or grouped") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "gckill"));
+  create_items(m);
+  std::vector<pid_t> kids;
+  for (int p = 0; p < 6; ++p) {
+    kids.push_back(fork_child([&, p] {
+      dbmgr::DatabaseManager child(d.options("test", "gckill"));
+      for (;;) child.execute("INSERT INTO items(owner, v) VALUES (?, 'k')", {p});
+    }));
+  }
+  std::this_thread::sleep_for(500ms);
+  for (pid_t k : kids) kill(k, SIGKILL);
+  for (pid_t k : kids) CHECK(wait_child(k) == 128 + SIGKILL);
+  // The daemon is fine: the writer comes back, a new one-shot works.
+  m.execute("INSERT INTO items(owner, v) VALUES (-1, 'after')");
+  CHECK(m.execute("SELECT count(*) FROM items WHERE owner = -1").scalar<std::int64_t>() == 1);
+  for (int i = 0; i < 50 && d.pool("test.gckill", "writer")["in_use"] != 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(d.pool("test.gckill", "writer")["in_use"] == 0);
+  CHECK(d.admin(Cmd::kStatus)["totals"]["errors"] == 0);
+  CHECK(d.running());
+}
+
+TEST_CASE("group commit: a statement_timeout inside a group fails that one-shot only") {
+  // An interrupted write makes SQLite roll back the whole transaction: the group runs the
+  // others again without it.
+  Daemon d({.config_yaml = "pool:\n  statement_timeout: 300ms\n"});
+  dbmgr::DatabaseManager m(d.options("test", "gcslow"));
+  create_items(m);
+  constexpr int kProcs = 6;
+  constexpr int kInserts = 400;
+  std::vector<pid_t> kids;
+  for (int p = 0; p < kProcs; ++p) {
+    kids.push_back(fork_child([&, p] {
+      dbmgr::DatabaseManager child(d.options("test", "gcslow"));
+      for (int i = 0; i < kInserts; ++i) {
+        child.execute("INSERT INTO items(owner, v) VALUES (?, 'x')", {p});
+      }
+    }));
+  }
+  kids.push_back(fork_child([&] {
+    dbmgr::DatabaseManager child(d.options("test", "gcslow"));
+    // Start once the writers are busy, so the endless statement meets a queue.
+    while (child.execute("SELECT count(*) FROM items", {}, dbmgr::Access::kReadOnly)
+               .scalar<std::int64_t>() < 50) {
+      std::this_thread::sleep_for(2ms);
+    }
+    for (int i = 0; i < 5; ++i) {
+      try {
+        child.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+                      "INSERT INTO items(owner, v) SELECT -5, 'slow' FROM c WHERE x < 0");
+        throw std::runtime_error("the endless statement ended");
+      } catch (const dbmgr::Error& e) {
+        if (e.category() != dbmgr::ErrorCategory::kTimeout) {
+          throw std::runtime_error(std::string("not a timeout: ") + e.what());
+        }
+      }
+    }
+  }));
+  for (pid_t k : kids) CHECK(wait_child(k) == 0);
+  CHECK(m.execute("SELECT count(*) FROM items WHERE owner >= 0").scalar<std::int64_t>() ==
+        kProcs * kInserts);
+  CHECK(m.execute("SELECT count(*) FROM items WHERE owner = -5").scalar<std::int64_t>() == 0);
+  CHECK(d.admin(Cmd::kStatus)["totals"]["errors"] == 5);
+  MESSAGE("group commits: " << writer_field(d, "test.gcslow", "group_commits"));
+  // At least one endless statement timed out inside a group (the writers were all busy): the
+  // daemon logs a grouped one-shot's error as "one-shot <db>: ...". Whether SQLite rolled back
+  // the whole transaction (the others then ran again) or only the statement depends on how far
+  // it got; both end the same way.
+  std::string log = d.log();
+  CHECK(log.find("one-shot test.gcslow: timeout") != std::string::npos);
+  MESSAGE("whole-transaction rollbacks re-run: "
+          << std::string(log.find("the others ran again") != std::string::npos ? "yes" : "no"));
+  CHECK(d.pool("test.gcslow", "writer")["in_use"] == 0);
+}

@@ -1,0 +1,92 @@
+// GroupCommit: queued one-shot SQLite writes in one transaction, a SAVEPOINT each.
+#include "group_commit.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "session.hpp"
+
+namespace dbmgr::daemon {
+
+void GroupCommit::add(Session* s) {
+  GroupItem& it = items_[count_];
+  it.cancel.store(false, std::memory_order_relaxed);
+  it.status = Status::ok();
+  it.frames_begin = it.frames_end = 0;
+  it.deferred = false;
+  it.final = false;
+  it.ran = false;
+  s->join_group(this, it);
+  members_[count_] = s;
+  ++count_;
+}
+
+bool GroupCommit::start(Session* leader, BackendConn* conn) {
+  if (count_ != 0 || !leader->groupable()) return false;
+  PoolWaiter* w = pool_.front_waiter();
+  if (w == nullptr || !w->groupable()) return false;  // alone: no company waits
+  std::size_t bytes = leader->group_bytes();
+  add(leader);
+  while (count_ < kMaxStatements && (w = pool_.front_waiter()) != nullptr && w->groupable()) {
+    auto* s = static_cast<Session*>(w);  // only a Session is groupable()
+    if (bytes + s->group_bytes() > kMaxBytes) break;
+    bytes += s->group_bytes();
+    pool_.take_waiter(w);
+    add(s);
+  }
+  job_.items = items_.data();
+  job_.count = count_;
+  conn->set_listener(this);
+  static_cast<SqliteConn*>(conn)->execute_group(&job_);  // GroupCommit exists for SQLite only
+  return true;
+}
+
+void GroupCommit::cancel(const Session* s) {
+  for (std::size_t i = 0; i < count_; ++i) {
+    if (members_[i] == s) items_[i].cancel.store(true, std::memory_order_relaxed);
+  }
+}
+
+void GroupCommit::on_backend_result(BackendConn* conn, BackendOp /*op*/, BackendResult& r) {
+  const std::size_t n = count_;
+  const std::uint8_t* frames = job_.frames.data();
+  if (job_.committed) {
+    std::uint64_t ok = 0;
+    for (std::size_t i = 0; i < n; ++i) ok += items_[i].ran && items_[i].status.is_ok() ? 1 : 0;
+    if (ok > 0) {
+      ++commits_;
+      statements_ += ok;
+    }
+  }
+  if (job_.restarts > 0) {
+    spdlog::debug("group commit of {} one-shots: {} error(s) rolled back the whole transaction; "
+                  "the others ran again",
+                  n, job_.restarts);
+  }
+  count_ = 0;  // the members below must not be cancelled through us any more
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!items_[i].deferred) members_[i]->on_group_result(items_[i], frames);
+  }
+  // Deferred members go back first in line, in their order, to run alone next.
+  for (std::size_t i = n; i-- > 0;) {
+    if (items_[i].deferred) {
+      ++deferred_;
+      members_[i]->on_group_deferred();
+    }
+  }
+  members_.fill(nullptr);
+  for (std::size_t i = 0; i < n; ++i) {
+    items_[i].sql = {};
+    items_[i].params = {};
+    items_[i].status = Status::ok();
+  }
+  // Keep a buffer of ordinary size for the next group; give a large one back.
+  if (job_.frames.size() > proto::kMaxRowBatchBytes) {
+    job_.frames.release();
+  } else if (!job_.frames.empty()) {
+    job_.frames.bytes().clear();
+  }
+  conn->set_listener(nullptr);
+  pool_.release(conn, !r.broken);  // may start the next group at once
+}
+
+}  // namespace dbmgr::daemon

@@ -1,0 +1,35 @@
+// Which one-shot SQL may join a SQLite group commit (SqliteConn::groupable_sql).
+#include <doctest/doctest.h>
+
+#include "backend_sqlite.hpp"
+
+using dbmgr::daemon::SqliteConn;
+
+TEST_CASE("plain DML statements are groupable") {
+  CHECK(SqliteConn::groupable_sql("INSERT INTO t VALUES (1)"));
+  CHECK(SqliteConn::groupable_sql("  insert into t values (?)  ;  "));
+  CHECK(SqliteConn::groupable_sql("UPDATE t SET a = 1 WHERE id = ?"));
+  CHECK(SqliteConn::groupable_sql("delete from t"));
+  CHECK(SqliteConn::groupable_sql("REPLACE INTO t VALUES (1)"));
+  CHECK(SqliteConn::groupable_sql("INSERT OR IGNORE INTO t VALUES (1) RETURNING id"));
+  CHECK(SqliteConn::groupable_sql("WITH x(a) AS (SELECT 1) INSERT INTO t SELECT a FROM x"));
+  CHECK(SqliteConn::groupable_sql("-- a comment\n/* another; */ INSERT INTO t VALUES (';')"));
+  CHECK(SqliteConn::groupable_sql("INSERT INTO t VALUES ('it''s; fine', \"a;b\", [c;d], `e;f`)"));
+  CHECK(SqliteConn::groupable_sql("INSERT INTO t VALUES (1); -- trailing comment"));
+  CHECK(SqliteConn::groupable_sql("INSERT INTO t VALUES (1);;"));
+}
+
+TEST_CASE("everything else runs alone") {
+  for (const char* sql : {
+           "SELECT 1", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT a", "RELEASE a", "END",
+           "PRAGMA user_version = 3", "VACUUM", "ATTACH 'x.db' AS x", "DETACH x",
+           "CREATE TABLE t (a)", "DROP TABLE t", "ALTER TABLE t ADD b", "CREATE INDEX i ON t(a)",
+           "ANALYZE", "REINDEX", "EXPLAIN INSERT INTO t VALUES (1)", "", "   ", "-- only",
+           "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)",
+           "INSERT INTO t VALUES (1); COMMIT", "DELETE FROM t; BEGIN",
+           "INSERT INTO t VALUES ('unterminated", "INSERT INTO t /* unterminated",
+           "INSERTX INTO t VALUES (1)", "UPDATES t"}) {
+    CAPTURE(sql);
+    CHECK_FALSE(SqliteConn::groupable_sql(sql));
+  }
+}
