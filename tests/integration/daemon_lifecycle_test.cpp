@@ -2,7 +2,9 @@
 // restarts under a running client.
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -282,4 +284,42 @@ TEST_CASE("a client that does not read its replies cannot make the daemon buffer
     if (h.type == dbmgr::proto::MsgType::kComplete) ++completes;
   }
   CHECK(rows == std::int64_t{kQueries} * 2000);
+}
+
+TEST_CASE("a client that stops receiving while pipelined replies arrive is dropped cleanly") {
+  // Regression: a failed write inside a batch of replies used to close the connection in
+  // the middle of queueing them, and the next loop turn flushed the freed connection
+  // (caught by ASan). Forty large read-only one-shots in one write, then the client shuts
+  // its receiving side: the daemon's writes fail with EPIPE while results keep coming.
+  Daemon d;
+  for (int round = 0; round < 3; ++round) {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", d.socket().c_str());
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    std::vector<std::uint8_t> out;
+    dbmgr::proto::Encoder enc(out);
+    dbmgr::proto::Hello h;
+    h.client_name = "stops-reading";
+    h.pid = static_cast<std::uint32_t>(getpid());
+    h.min_version = h.max_version = dbmgr::proto::kMaxVersion;
+    enc.hello(1, h);
+    for (std::uint32_t i = 0; i < 40; ++i) {
+      enc.one_shot(2 + i, "", "test", dbmgr::proto::kOpenReadOnly,
+                   "SELECT hex(randomblob(20000)) || (SELECT count(*) FROM (WITH RECURSIVE "
+                   "c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) "
+                   "SELECT x FROM c))",
+                   nullptr, 0);
+    }
+    REQUIRE(::write(fd, out.data(), out.size()) == static_cast<ssize_t>(out.size()));
+    std::this_thread::sleep_for(20ms);
+    ::shutdown(fd, SHUT_RD);
+    std::this_thread::sleep_for(300ms);
+    ::close(fd);
+  }
+  // Still serving, and still exits 0 on SIGTERM (checked when d goes out of scope).
+  dbmgr::DatabaseManager m(d.options("test", "after"));
+  CHECK(m.execute("SELECT 40 + 2").scalar<std::int64_t>() == 42);
 }
