@@ -130,6 +130,18 @@ bool skip_blank(std::string_view sql, std::size_t& i) {
 
 }  // namespace
 
+bool SqliteConn::autocommit_only_sql(std::string_view sql) {
+  std::size_t i = 0;
+  if (!skip_blank(sql, i)) return false;
+  constexpr std::string_view kVacuum = "VACUUM";
+  if (sql.size() - i < kVacuum.size()) return false;
+  for (std::size_t k = 0; k < kVacuum.size(); ++k) {
+    if (std::toupper(static_cast<unsigned char>(sql[i + k])) != kVacuum[k]) return false;
+  }
+  i += kVacuum.size();
+  return i == sql.size() || std::isalpha(static_cast<unsigned char>(sql[i])) == 0;
+}
+
 bool SqliteConn::groupable_sql(std::string_view sql) {
   std::size_t i = 0;
   if (!skip_blank(sql, i)) return false;

@@ -79,6 +79,8 @@ class SqliteConn final : public BackendConn {
   // first keyword is INSERT, UPDATE, DELETE, REPLACE or WITH (a CTE before DML). A textual
   // check for the loop thread; the worker checks again after preparing (one statement).
   static bool groupable_sql(std::string_view sql);
+  // VACUUM: SQLite refuses it inside a transaction, so a one-shot VACUUM runs in autocommit.
+  static bool autocommit_only_sql(std::string_view sql);
   // Per item: frames a group keeps in memory before a statement is deferred to run alone
   // (its result would need streaming), and the frames of a whole group before the rest of
   // its items are deferred.

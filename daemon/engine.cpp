@@ -78,10 +78,11 @@ Pool& Engine::pool_for(bool read_only) {
   return read_only && readers_ ? *readers_ : *writer_;
 }
 
-TxBegin Engine::one_shot_begin(bool read_only) const {
+TxBegin Engine::one_shot_begin(bool read_only, std::string_view sql) const {
   // A single PostgreSQL statement in autocommit is its own transaction: no BEGIN/COMMIT.
   if (db_.type != config::DbType::kSqlite) return TxBegin::kNone;
-  return read_only ? TxBegin::kNone : TxBegin::kImmediate;
+  if (read_only || SqliteConn::autocommit_only_sql(sql)) return TxBegin::kNone;
+  return TxBegin::kImmediate;
 }
 
 TxBegin Engine::begin_mode(bool read_only) const {

@@ -35,7 +35,7 @@ class Engine {
 
   Pool& pool_for(bool read_only);
   TxBegin begin_mode(bool read_only) const;
-  TxBegin one_shot_begin(bool read_only) const;
+  TxBegin one_shot_begin(bool read_only, std::string_view sql) const;
   std::vector<Pool*> pools();
   // Group commit of queued one-shot writes (SQLite engines only; null otherwise).
   GroupCommit* group_commit() { return group_.get(); }

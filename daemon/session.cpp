@@ -284,7 +284,8 @@ void Session::run_execute(bool begin) {
     req.commit_after = true;
   }
   if (begin) {
-    req.begin = one_shot_ ? engine_->one_shot_begin(read_only_) : engine_->begin_mode(read_only_);
+    req.begin =
+        one_shot_ ? engine_->one_shot_begin(read_only_, req.sql) : engine_->begin_mode(read_only_);
   }
   if (conn_ != nullptr) req.client_label = conn_->label();
   began_tx_ = begin;

@@ -627,3 +627,27 @@ TEST_CASE("group commit: a statement_timeout inside a group fails that one-shot 
           << std::string(log.find("the others ran again") != std::string::npos ? "yes" : "no"));
   CHECK(d.pool("test.gcslow", "writer")["in_use"] == 0);
 }
+
+TEST_CASE("a one-shot VACUUM runs (SQLite refuses it inside a transaction)") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "vacuum"));
+  m.execute("CREATE TABLE v (id INTEGER PRIMARY KEY, pad TEXT)");
+  m.execute("INSERT INTO v(pad) SELECT hex(randomblob(500)) FROM (WITH RECURSIVE c(x) AS "
+            "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) SELECT x FROM c)");
+  m.execute("DELETE FROM v WHERE id % 2 = 0");
+  m.execute("  vacuum  ");
+  m.execute("/* nightly */ VACUUM;");
+  CHECK(m.execute("SELECT count(*) FROM v").scalar<std::int64_t>() == 1000);
+  CHECK(m.execute("PRAGMA freelist_count").scalar<std::int64_t>() == 0);
+  // Inside a session it is still SQLite's error, as it would be anywhere.
+  dbmgr::Error e = [&] {
+    try {
+      m.run([](dbmgr::Session& s) { s.execute("VACUUM"); });
+    } catch (const dbmgr::Error& err) {
+      return err;
+    }
+    FAIL("VACUUM inside a transaction did not fail");
+    return dbmgr::Error(dbmgr::ErrorCategory::kInternal, "unreachable");
+  }();
+  CHECK(std::string(e.what()).find("VACUUM") != std::string::npos);
+}
