@@ -307,7 +307,7 @@ void Session::on_backend_result(BackendConn* conn, BackendOp op, BackendResult& 
     }
     state_ = State::kIdle;
     release(!r.broken && !r.in_transaction);
-    return maybe_delete();
+    return finish_current();  // frees the request that was running, then deletes this
   }
 
   if (op == BackendOp::kExecute) {
