@@ -51,24 +51,27 @@ std::unique_ptr<Connection> ManagerCore::acquire(bool* fresh, bool after_dead_se
   std::vector<std::unique_ptr<Connection>> dead;  // closed after unlocking
   {
     std::lock_guard lock(mu_);
-    if (after_dead_send) {
-      std::erase_if(idle_, [&](std::unique_ptr<Connection>& c) {
-        if (c->idle_and_alive(true)) return false;
-        if (!c->owned_by_this_process()) c->abandon();
-        dead.push_back(std::move(c));
-        return true;
-      });
-    }
-    while (!after_dead_send && !idle_.empty()) {
-      std::unique_ptr<Connection> c = std::move(idle_.back());
-      idle_.pop_back();
+    // Alive, or moved to `dead` (an inherited one is abandoned: its socket is the parent's).
+    auto alive = [&](std::unique_ptr<Connection>& c, bool always_peek) {
       if (!c->owned_by_this_process()) {
         c->abandon();
-      } else if (c->idle_and_alive()) {
-        *fresh = false;
-        return c;
+      } else if (c->idle_and_alive(always_peek)) {
+        return true;
       }
       dead.push_back(std::move(c));
+      return false;
+    };
+    if (after_dead_send) {
+      std::erase_if(idle_, [&](std::unique_ptr<Connection>& c) { return !alive(c, true); });
+    } else {
+      while (!idle_.empty()) {
+        std::unique_ptr<Connection> c = std::move(idle_.back());
+        idle_.pop_back();
+        if (alive(c, false)) {
+          *fresh = false;
+          return c;
+        }
+      }
     }
   }
   dead.clear();

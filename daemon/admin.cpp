@@ -31,6 +31,13 @@ std::uint64_t rss_kb() {
   return resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) / 1024;
 }
 
+// Group commit counters of a SQLite engine (on its writer pool and on the engine).
+void add_group_counters(const GroupCommit& g, json& j) {
+  j["group_commits"] = g.commits();
+  j["group_committed_statements"] = g.statements();
+  j["group_deferred"] = g.deferred();
+}
+
 }  // namespace
 
 bool Server::is_admin(const ClientConn& c) const {
@@ -168,11 +175,7 @@ std::string Server::pools_json() {
           {"closed", st.closed},
       };
       const GroupCommit* g = e->group_commit();
-      if (g != nullptr && e->role(p) == "writer") {  // group commit (SQLite writer)
-        j["group_commits"] = g->commits();
-        j["group_committed_statements"] = g->statements();
-        j["group_deferred"] = g->deferred();
-      }
+      if (g != nullptr && e->role(p) == "writer") add_group_counters(*g, j);
       arr.push_back(std::move(j));
     }
   }
@@ -236,11 +239,7 @@ std::string Server::engines_json() {
         {"pk_column_type", info.pk.column_type},
         {"age_s", seconds_since(e->created_at(), now)},
     });
-    if (const GroupCommit* g = e->group_commit()) {
-      arr.back()["group_commits"] = g->commits();
-      arr.back()["group_committed_statements"] = g->statements();
-      arr.back()["group_deferred"] = g->deferred();
-    }
+    if (const GroupCommit* g = e->group_commit()) add_group_counters(*g, arr.back());
   }
   return arr.dump();
 }

@@ -133,9 +133,7 @@ void PgConn::on_timer(uv_timer_t* t) {
     return;
   }
   if (self->phase_ == Phase::kConnecting || self->phase_ == Phase::kCreatingDb) {
-    self->connect_failed(Status::connection(
-        fmt::format("cannot connect to PostgreSQL database {} at {}: no answer within {} ms",
-                    self->params_.dbname, self->params_.host, self->params_.connect_timeout.count())));
+    self->connect_failed(self->connect_timeout_status());
   }
 }
 
@@ -216,6 +214,12 @@ void PgConn::start_connect(bool maintenance) {
   watch(UV_WRITABLE);  // libpq: behave as if PQconnectPoll had said PGRES_POLLING_WRITING
 }
 
+Status PgConn::connect_timeout_status() const {
+  return Status::connection(
+      fmt::format("cannot connect to PostgreSQL database {} at {}: no answer within {} ms",
+                  params_.dbname, params_.host, params_.connect_timeout.count()));
+}
+
 void PgConn::continue_connect() {
   if (connect_step_running_) return;
   // No events for conn_ while a worker holds it, and no poll handle either: during the step
@@ -249,9 +253,7 @@ void PgConn::continue_connect() {
         }
         if (self->connect_timed_out_) {
           self->connect_timed_out_ = false;
-          return self->connect_failed(Status::connection(fmt::format(
-              "cannot connect to PostgreSQL database {} at {}: no answer within {} ms",
-              self->params_.dbname, self->params_.host, self->params_.connect_timeout.count())));
+          return self->connect_failed(self->connect_timeout_status());
         }
         self->on_connect_poll(self->connect_step_result_);
       });

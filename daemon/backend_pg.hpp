@@ -83,6 +83,7 @@ class PgConn final : public BackendConn {
   void start_connect(bool maintenance);
   void continue_connect();
   void on_connect_poll(PostgresPollingStatusType st);
+  Status connect_timeout_status() const;
   void connect_failed(Status s);
   void after_connect();
   // Operations.

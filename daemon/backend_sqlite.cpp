@@ -128,34 +128,36 @@ bool skip_blank(std::string_view sql, std::size_t& i) {
   return true;
 }
 
+// The statement's first word (letters only) after blanks and comments, from `i`, which is
+// left after it; empty at an unterminated comment.
+std::string_view leading_word(std::string_view sql, std::size_t& i) {
+  if (!skip_blank(sql, i)) return {};
+  std::size_t start = i;
+  while (i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])) != 0) ++i;
+  return sql.substr(start, i - start);
+}
+
+// `word` equals the upper-case `keyword`, ignoring case.
+bool is_keyword(std::string_view word, std::string_view keyword) {
+  if (word.size() != keyword.size()) return false;
+  for (std::size_t k = 0; k < keyword.size(); ++k) {
+    if (std::toupper(static_cast<unsigned char>(word[k])) != keyword[k]) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool SqliteConn::autocommit_only_sql(std::string_view sql) {
   std::size_t i = 0;
-  if (!skip_blank(sql, i)) return false;
-  constexpr std::string_view kVacuum = "VACUUM";
-  if (sql.size() - i < kVacuum.size()) return false;
-  for (std::size_t k = 0; k < kVacuum.size(); ++k) {
-    if (std::toupper(static_cast<unsigned char>(sql[i + k])) != kVacuum[k]) return false;
-  }
-  i += kVacuum.size();
-  return i == sql.size() || std::isalpha(static_cast<unsigned char>(sql[i])) == 0;
+  return is_keyword(leading_word(sql, i), "VACUUM");
 }
 
 bool SqliteConn::groupable_sql(std::string_view sql) {
   std::size_t i = 0;
-  if (!skip_blank(sql, i)) return false;
-  std::size_t start = i;
-  while (i < sql.size() && (std::isalpha(static_cast<unsigned char>(sql[i])) != 0)) ++i;
-  std::string_view kw = sql.substr(start, i - start);
-  auto is = [kw](std::string_view w) {
-    if (kw.size() != w.size()) return false;
-    for (std::size_t k = 0; k < w.size(); ++k) {
-      if (std::toupper(static_cast<unsigned char>(kw[k])) != w[k]) return false;
-    }
-    return true;
-  };
-  if (!is("INSERT") && !is("UPDATE") && !is("DELETE") && !is("REPLACE") && !is("WITH")) {
+  std::string_view kw = leading_word(sql, i);
+  if (!is_keyword(kw, "INSERT") && !is_keyword(kw, "UPDATE") && !is_keyword(kw, "DELETE") &&
+      !is_keyword(kw, "REPLACE") && !is_keyword(kw, "WITH")) {
     return false;
   }
   // One statement: nothing but blanks, comments and semicolons after the first `;` outside

@@ -258,13 +258,8 @@ Result<Engine*> Server::engine_for(std::string_view database, std::string_view p
   cache_key_.push_back('\0');
   cache_key_.append(prefix);
   if (auto hit = engine_cache_.find(cache_key_); hit != engine_cache_.end()) return hit->second;
-  auto found = resolve_engine(database, prefix);
-  if (found.is_ok()) {
-    cache_key_.assign(database);
-    cache_key_.push_back('\0');
-    cache_key_.append(prefix);
-    engine_cache_.emplace(cache_key_, found.value());
-  }
+  auto found = resolve_engine(database, prefix);  // leaves cache_key_ alone
+  if (found.is_ok()) engine_cache_.emplace(cache_key_, found.value());
   return found;
 }
 

@@ -67,7 +67,6 @@ class Server {
 
   // The engine for `database` with `prefix`, created on first use.
   Result<Engine*> engine_for(std::string_view database, std::string_view prefix);
-  Result<Engine*> resolve_engine(std::string_view database, std::string_view prefix);
 
   // Requests waiting or running in a session; pooled.
   WriteReq* take_write_req();
@@ -98,6 +97,8 @@ class Server {
   static void on_janitor(uv_timer_t* t);
   static void on_prepare(uv_prepare_t* p);
 
+  // engine_for() without its cache: resolves the name and creates the engine if needed.
+  Result<Engine*> resolve_engine(std::string_view database, std::string_view prefix);
   Status bind_socket();
   void janitor_tick();
   void finish_shutdown();

@@ -236,7 +236,7 @@ void Session::on_group_result(const GroupItem& it, const std::uint8_t* frames) {
     if (!it.status.is_ok()) {
       server_.count_error();
       reply_error(why);
-      if (conn_ != nullptr) {
+      if (conn_ != nullptr && spdlog::should_log(spdlog::level::debug)) {
         spdlog::debug("{} one-shot {}: {}", conn_->tag(), engine_->name(), why.to_string());
       }
     } else if (conn_ != nullptr && it.frames_end > it.frames_begin) {
