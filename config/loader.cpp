@@ -495,7 +495,7 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
   }
   Fields fs =
       fields(root, "", 1,
-             {"socket", "admin_group", "max_frame_bytes", "drain_timeout", "log_level",
+             {"socket", "admin_group", "max_frame_bytes", "drain_timeout", "engine_idle_timeout", "log_level",
               "worker_threads", "pool", "sqlite", "default", "databases", "prefixes", "metrics"});
   auto get = [&](std::string_view name) -> const Field* {
     auto it = fs.find(name);
@@ -513,6 +513,9 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
     s->max_frame_bytes = static_cast<std::uint32_t>(n);
   }
   if (const Field* v = get("drain_timeout")) s->drain_timeout = duration(*v, "drain_timeout");
+  if (const Field* v = get("engine_idle_timeout")) {
+    s->engine_idle_timeout = duration(*v, "engine_idle_timeout");
+  }
   if (const Field* v = get("log_level")) {
     const std::string& level = scalar(*v, "log_level", "a log level");
     auto l = normalize_log_level(level);

@@ -31,6 +31,36 @@ std::uint64_t rss_kb() {
   return resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) / 1024;
 }
 
+// Strings from outside (paths, client names, URIs) as valid UTF-8 for JSON: every byte that
+// is not part of a well-formed UTF-8 sequence is written as the four characters \xNN, so
+// an operator sees exactly which bytes were there (nlohmann would throw on them).
+std::string text(std::string_view s) {
+  if (proto::is_valid_utf8(s)) return std::string(s);
+  std::string out;
+  out.reserve(s.size() + 16);
+  std::size_t i = 0;
+  while (i < s.size()) {
+    // The longest well-formed sequence starting at i (1 to 4 bytes).
+    std::size_t len = 0;
+    for (std::size_t n = 1; n <= 4 && i + n <= s.size(); ++n) {
+      if (proto::is_valid_utf8(s.substr(i, n))) {
+        len = n;
+        break;
+      }
+    }
+    if (len == 0) {
+      out += fmt::format("\\x{:02X}", static_cast<unsigned char>(s[i]));
+      ++i;
+    } else {
+      out.append(s.substr(i, len));
+      i += len;
+    }
+  }
+  return out;
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 // Group commit counters of a SQLite engine (on its writer pool and on the engine).
 void add_group_counters(const GroupCommit& g, json& j) {
   j["group_commits"] = g.commits();
@@ -71,7 +101,12 @@ Result<std::string> Server::admin(ClientConn& from, proto::AdminCommand cmd, std
         proto::to_string(cmd),
         settings_.admin_group.empty() ? "" : " (" + settings_.admin_group + ")", from.uid()));
   }
+  if (cmd != C::kKill && !arg.empty()) {
+    return Status::invalid(fmt::format("admin {} takes no argument, got {} byte(s)",
+                                       proto::to_string(cmd), arg.size()));
+  }
   switch (cmd) {
+    case C::kServers: return servers_json();
     case C::kStatus: return status_json();
     case C::kPools: return pools_json();
     case C::kSessions: return sessions_json();
@@ -80,7 +115,7 @@ Result<std::string> Server::admin(ClientConn& from, proto::AdminCommand cmd, std
     case C::kReload: {
       Status s = reload();
       if (!s.is_ok()) return s;
-      return json{{"reloaded", true}, {"config_file", settings_.config_file}}.dump();
+      return dump(json{{"reloaded", true}, {"config_file", text(settings_.config_file)}});
     }
     case C::kKill: {
       // "<client id>:<session id>" as listed by sessions.
@@ -91,7 +126,10 @@ Result<std::string> Server::admin(ClientConn& from, proto::AdminCommand cmd, std
                 std::from_chars(arg.data(), arg.data() + colon, cid).ec == std::errc() &&
                 std::from_chars(arg.data() + colon + 1, arg.data() + arg.size(), sid).ec ==
                     std::errc();
-      if (!ok) return Status::invalid(fmt::format("kill wants CLIENT:SESSION, got '{}'", arg));
+      if (!ok) {
+        return Status::invalid(
+            fmt::format("kill wants CLIENT:SESSION, got '{}'", text(arg.substr(0, 64))));
+      }
       for (ClientConn* c : clients_) {
         if (c->id() != cid) continue;
         auto it = c->sessions().find(sid);
@@ -100,7 +138,7 @@ Result<std::string> Server::admin(ClientConn& from, proto::AdminCommand cmd, std
         it->second->abort_transaction(Status(proto::ErrorCategory::kKilled,
                                              "the session was killed by an operator "
                                              "(dbmgrctl kill); its transaction was rolled back"));
-        return json{{"killed", std::string(arg)}}.dump();
+        return dump(json{{"killed", std::string(arg)}});
       }
       return Status::not_found(fmt::format("no session {}", arg));
     }
@@ -112,27 +150,26 @@ Result<std::string> Server::admin(ClientConn& from, proto::AdminCommand cmd, std
       } else {
         begin_shutdown(fmt::format("admin shutdown by {}", from.tag()));
       }
-      return json{{"draining", true},
-                  {"exiting", exiting_},
-                  {"drain_timeout_ms", settings_.drain_timeout.count()}}
-          .dump();
+      return dump(json{{"draining", true},
+                       {"exiting", exiting_},
+                       {"drain_timeout_ms", settings_.drain_timeout.count()}});
   }
   return Status::invalid("unknown admin command");
 }
 
 std::string Server::status_json() {
-  auto now = Clock::now();
+  auto now = clock_.now();
   std::size_t sessions = 0;
   for (ClientConn* c : clients_) sessions += c->sessions().size();
   json j{
       {"version", "0.1.0"},
       {"pid", getpid()},
       {"uptime_s", seconds_since(started_at_, now)},
-      {"config_file", settings_.config_file},
-      {"socket", settings_.socket_path},
+      {"config_file", text(settings_.config_file)},
+      {"socket", text(settings_.socket_path)},
       {"draining", draining_},
       {"state", exiting_ ? "shutting_down" : (draining_ ? "draining" : "running")},  // [issue 6]
-      {"metrics", settings_.metrics.listen},                                         // [issue 6]
+      {"metrics", text(settings_.metrics.listen)},                                   // [issue 6]
       {"clients", clients_.size()},
       {"sessions", sessions},
       {"engines", engines_.size()},
@@ -144,9 +181,12 @@ std::string Server::status_json() {
         {"rollbacks_on_disconnect", totals_.rollbacks_on_disconnect},
         {"clients_accepted", totals_.clients_accepted},
         {"sessions_opened", totals_.sessions_opened},
-        {"protocol_errors", totals_.protocol_errors}}},
+        {"protocol_errors", totals_.protocol_errors},
+        {"internal_errors", internal_errors().load()},
+        {"engines_created", totals_.engines_created},
+        {"engines_disposed", totals_.engines_disposed}}},
   };
-  return j.dump();
+  return dump(j);
 }
 
 std::string Server::pools_json() {
@@ -179,21 +219,21 @@ std::string Server::pools_json() {
       arr.push_back(std::move(j));
     }
   }
-  return arr.dump();
+  return dump(arr);
 }
 
 std::string Server::sessions_json() {
-  auto now = Clock::now();
+  auto now = clock_.now();
   json arr = json::array();
   auto add = [&](ClientConn* c, Session* s) {
-    bool in_tx = s->state() == Session::State::kInTx || s->state() == Session::State::kRunning;
+    bool in_tx = s->in_transaction();
     arr.push_back(json{
         {"id", fmt::format("{}:{}", c->id(), s->id())},
         {"client_id", c->id()},
         {"session_id", s->id()},
         {"database", s->engine()->name()},
         {"client_pid", c->pid()},
-        {"client_name", c->name()},
+        {"client_name", text(c->name())},
         {"state", s->state_name()},
         {"read_only", s->read_only()},
         {"age_s", seconds_since(s->created_at(), now)},
@@ -204,11 +244,11 @@ std::string Server::sessions_json() {
     for (auto& [id, s] : c->sessions()) add(c, s);
     for (Session* s : c->one_shots()) add(c, s);
   }
-  return arr.dump();
+  return dump(arr);
 }
 
 std::string Server::clients_json() {
-  auto now = Clock::now();
+  auto now = clock_.now();
   json arr = json::array();
   for (ClientConn* c : clients_) {
     arr.push_back(json{
@@ -216,17 +256,46 @@ std::string Server::clients_json() {
         {"pid", c->pid()},
         {"uid", c->uid()},
         {"gid", c->gid()},
-        {"name", c->name()},
+        {"name", text(c->name())},
         {"sessions", c->sessions().size()},
         {"age_s", seconds_since(c->connected_at(), now)},
         {"write_queue_bytes", c->write_queue_bytes()},
     });
   }
-  return arr.dump();
+  return dump(arr);
+}
+
+std::string Server::servers_json() {
+  auto now = clock_.now();
+  json arr = json::array();
+  for (auto& [key, e] : engines_) {
+    for (Pool* p : e->pools()) {
+      p->for_each_conn([&](const Pool::ConnInfo& c) {
+        json j{
+            {"database", e->name()},
+            {"type", config::to_string(e->config().type)},
+            {"role", e->role(p)},
+            {"id", c.id},
+            {"state", Pool::to_string(c.state)},
+            {"backend_pid", c.conn->backend_id()},
+            {"age_s", seconds_since(c.created_at, now)},
+            {"state_s", seconds_since(c.state_since, now)},
+            {"idle_s", c.state == Pool::ConnState::kIdle ? seconds_since(c.last_used, now) : 0.0},
+            {"holder", std::string(c.holder.what)},
+            {"session", c.holder.client_id != 0
+                            ? fmt::format("{}:{}", c.holder.client_id, c.holder.session_id)
+                            : std::string()},
+            {"server_version", text(c.conn->server_version())},
+        };
+        arr.push_back(std::move(j));
+      });
+    }
+  }
+  return dump(arr);
 }
 
 std::string Server::engines_json() {
-  auto now = Clock::now();
+  auto now = clock_.now();
   json arr = json::array();
   for (auto& [key, e] : engines_) {
     const auto& info = e->info();
@@ -234,14 +303,16 @@ std::string Server::engines_json() {
         {"database", e->name()},
         {"config_key", e->key()},
         {"type", config::to_string(info.type)},
-        {"uri", info.uri},
+        {"uri", text(info.uri)},
         {"pk_type", info.pk.name},
         {"pk_column_type", info.pk.column_type},
         {"age_s", seconds_since(e->created_at(), now)},
+        {"sessions", e->sessions()},
+        {"idle_s", e->idle() ? seconds_since(e->last_active(), now) : 0.0},
     });
     if (const GroupCommit* g = e->group_commit()) add_group_counters(*g, arr.back());
   }
-  return arr.dump();
+  return dump(arr);
 }
 
 }  // namespace dbmgr::daemon

@@ -1,40 +1,55 @@
 // The one small interface every database backend implements (SQLite, PostgreSQL, ODBC).
 //
 // A BackendConn is one connection to a database. All its methods are called on the loop
-// thread and return at once; each operation completes later, on the loop thread, by calling
-// the current Listener's on_backend_result(). At most one operation is in flight per
-// connection. A backend whose driver blocks (SQLite, ODBC) runs the operation on the worker
-// pool; PostgreSQL runs it inside the loop through libpq's non-blocking API.
+// thread and return at once; each operation completes later, on a later loop turn, by
+// calling the current Listener's on_backend_result() with the result MOVED to it: the
+// listener owns what it is given, and nothing it reads is a reference into the connection,
+// which the next user may start another operation on from inside that very callback. At
+// most one operation is in flight per connection. A backend whose driver blocks (SQLite,
+// ODBC) runs the operation on the worker pool; PostgreSQL runs it inside the loop through
+// libpq's non-blocking API.
+//
+// The completion contract (libuv's rule) is enforced here: the public methods below are
+// the only way in, they track that a call is in progress, and complete() asserts that no
+// backend completes inside the call that started the operation (errors found while
+// starting an operation are delivered on a later loop turn too). The connection's own state
+// machine lives here as well, with one transition per call and per completion:
+//
+//   kNew --open--> kBusy --complete--> kIdle --execute/commit/rollback/ping/reset--> kBusy
+//   kBusy --complete(more rows)--> kPaused --resume--> kBusy
+//   kPaused --rollback--> kBusy   (the rest of the rows is dropped; see each backend)
+//   any --close--> kClosed        (the backend deletes the object when its driver is done)
 //
 // Results travel as encoded protocol frames: the backend writes kColumns/kRows/kComplete for
-// the request it was given into BackendResult::frames, in batches of at most
-// proto::kMaxRowBatchBytes of rows, and sets `more` while rows remain; the owner forwards the
-// frames to the client and calls resume() when the client can take more (backpressure).
-// On error the frames hold only what was produced before it; the owner sends the error.
+// the request it was given into BackendResult::frames, in batches that end before a row that
+// would take the batch past proto::kMaxRowBatchBytes (a larger row travels alone), and sets
+// `more` while rows remain; the owner forwards the frames to the client and calls resume()
+// when the client can take more (backpressure). On error the frames hold nothing; the owner
+// sends the error.
 //
 // Ownership: the Pool owns idle connections, a Session holds a leased one. close() hands the
-// object to the backend, which deletes it once its driver is done with it.
+// object to the backend, which deletes it once its driver is done with it. The Pool keeps
+// its own bookkeeping of each connection (its pool state and list links) in `pool_`.
 #pragma once
 
-#include <chrono>
+#include <cassert>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "buffer_pool.hpp"
+#include "clock.hpp"
 #include "dbmgr/protocol/codec.hpp"
 #include "status.hpp"
 
 namespace dbmgr::daemon {
 
-using Clock = std::chrono::steady_clock;
-
 enum class BackendOp : std::uint8_t { kOpen, kExecute, kCommit, kRollback, kPing, kReset, kGroup };
 std::string_view to_string(BackendOp op);
 
-// How an execute starts and ends its transaction.
+// How an execute starts its transaction.
 enum class TxBegin : std::uint8_t {
-  kNone,       // a transaction is already open (or autocommit for a one-shot read)
+  kNone,       // a transaction is already open (or autocommit for a one-shot)
   kDeferred,   // BEGIN
   kImmediate,  // SQLite writer: BEGIN IMMEDIATE
 };
@@ -45,6 +60,7 @@ struct ExecRequest {
   std::string_view sql;       // valid until the operation completes
   proto::ValueList params;    // ditto
   TxBegin begin = TxBegin::kNone;
+  bool read_only = false;     // the transaction may not write (PostgreSQL: BEGIN READ ONLY)
   bool commit_after = false;  // one-shot: COMMIT when the statement succeeded
   std::string_view client_label;  // "name pid N": PostgreSQL shows it as application_name
 };
@@ -62,28 +78,67 @@ class BackendConn;
 
 class BackendListener {
  public:
-  virtual void on_backend_result(BackendConn* conn, BackendOp op, BackendResult& result) = 0;
+  // `result` is the listener's own: it may keep, move or drop it.
+  virtual void on_backend_result(BackendConn* conn, BackendOp op, BackendResult&& result) = 0;
 
  protected:
   virtual ~BackendListener() = default;
 };
 
+// Who holds a leased connection, for dbmgrctl servers (ids, not pointers: they outlive it).
+struct LeaseHolder {
+  std::uint64_t client_id = 0;   // 0: the daemon itself (group commit, probe)
+  std::uint32_t session_id = 0;  // 0: a one-shot
+  std::string_view what;         // a literal: "session", "one-shot", "group commit", "probe"
+};
+
+// The pool's bookkeeping of one connection (Pool reads and writes it; nobody else).
+struct PoolLink {
+  std::uint8_t state = 0;  // Pool::ConnState
+  BackendConn* prev = nullptr;
+  BackendConn* next = nullptr;
+  Clock::time_point created_at{};
+  Clock::time_point last_used{};
+  Clock::time_point state_since{};
+  LeaseHolder holder;            // granted or leased: to whom
+  std::uint64_t id = 0;          // per pool, for dbmgrctl servers
+};
+
 class BackendConn {
  public:
+  enum class State : std::uint8_t { kNew, kIdle, kBusy, kPaused, kClosed };
+
   virtual ~BackendConn() = default;
 
   void set_listener(BackendListener* l) { listener_ = l; }
   BackendListener* listener() const { return listener_; }
+  State state() const { return state_; }
+  static std::string_view to_string(State s);
 
-  virtual void open() = 0;
-  virtual void execute(const ExecRequest& req) = 0;
-  virtual void resume() = 0;                // next batch of a streaming execute
-  virtual void commit() = 0;
-  virtual void rollback() = 0;
-  virtual void ping() = 0;                  // completes at once for backends with nothing to check
-  virtual void reset() = 0;                 // undo session state before the next lease
-  virtual void cancel() = 0;                // best effort; the running op completes with kCancelled
-  virtual void close() = 0;                 // closes and deletes this object (maybe later)
+  void open() { Call c(this, State::kNew); do_open(); }
+  void execute(const ExecRequest& req) { Call c(this, State::kIdle); do_execute(req); }
+  void resume() { Call c(this, State::kPaused); do_resume(); }  // next batch of a stream
+  void commit() { Call c(this, State::kIdle); do_commit(); }
+  // Also ends a paused stream: the rest of its rows is dropped with the transaction.
+  void rollback() {
+    Call c(this, state_ == State::kPaused ? State::kPaused : State::kIdle);
+    do_rollback();
+  }
+  void ping() { Call c(this, State::kIdle); do_ping(); }
+  void reset() { Call c(this, State::kIdle); do_reset(); }  // undo session state before reuse
+  // Best effort; the running op completes with kCancelled. No state change.
+  void cancel() {
+    ++depth_;
+    do_cancel();
+    --depth_;
+  }
+  // Closes and deletes this object (maybe later). Nothing is delivered after it.
+  void close() {
+    listener_ = nullptr;
+    state_ = State::kClosed;
+    do_close();  // may delete this
+  }
+
   virtual bool needs_ping() const { return false; }
   // True when reset() must run before the connection is leased again.
   virtual bool needs_reset() const { return false; }
@@ -91,23 +146,63 @@ class BackendConn {
   // A number that identifies the backend session (PostgreSQL backend pid; 0 if none).
   virtual std::int64_t backend_id() const { return 0; }
 
-  bool busy() const { return busy_; }
-  Clock::time_point created_at() const { return created_at_; }
-  Clock::time_point last_used() const { return last_used_; }
-  void touch() { last_used_ = Clock::now(); }
+  PoolLink pool_;
 
  protected:
-  void complete(BackendOp op, BackendResult& r) {
-    busy_ = false;
-    last_used_ = Clock::now();
-    if (listener_ != nullptr) listener_->on_backend_result(this, op, r);
+  virtual void do_open() = 0;
+  virtual void do_execute(const ExecRequest& req) = 0;
+  virtual void do_resume() = 0;
+  virtual void do_commit() = 0;
+  virtual void do_rollback() = 0;
+  virtual void do_ping() = 0;
+  virtual void do_reset() = 0;
+  virtual void do_cancel() = 0;
+  virtual void do_close() = 0;
+
+  // The operation in flight is done. Must run on a later loop turn than the call that
+  // started it (asserted). `r` is moved to the listener; the object may be deleted by the
+  // listener (close()) before this returns, so callers touch nothing of it afterwards.
+  void complete(BackendOp op, BackendResult&& r) {
+    assert(depth_ == 0 && "completion contract: a backend completed inside its caller's call");
+    assert(state_ == State::kBusy && "complete() with no operation in flight");
+    state_ = r.more && r.status.is_ok() && !r.broken ? State::kPaused : State::kIdle;
+    BackendResult mine(std::move(r));
+    if (listener_ != nullptr) listener_->on_backend_result(this, op, std::move(mine));
   }
-  bool busy_ = false;
+  // For backend-specific operations (SQLite's group commit): the same bookkeeping as the
+  // public calls above.
+  class Call {
+   public:
+    Call(BackendConn* c, State expected) : c_(c) {
+      assert(c->state_ == expected && "backend call in the wrong connection state");
+      (void)expected;
+      c->state_ = State::kBusy;
+      ++c->depth_;
+    }
+    ~Call() { --c_->depth_; }
+    Call(const Call&) = delete;
+    Call& operator=(const Call&) = delete;
+
+   private:
+    BackendConn* c_;
+  };
+  bool in_call() const { return depth_ > 0; }
 
  private:
   BackendListener* listener_ = nullptr;
-  Clock::time_point created_at_ = Clock::now();
-  Clock::time_point last_used_ = created_at_;
+  State state_ = State::kNew;
+  int depth_ = 0;
 };
+
+inline std::string_view BackendConn::to_string(State s) {
+  switch (s) {
+    case State::kNew: return "new";
+    case State::kIdle: return "idle";
+    case State::kBusy: return "busy";
+    case State::kPaused: return "paused";
+    case State::kClosed: return "closed";
+  }
+  return "?";
+}
 
 }  // namespace dbmgr::daemon

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "guard.hpp"
 #include "pg_sql.hpp"
 
 namespace dbmgr::daemon {
@@ -109,6 +110,15 @@ void PgConn::on_handle_closed(uv_handle_t* h) {
 void PgConn::start_timer(std::uint64_t ms) { uv_timer_start(&timer_, &PgConn::on_timer, ms, 0); }
 void PgConn::stop_timer() { uv_timer_stop(&timer_); }
 
+void PgConn::finish_op() {
+  if (in_call()) {  // found while starting the operation: report it on a later loop turn
+    async_complete_ = true;
+    start_timer(0);
+    return;
+  }
+  complete(op_, std::move(result_));
+}
+
 void PgConn::deliver_async(Status s) {
   result_.status = std::move(s);
   async_complete_ = true;
@@ -117,10 +127,15 @@ void PgConn::deliver_async(Status s) {
 
 void PgConn::on_timer(uv_timer_t* t) {
   auto* self = static_cast<PgConn*>(t->data);
+  guard_callback("a PostgreSQL timer", [self] { self->timer_fired(); });
+}
+
+void PgConn::timer_fired() {
+  PgConn* self = this;
   if (self->async_complete_) {
     self->async_complete_ = false;
     self->phase_ = Phase::kIdle;
-    self->complete(self->op_, self->result_);
+    self->complete(self->op_, std::move(self->result_));
     return;
   }
   if (self->resume_pending_) {
@@ -139,6 +154,11 @@ void PgConn::on_timer(uv_timer_t* t) {
 
 void PgConn::on_poll(uv_poll_t* h, int status, int events) {
   auto* self = static_cast<PgConn*>(h->data);
+  guard_callback("PostgreSQL I/O", [&] { self->poll_fired(status, events); });
+}
+
+void PgConn::poll_fired(int status, int events) {
+  PgConn* self = this;
   if (self->phase_ == Phase::kConnecting) {
     if (status < 0) {
       return self->connect_failed(Status::connection(uv_strerror(status)));
@@ -162,9 +182,8 @@ void PgConn::on_poll(uv_poll_t* h, int status, int events) {
 
 // ---- connecting ----
 
-void PgConn::open() {
+void PgConn::do_open() {
   op_ = BackendOp::kOpen;
-  busy_ = true;
   result_ = BackendResult{};
   start_connect(false);
 }
@@ -243,20 +262,24 @@ void PgConn::continue_connect() {
       },
       [](uv_work_t* w, int /*status*/) {
         auto* self = static_cast<PgConn*>(w->data);
-        self->connect_step_running_ = false;
-        --self->open_handles_;
-        if (self->phase_ == Phase::kClosed) {  // closed while the step ran
-          if (self->conn_ != nullptr) PQfinish(self->conn_);
-          self->conn_ = nullptr;
-          if (self->open_handles_ == 0) delete self;
-          return;
-        }
-        if (self->connect_timed_out_) {
-          self->connect_timed_out_ = false;
-          return self->connect_failed(self->connect_timeout_status());
-        }
-        self->on_connect_poll(self->connect_step_result_);
+        guard_callback("a PostgreSQL connect step", [self] { self->connect_step_done(); });
       });
+}
+
+void PgConn::connect_step_done() {
+  connect_step_running_ = false;
+  --open_handles_;
+  if (phase_ == Phase::kClosed) {  // closed while the step ran
+    if (conn_ != nullptr) PQfinish(conn_);
+    conn_ = nullptr;
+    if (open_handles_ == 0) delete this;
+    return;
+  }
+  if (connect_timed_out_) {
+    connect_timed_out_ = false;
+    return connect_failed(connect_timeout_status());
+  }
+  on_connect_poll(connect_step_result_);
 }
 
 void PgConn::on_connect_poll(PostgresPollingStatusType st) {
@@ -313,7 +336,7 @@ void PgConn::connect_failed(Status s) {
   }
   result_.broken = true;
   phase_ = Phase::kIdle;
-  complete(op_, result_);
+  finish_op();
 }
 
 void PgConn::after_connect() {
@@ -338,14 +361,13 @@ void PgConn::after_connect() {
   // The socket stays registered for reading while idle: no epoll_ctl per statement.
   watch(UV_READABLE);
   result_.status = Status::ok();
-  complete(BackendOp::kOpen, result_);
+  finish_op();
 }
 
 // ---- operations ----
 
 void PgConn::begin_op(BackendOp op) {
   op_ = op;
-  busy_ = true;
   phase_ = Phase::kRunning;
   nsteps_ = cur_ = 0;
   single_row_ = false;
@@ -363,17 +385,27 @@ void PgConn::send_simple(const char* sql, Step step) {
   finish_send();
 }
 
-void PgConn::commit() {
+void PgConn::do_commit() {
   begin_op(BackendOp::kCommit);
   send_simple("COMMIT", Step::kCommit);
 }
 
-void PgConn::rollback() {
+void PgConn::do_rollback() {
+  if (paused_) {
+    // A stream the client abandoned: the rest of its rows are still in the pipeline, ahead
+    // of anything sent now. Closing the connection is the rollback (the server ends the
+    // transaction with the session); the owner closes it, since it reports broken.
+    begin_op(BackendOp::kRollback);
+    result_.broken = true;
+    result_.in_transaction = false;
+    watch(0);
+    return deliver_async(Status::ok());
+  }
   begin_op(BackendOp::kRollback);
   send_simple("ROLLBACK", Step::kRollback);
 }
 
-void PgConn::ping() {
+void PgConn::do_ping() {
   begin_op(BackendOp::kPing);
   if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
     result_.broken = true;
@@ -386,7 +418,7 @@ bool PgConn::needs_reset() const {
   return dirty_ || (conn_ != nullptr && PQtransactionStatus(conn_) != PQTRANS_IDLE);
 }
 
-void PgConn::reset() {
+void PgConn::do_reset() {
   begin_op(BackendOp::kReset);
   if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
     result_.broken = true;
@@ -410,9 +442,13 @@ void PgConn::reset() {
   deliver_async(Status::ok());
 }
 
-void PgConn::execute(const ExecRequest& req) {
+void PgConn::do_execute(const ExecRequest& req) {
   begin_op(BackendOp::kExecute);
   req_ = req;
+  stale_plan_ = false;
+  stale_retried_ = false;
+  streamed_ = false;
+  retry_rollback_ = false;
   enc_.emplace(result_.frames.bytes());
   batch_.reset();
   columns_sent_ = false;
@@ -436,7 +472,7 @@ bool PgConn::send_exec() {
     }
     // A script runs through the simple query protocol, which pipelines do not allow.
     PQexitPipelineMode(conn_);
-    std::string sql = begin ? "BEGIN;" : "";
+    std::string sql = begin ? (req_.read_only ? "BEGIN READ ONLY;" : "BEGIN;") : "";
     sql.append(req_.sql);
     push(Step::kScript);
     if (PQsendQuery(conn_, sql.c_str()) == 0) {
@@ -449,9 +485,15 @@ bool PgConn::send_exec() {
     fail_broken(trim(PQerrorMessage(conn_)));
     return false;
   };
+  if (retry_rollback_) {  // the failed first attempt left the transaction aborted
+    retry_rollback_ = false;
+    push(Step::kRollback);
+    if (PQsendQueryParams(conn_, "ROLLBACK", 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
+  }
   if (begin) {
     push(Step::kBegin);
-    if (PQsendQueryParams(conn_, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
+    const char* sql = req_.read_only ? "BEGIN READ ONLY" : "BEGIN";
+    if (PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
   }
   if (!req_.client_label.empty() && req_.client_label != app_name_) {
     app_name_.assign(req_.client_label);
@@ -462,9 +504,11 @@ bool PgConn::send_exec() {
       return fail_send();
     }
   }
-  if (!pending_deallocate_.empty()) {
-    std::string sql = "DEALLOCATE " + pending_deallocate_;
-    pending_deallocate_.clear();
+  // Statements evicted from the cache or gone stale; at most two per pipeline (steps_ is
+  // small), the rest go with the next ones.
+  for (int k = 0; k < 2 && !pending_deallocate_.empty(); ++k) {
+    std::string sql = "DEALLOCATE " + pending_deallocate_.back();
+    pending_deallocate_.pop_back();
     push(Step::kDeallocate);
     if (PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
   }
@@ -555,7 +599,7 @@ bool PgConn::send_exec() {
       for (auto it = cache_.begin(); it != cache_.end(); ++it) {
         if (it->used < lru->used) lru = it;
       }
-      pending_deallocate_ = lru->name;  // sent with the next pipeline
+      pending_deallocate_.push_back(lru->name);  // sent with the next pipeline
       cache_.erase(lru);
     }
     // Whether the SQL changes session state is decided once, when it is first prepared.
@@ -576,7 +620,7 @@ bool PgConn::send_exec() {
                           lengths_.data(), formats_.data(), 0) == 0) {
     return fail_send();
   }
-  if (req_.commit_after && begin) {
+  if (req_.commit_after && begin) {  // a one-shot that needed BEGIN (READ ONLY)
     push(Step::kCommit);
     if (PQsendQueryParams(conn_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
   }
@@ -590,8 +634,7 @@ void PgConn::finish_send() {
   watch(rc == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
 }
 
-void PgConn::resume() {
-  busy_ = true;
+void PgConn::do_resume() {
   paused_ = false;
   result_ = BackendResult{};
   enc_.emplace(result_.frames.bytes());
@@ -648,7 +691,8 @@ void PgConn::drain_results() {
       paused_ = true;
       watch(0);  // the server waits while the client reads what we have
       phase_ = Phase::kRunning;
-      complete(BackendOp::kExecute, result_);
+      streamed_ = true;
+      finish_op();
       return;
     }
   }
@@ -730,7 +774,7 @@ void PgConn::handle_result(PGresult* r) {
     case PGRES_EMPTY_QUERY:
       return;
     case PGRES_PIPELINE_ABORTED:
-      if (step == Step::kPrepare) forget_statement();
+      if (step == Step::kPrepare) forget_statement(false);
       return;
     case PGRES_COPY_IN:
     case PGRES_COPY_OUT:
@@ -738,12 +782,20 @@ void PgConn::handle_result(PGresult* r) {
       if (result_.status.is_ok()) result_.status = Status::invalid("COPY is not supported through dbmgrd");
       return;
     default: {  // errors
-      if (step == Step::kPrepare) forget_statement();
+      if (step == Step::kPrepare) forget_statement(false);
       if (step == Step::kExec) {
         const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         // The prepared statement went stale (DDL) or is gone: prepare it again next time.
-        if (state != nullptr && (std::strcmp(state, "0A000") == 0 || std::strcmp(state, "26000") == 0)) {
-          forget_statement();
+        if (state != nullptr && std::strcmp(state, "26000") == 0) forget_statement(false);
+        if (state != nullptr && std::strcmp(state, "0A000") == 0) {
+          // "cached plan must not change result type": a table the statement reads was
+          // altered or recreated since it was prepared. The server keeps the old statement:
+          // deallocate it, prepare anew; op_done() retries once where that is safe.
+          const char* primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+          if (primary != nullptr && std::strstr(primary, "cached plan") != nullptr) {
+            stale_plan_ = true;
+          }
+          forget_statement(true);
         }
       }
       if (result_.status.is_ok()) result_.status = error_of(r);
@@ -752,9 +804,10 @@ void PgConn::handle_result(PGresult* r) {
   }
 }
 
-void PgConn::forget_statement() {
+void PgConn::forget_statement(bool deallocate) {
   for (auto it = cache_.begin(); it != cache_.end(); ++it) {
     if (it->name == current_stmt_) {
+      if (deallocate) pending_deallocate_.push_back(it->name);
       cache_.erase(it);
       return;
     }
@@ -797,7 +850,7 @@ void PgConn::op_done() {
     if (!st.is_ok() && st.sqlstate() != "42P04") {
       result_.broken = true;
       phase_ = Phase::kIdle;
-      return complete(BackendOp::kOpen, result_);
+      return finish_op();
     }
     result_.status = Status::ok();
     created_db_ = true;
@@ -810,6 +863,34 @@ void PgConn::op_done() {
     if (!result_.status.is_ok()) {
       batch_.reset();
       result_.frames.bytes().clear();
+      if (stale_plan_ && PQstatus(conn_) != CONNECTION_BAD) {
+        stale_plan_ = false;
+        // pgjdbc's rule: the statement is run again once, prepared anew, when nothing of
+        // the transaction is lost by it (a one-shot, or the statement that began the
+        // transaction) and no row of it reached the client yet.
+        if (!stale_retried_ && !streamed_ &&
+            (req_.begin != TxBegin::kNone || req_.commit_after)) {
+          stale_retried_ = true;
+          spdlog::debug("PostgreSQL connection {}: the table definition changed since the "
+                        "statement was prepared; preparing it again",
+                        backend_pid_);
+          retry_rollback_ = in_tx;
+          nsteps_ = cur_ = 0;
+          single_row_ = false;
+          result_ = BackendResult{};
+          enc_.emplace(result_.frames.bytes());
+          columns_sent_ = false;
+          affected_ = 0;
+          if (!send_exec()) return;
+          return finish_send();
+        }
+        result_.status = Status(
+            proto::ErrorCategory::kSerialization,
+            "the result columns of this statement changed since it was prepared (a table it "
+            "reads was altered or recreated while this transaction was open): cached plan "
+            "must not change result type; the transaction was rolled back, run it again",
+            "0A000");
+      }
       if (in_tx && PQstatus(conn_) != CONNECTION_BAD) {
         // An error ends the transaction: roll back now, report the error after.
         rollback_after_error_ = true;
@@ -833,7 +914,7 @@ void PgConn::op_done() {
   result_.statements = op_ == BackendOp::kExecute ? 1 : 0;
   phase_ = Phase::kIdle;
   watch(result_.broken ? 0 : UV_READABLE);
-  complete(op_, result_);
+  finish_op();
 }
 
 void PgConn::fail_broken(std::string why) {
@@ -851,10 +932,10 @@ void PgConn::fail_broken(std::string why) {
   batch_.reset();
   phase_ = Phase::kIdle;
   watch(0);
-  complete(op_, result_);
+  finish_op();
 }
 
-void PgConn::cancel() {
+void PgConn::do_cancel() {
   if (phase_ != Phase::kRunning || conn_ == nullptr) return;
   struct CancelWork {
     uv_work_t work;
@@ -880,7 +961,7 @@ void PgConn::cancel() {
       });
 }
 
-void PgConn::close() {
+void PgConn::do_close() {
   set_listener(nullptr);
   phase_ = Phase::kClosed;
   stop_timer();

@@ -52,19 +52,21 @@ class PgConn final : public BackendConn {
   PgConn(uv_loop_t* loop, PgParams params);
   ~PgConn() override;
 
-  void open() override;
-  void execute(const ExecRequest& req) override;
-  void resume() override;
-  void commit() override;
-  void rollback() override;
-  void ping() override;
-  void reset() override;
-  void cancel() override;
-  void close() override;
   bool needs_ping() const override { return true; }
   bool needs_reset() const override;
   std::string server_version() const override;
   std::int64_t backend_id() const override { return backend_pid_; }
+
+ protected:
+  void do_open() override;
+  void do_execute(const ExecRequest& req) override;
+  void do_resume() override;
+  void do_commit() override;
+  void do_rollback() override;
+  void do_ping() override;
+  void do_reset() override;
+  void do_cancel() override;
+  void do_close() override;
 
  private:
   enum class Step : std::uint8_t {
@@ -106,9 +108,14 @@ class PgConn final : public BackendConn {
   void encode_row(const PGresult* r, int row);
   void send_columns(const PGresult* r);
   void deliver_async(Status s);  // complete an op on a later loop turn
-  void forget_statement();       // drop current_stmt_ from the cache (it is not prepared)
+  void finish_op();              // complete op_ with result_ (on a later turn if in a call)
+  // Drops current_stmt_ from the cache; `deallocate`: it still exists on the server.
+  void forget_statement(bool deallocate);
 
   static void on_poll(uv_poll_t* h, int status, int events);
+  void poll_fired(int status, int events);  // the callbacks' bodies
+  void timer_fired();
+  void connect_step_done();
   static void on_timer(uv_timer_t* t);
   static void on_handle_closed(uv_handle_t* h);
 
@@ -135,7 +142,7 @@ class PgConn final : public BackendConn {
   std::string server_version_;
 
   // The current operation.
-  std::array<Step, 8> steps_{};
+  std::array<Step, 10> steps_{};
   int nsteps_ = 0;
   int cur_ = 0;
   bool single_row_ = false;
@@ -144,6 +151,10 @@ class PgConn final : public BackendConn {
   bool dirty_ = false;          // session state changed: DISCARD ALL before the next lease
   bool async_complete_ = false; // the timer completes op_ with result_
   bool resume_pending_ = false; // the timer goes on streaming rows
+  bool stale_plan_ = false;     // the statement failed with "cached plan must not change..."
+  bool stale_retried_ = false;  // ... and was already run again once
+  bool streamed_ = false;       // rows of the current execute went to the owner already
+  bool retry_rollback_ = false; // the retry's pipeline starts with ROLLBACK
   BackendResult result_;
   std::optional<proto::Encoder> enc_;
   std::optional<proto::RowBatchEncoder> batch_;
@@ -157,7 +168,7 @@ class PgConn final : public BackendConn {
   std::vector<Cached> cache_;
   std::uint64_t use_counter_ = 0;
   std::uint64_t name_counter_ = 0;
-  std::string pending_deallocate_;
+  std::vector<std::string> pending_deallocate_;
   std::string key_;             // scratch: the cache key of the current statement
   std::string current_stmt_;    // name of the statement being executed
   std::string sql_;             // scratch: rewritten SQL

@@ -16,6 +16,8 @@
 #include <fmt/format.h>
 #include <re2/re2.h>
 
+#include "guard.hpp"
+
 namespace dbmgr::daemon {
 namespace {
 
@@ -87,6 +89,27 @@ void encode_columns(proto::Encoder& enc, std::uint32_t request_id, std::uint32_t
   enc.columns(request_id, session_id, p, static_cast<std::size_t>(ncols));
 }
 
+// The encoded size of the current row (what encode_row() will add to a batch).
+std::size_t row_size(sqlite3_stmt* stmt, int ncols) {
+  std::size_t n = 0;
+  for (int c = 0; c < ncols; ++c) {
+    switch (sqlite3_column_type(stmt, c)) {
+      case SQLITE_INTEGER:
+      case SQLITE_FLOAT: n += proto::encoded_size(proto::ValueTag::kInt64); break;
+      case SQLITE_TEXT:
+        (void)sqlite3_column_text(stmt, c);  // bytes() after text(): the UTF-8 length
+        n += proto::encoded_size(proto::ValueTag::kText, sqlite3_column_bytes(stmt, c));
+        break;
+      case SQLITE_BLOB:
+        (void)sqlite3_column_blob(stmt, c);
+        n += proto::encoded_size(proto::ValueTag::kBlob, sqlite3_column_bytes(stmt, c));
+        break;
+      default: n += proto::encoded_size(proto::ValueTag::kNull); break;
+    }
+  }
+  return n;
+}
+
 void encode_row(proto::RowBatchEncoder& batch, sqlite3_stmt* stmt, int ncols) {
   for (int c = 0; c < ncols; ++c) {
     switch (sqlite3_column_type(stmt, c)) {
@@ -94,7 +117,10 @@ void encode_row(proto::RowBatchEncoder& batch, sqlite3_stmt* stmt, int ncols) {
       case SQLITE_FLOAT: batch.real(sqlite3_column_double(stmt, c)); break;
       case SQLITE_TEXT: {
         auto* t = reinterpret_cast<const char*>(sqlite3_column_text(stmt, c));
-        batch.text(std::string_view(t, static_cast<std::size_t>(sqlite3_column_bytes(stmt, c))));
+        std::string_view v(t, static_cast<std::size_t>(sqlite3_column_bytes(stmt, c)));
+        // SQLite stores whatever bytes it was given as TEXT (CAST(X'C0FF' AS TEXT)); the
+        // protocol's text is UTF-8, so text that is not goes out as the blob it really is.
+        if (proto::is_valid_utf8(v)) batch.text(v); else batch.blob(v);
         break;
       }
       case SQLITE_BLOB: {
@@ -190,9 +216,11 @@ bool SqliteConn::groupable_sql(std::string_view sql) {
   return true;
 }
 
-SqliteConn::SqliteConn(uv_loop_t* loop, std::string path, const config::SqliteSettings& settings,
-                       config::Millis statement_timeout, std::uint32_t max_frame_bytes, Role role)
+SqliteConn::SqliteConn(uv_loop_t* loop, const TimeSource& clock, std::string path,
+                       const config::SqliteSettings& settings, config::Millis statement_timeout,
+                       std::uint32_t max_frame_bytes, Role role)
     : loop_(loop),
+      clock_(clock),
       path_(std::move(path)),
       settings_(settings),
       statement_timeout_(statement_timeout),
@@ -238,18 +266,28 @@ std::string SqliteConn::server_version() const { return sqlite3_libversion(); }
 void SqliteConn::queue(BackendOp op) {
   op_ = op;
   if (op != BackendOp::kExecute) deadline_ = Clock::time_point{};  // statement_timeout ended
-  busy_ = true;
+  job_running_ = true;
   result_ = BackendResult{};
   int rc = uv_queue_work(loop_, &work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
   if (rc != 0) {
-    // Cannot happen with a valid loop; report it as an operation error on the next turn
-    // would need another handle, so fail loudly instead.
+    // Cannot happen with a valid loop and request (uv_queue_work only checks its arguments).
     std::abort();
   }
 }
 
 void SqliteConn::work_cb(uv_work_t* req) {
   auto* self = static_cast<SqliteConn*>(req->data);
+  bool ok = guard_callback("a SQLite worker job", [self] { self->run_job(); });
+  if (!ok) {  // the connection's state is unknown: it is closed, not reused
+    self->result_.status = Status::internal("internal error while running the statement");
+    self->result_.broken = true;
+    self->result_.frames.bytes().clear();
+    self->result_.more = false;
+  }
+}
+
+void SqliteConn::run_job() {
+  SqliteConn* self = this;
   if (self->closing_) {
     self->finish_statement();
     for (sqlite3_stmt** st : {&self->savepoint_, &self->release_, &self->rollback_to_}) {
@@ -265,65 +303,69 @@ void SqliteConn::work_cb(uv_work_t* req) {
     return;
   }
   switch (self->op_) {
-    case BackendOp::kOpen: self->do_open(); break;
-    case BackendOp::kExecute: self->do_execute(); break;
-    case BackendOp::kCommit: self->do_end_tx("COMMIT"); break;
-    case BackendOp::kRollback: self->do_end_tx("ROLLBACK"); break;
-    case BackendOp::kReset: self->do_end_tx(nullptr); break;
+    case BackendOp::kOpen: self->work_open(); break;
+    case BackendOp::kExecute: self->work_execute(); break;
+    case BackendOp::kCommit: self->work_end_tx("COMMIT"); break;
+    case BackendOp::kRollback: self->work_end_tx("ROLLBACK"); break;
+    case BackendOp::kReset: self->work_end_tx(nullptr); break;
     case BackendOp::kPing: self->result_.status = self->exec_simple("SELECT 1"); break;
-    case BackendOp::kGroup: self->do_group(); break;
+    case BackendOp::kGroup: self->work_group(); break;
   }
   self->result_.in_transaction = self->in_tx_;
 }
 
 void SqliteConn::after_work_cb(uv_work_t* req, int /*status*/) {
   auto* self = static_cast<SqliteConn*>(req->data);
+  self->job_running_ = false;
   if (self->closing_) {
     if (self->db_ == nullptr) {
       delete self;
       return;
     }
     // close() arrived while an operation ran: now run the close itself.
-    self->busy_ = true;
+    self->job_running_ = true;
     uv_queue_work(self->loop_, &self->work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
     return;
   }
-  self->complete(self->op_, self->result_);
+  // The result is moved out: the worker writes result_ again only after the next queue(),
+  // which the listener may call from inside this callback.
+  guard_callback("a SQLite result", [self] { self->complete(self->op_, std::move(self->result_)); });
 }
 
-void SqliteConn::open() { queue(BackendOp::kOpen); }
+void SqliteConn::do_open() { queue(BackendOp::kOpen); }
 
-void SqliteConn::execute(const ExecRequest& req) {
+void SqliteConn::do_execute(const ExecRequest& req) {
   req_ = req;
-  deadline_ = statement_timeout_.count() > 0 ? Clock::now() + statement_timeout_ : Clock::time_point{};
+  deadline_ = statement_timeout_.count() > 0 ? clock_.now() + statement_timeout_
+                                             : Clock::time_point{};
   timed_out_ = false;
   queue(BackendOp::kExecute);
 }
 
 void SqliteConn::execute_group(GroupJob* job) {
+  Call c(this, State::kIdle);
   group_ = job;
   queue(BackendOp::kGroup);
 }
 
-void SqliteConn::resume() { queue(BackendOp::kExecute); }
-void SqliteConn::commit() { queue(BackendOp::kCommit); }
-void SqliteConn::rollback() { queue(BackendOp::kRollback); }
-void SqliteConn::ping() { queue(BackendOp::kPing); }
-void SqliteConn::reset() { queue(BackendOp::kReset); }
+void SqliteConn::do_resume() { queue(BackendOp::kExecute); }
+void SqliteConn::do_commit() { queue(BackendOp::kCommit); }
+void SqliteConn::do_rollback() { queue(BackendOp::kRollback); }
+void SqliteConn::do_ping() { queue(BackendOp::kPing); }
+void SqliteConn::do_reset() { queue(BackendOp::kReset); }
 
-void SqliteConn::cancel() {
-  if (db_ != nullptr && busy_) sqlite3_interrupt(db_);
+void SqliteConn::do_cancel() {
+  if (db_ != nullptr && job_running_) sqlite3_interrupt(db_);
 }
 
-void SqliteConn::close() {
-  set_listener(nullptr);
+void SqliteConn::do_close() {
   closing_ = true;
-  if (busy_) return;  // after_work_cb runs the close
+  if (job_running_) return;  // after_work_cb runs the close
   if (db_ == nullptr) {
     delete this;
     return;
   }
-  busy_ = true;
+  job_running_ = true;
   uv_queue_work(loop_, &work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
 }
 
@@ -348,7 +390,10 @@ Status SqliteConn::error_status(int rc, std::string_view what) {
       if (timed_out_) return {C::kTimeout, "statement_timeout reached: " + msg, "57014"};
       return {C::kCancelled, "statement cancelled", "57014"};
     case SQLITE_READONLY:
-      return {C::kInvalidRequest, "the session is read-only: " + msg, "25006"};
+      // Reader connections run with PRAGMA query_only: a write there is the session's fault.
+      // On the writer it means the file or its folder cannot be written.
+      if (role_ == Role::kReader) return {C::kReadOnly, "the session is read-only: " + msg, "25006"};
+      return {C::kIo, "the database file cannot be written: " + msg, "58030"};
     case SQLITE_MISMATCH:
     case SQLITE_RANGE:
     case SQLITE_TOOBIG:
@@ -366,7 +411,7 @@ Status SqliteConn::error_status(int rc, std::string_view what) {
   }
 }
 
-void SqliteConn::do_open() {
+void SqliteConn::work_open() {
   // The engine created the file (and its folder) before any connection opened it.
   int rc = sqlite3_open_v2(path_.c_str(), &db_,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -400,7 +445,7 @@ int SqliteConn::on_progress(void* arg) {
   if (self->item_cancel_ != nullptr && self->item_cancel_->load(std::memory_order_relaxed)) {
     return 1;  // a group item cancelled while it runs: SQLITE_INTERRUPT for that statement
   }
-  if (self->deadline_ != Clock::time_point{} && Clock::now() > self->deadline_) {
+  if (self->deadline_ != Clock::time_point{} && self->clock_.now() > self->deadline_) {
     self->timed_out_ = true;
     return 1;
   }
@@ -532,7 +577,7 @@ void SqliteConn::finish_statement() {
   stmt_cached_ = false;
 }
 
-void SqliteConn::do_execute() {
+void SqliteConn::work_execute() {
   proto::Encoder enc(result_.frames.bytes());
   auto fail = [&](Status s) {
     finish_statement();
@@ -556,6 +601,8 @@ void SqliteConn::do_execute() {
     stmt_ = stmt;
     stmt_cached_ = cached;
     columns_sent_ = false;
+    row_pending_ = false;
+    ncols_ = 0;
     rows_ = 0;
     if (stmt_ != nullptr) {
       if (Status bs = bind(stmt_, req_.params); !bs.is_ok()) return fail(std::move(bs));
@@ -563,38 +610,55 @@ void SqliteConn::do_execute() {
     result_.statements++;
   }
 
-  int ncols = stmt_ != nullptr ? sqlite3_column_count(stmt_) : 0;
-  auto send_columns = [&] {
-    if (columns_sent_ || ncols == 0) return;
-    encode_columns(enc, req_.request_id, req_.session_id, stmt_, ncols);
+  // Result metadata is read after a step, never before: sqlite3_step() re-prepares a cached
+  // statement whose tables changed (ALTER, DROP + CREATE), and only then do the column
+  // count and names describe what the step returns.
+  auto send_columns = [&]() -> bool {
+    if (columns_sent_) return true;
+    ncols_ = stmt_ != nullptr ? sqlite3_column_count(stmt_) : 0;
+    if (ncols_ > static_cast<int>(proto::kMaxColumns)) return false;
+    if (ncols_ > 0) encode_columns(enc, req_.request_id, req_.session_id, stmt_, ncols_);
     columns_sent_ = true;
+    return true;
+  };
+  auto too_many_columns = [&] {
+    return Status(proto::ErrorCategory::kInvalidRequest,
+                  fmt::format("the result has {} columns; dbmgrd sends at most {}", ncols_,
+                              proto::kMaxColumns),
+                  "54011");
   };
 
   std::optional<proto::RowBatchEncoder> batch;
   int rc = stmt_ != nullptr ? SQLITE_ROW : SQLITE_DONE;
   while (stmt_ != nullptr) {
-    rc = sqlite3_step(stmt_);
-    if (rc != SQLITE_ROW) break;
-    send_columns();
-    if (!batch) batch.emplace(enc, req_.request_id, req_.session_id, static_cast<std::uint16_t>(ncols));
-    encode_row(*batch, stmt_, ncols);
-    ++rows_;
-    if (batch->payload_bytes() > max_frame_bytes_) {
-      return fail(Status(proto::ErrorCategory::kData,
-                         fmt::format("a row batch grew past max_frame_bytes ({}): a single row "
-                                     "is too large to send",
-                                     max_frame_bytes_),
+    if (row_pending_) {  // the row that did not fit the last batch
+      row_pending_ = false;
+      rc = SQLITE_ROW;
+    } else {
+      rc = sqlite3_step(stmt_);
+      if (rc != SQLITE_ROW) break;
+    }
+    if (!send_columns()) return fail(too_many_columns());
+    std::size_t bytes = row_size(stmt_, ncols_);
+    if (bytes > max_frame_bytes_) {
+      return fail(Status(proto::ErrorCategory::kResources,
+                         fmt::format("a row of {} bytes is larger than max_frame_bytes ({})",
+                                     bytes, max_frame_bytes_),
                          "54000"));
     }
-    if (batch->payload_bytes() >= proto::kMaxRowBatchBytes) {
+    if (batch && !batch->fits(bytes)) {  // the batch ends before a row that would pass it
       batch->finish();
-      result_.more = true;  // keep stmt_ for resume()
+      row_pending_ = true;
+      result_.more = true;  // keep stmt_ (and its current row) for resume()
       return;
     }
+    if (!batch) batch.emplace(enc, req_.request_id, req_.session_id, static_cast<std::uint16_t>(ncols_));
+    encode_row(*batch, stmt_, ncols_);
+    ++rows_;
   }
   if (batch) batch->finish();
   if (rc != SQLITE_DONE) return fail(error_status(rc, {}));
-  send_columns();
+  if (!send_columns()) return fail(too_many_columns());
   proto::Complete done;
   bool readonly = stmt_ == nullptr || sqlite3_stmt_readonly(stmt_);
   done.affected_rows = readonly ? rows_ : sqlite3_changes64(db_);
@@ -655,31 +719,38 @@ void SqliteConn::run_group_item(GroupItem& it, std::vector<std::uint8_t>& out) {
     it.status = std::move(bs);
     return;
   }
-  deadline_ = statement_timeout_.count() > 0 ? Clock::now() + statement_timeout_ : Clock::time_point{};
+  deadline_ = statement_timeout_.count() > 0 ? clock_.now() + statement_timeout_
+                                             : Clock::time_point{};
   timed_out_ = false;
   item_cancel_ = &it.cancel;
   sqlite3_set_last_insert_rowid(db_, 0);  // so last_insert_id is this statement's own
-  const int ncols = sqlite3_column_count(stmt);
+  int ncols = 0;  // read after a step (see work_execute)
   bool columns_sent = false;
   std::optional<proto::RowBatchEncoder> batch;
   std::int64_t rows = 0;
   int rc = SQLITE_DONE;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     if (!columns_sent) {
+      ncols = sqlite3_column_count(stmt);
+      if (ncols > static_cast<int>(proto::kMaxColumns)) {
+        it.deferred = true;  // run alone, where the error is reported
+        break;
+      }
       encode_columns(enc, it.request_id, 0, stmt, ncols);
       columns_sent = true;
+    }
+    std::size_t bytes = row_size(stmt, ncols);
+    if (out.size() + bytes - it.frames_begin > kGroupItemFramesMax) {
+      it.deferred = true;  // a large result streams: run it alone
+      break;
+    }
+    if (batch && !batch->fits(bytes)) {
+      batch->finish();
+      batch.reset();
     }
     if (!batch) batch.emplace(enc, it.request_id, 0, static_cast<std::uint16_t>(ncols));
     encode_row(*batch, stmt, ncols);
     ++rows;
-    if (batch->payload_bytes() >= proto::kMaxRowBatchBytes) {
-      batch->finish();
-      batch.reset();
-    }
-    if (out.size() - it.frames_begin > kGroupItemFramesMax) {
-      it.deferred = true;  // a large result streams: run it alone
-      break;
-    }
   }
   item_cancel_ = nullptr;
   deadline_ = Clock::time_point{};
@@ -689,7 +760,14 @@ void SqliteConn::run_group_item(GroupItem& it, std::vector<std::uint8_t>& out) {
     it.status = error_status(rc, {});
     return finish();
   }
-  if (!columns_sent && ncols > 0) encode_columns(enc, it.request_id, 0, stmt, ncols);
+  if (!columns_sent) {
+    ncols = sqlite3_column_count(stmt);
+    if (ncols > static_cast<int>(proto::kMaxColumns)) {
+      it.deferred = true;
+      return finish();
+    }
+    if (ncols > 0) encode_columns(enc, it.request_id, 0, stmt, ncols);
+  }
   bool readonly = sqlite3_stmt_readonly(stmt) != 0;
   done.affected_rows = readonly ? rows : sqlite3_changes64(db_);
   done.last_insert_id = readonly ? 0 : sqlite3_last_insert_rowid(db_);
@@ -697,7 +775,7 @@ void SqliteConn::run_group_item(GroupItem& it, std::vector<std::uint8_t>& out) {
   finish();
 }
 
-void SqliteConn::do_group() {
+void SqliteConn::work_group() {
   GroupJob& job = *group_;
   std::vector<std::uint8_t>& out = job.frames.bytes();
   job.committed = false;
@@ -782,7 +860,7 @@ void SqliteConn::do_group() {
   }
 }
 
-void SqliteConn::do_end_tx(const char* sql) {
+void SqliteConn::work_end_tx(const char* sql) {
   finish_statement();
   if (db_ == nullptr) {
     result_.status = Status::connection("database connection is closed");

@@ -55,19 +55,11 @@ class SqliteConn final : public BackendConn {
  public:
   enum class Role { kWriter, kReader };
 
-  SqliteConn(uv_loop_t* loop, std::string path, const config::SqliteSettings& settings,
-             config::Millis statement_timeout, std::uint32_t max_frame_bytes, Role role);
+  SqliteConn(uv_loop_t* loop, const TimeSource& clock, std::string path,
+             const config::SqliteSettings& settings, config::Millis statement_timeout,
+             std::uint32_t max_frame_bytes, Role role);
   ~SqliteConn() override;
 
-  void open() override;
-  void execute(const ExecRequest& req) override;
-  void resume() override;
-  void commit() override;
-  void rollback() override;
-  void ping() override;
-  void reset() override;
-  void cancel() override;
-  void close() override;
   std::string server_version() const override;
 
   // Runs every item of `job` in one transaction: BEGIN IMMEDIATE, then per item SAVEPOINT,
@@ -91,6 +83,17 @@ class SqliteConn final : public BackendConn {
   // an existing file (closing it would drop this process's SQLite locks on it).
   static Status ensure_file(const std::string& path);
 
+ protected:
+  void do_open() override;
+  void do_execute(const ExecRequest& req) override;
+  void do_resume() override;
+  void do_commit() override;
+  void do_rollback() override;
+  void do_ping() override;
+  void do_reset() override;
+  void do_cancel() override;
+  void do_close() override;
+
  private:
   struct Cached {
     std::string sql;
@@ -101,14 +104,14 @@ class SqliteConn final : public BackendConn {
 
   void queue(BackendOp op);
   static void work_cb(uv_work_t* req);
+  void run_job();  // work_cb's body, on the worker
   static void after_work_cb(uv_work_t* req, int status);
 
   // Worker-thread halves of the operations.
-  void do_open();
-  void do_execute();
-  void do_step();
-  void do_end_tx(const char* sql);
-  void do_group();
+  void work_open();
+  void work_execute();
+  void work_end_tx(const char* sql);
+  void work_group();
   void run_group_item(GroupItem& it, std::vector<std::uint8_t>& out);
   Status exec_simple(const char* sql);
   Status exec_prepared(sqlite3_stmt** stmt, const char* sql);
@@ -120,6 +123,7 @@ class SqliteConn final : public BackendConn {
   static int on_progress(void* self);  // statement_timeout via the progress handler
 
   uv_loop_t* loop_;
+  const TimeSource& clock_;
   std::string path_;
   config::SqliteSettings settings_;
   config::Millis statement_timeout_;
@@ -128,6 +132,7 @@ class SqliteConn final : public BackendConn {
 
   uv_work_t work_{};
   BackendOp op_ = BackendOp::kOpen;
+  bool job_running_ = false;  // work_ is queued or running on a worker
   bool closing_ = false;
   BackendResult result_;
 
@@ -138,6 +143,8 @@ class SqliteConn final : public BackendConn {
   sqlite3_stmt* stmt_ = nullptr;  // the statement being streamed
   bool stmt_cached_ = false;
   bool columns_sent_ = false;
+  bool row_pending_ = false;  // stmt_'s current row did not fit the last batch: send it first
+  int ncols_ = 0;             // stmt_'s column count, read after its first step
   std::int64_t rows_ = 0;
   std::uint64_t use_counter_ = 0;
   Cached cache_[kStmtCacheSize];

@@ -62,6 +62,11 @@ void ClientConn::on_alloc(uv_handle_t* h, std::size_t /*suggested*/, uv_buf_t* b
 
 void ClientConn::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   auto* self = static_cast<ClientConn*>(s->data);
+  self->server_.guarded("reading a request", self, [&] { self->read(n, buf); });
+}
+
+void ClientConn::read(ssize_t n, const uv_buf_t* buf) {
+  ClientConn* self = this;
   if (n == 0) return;
   if (n < 0) {
     self->close(n == UV_EOF ? "client closed the connection" : uv_strerror(static_cast<int>(n)));
@@ -354,11 +359,13 @@ void ClientConn::on_write(uv_write_t* req, int status) {
   ClientConn* self = w->conn;
   self->write_queue_bytes_ -= w->queued;
   self->server_.give_write_req(w);
-  if (status != 0) {
-    if (status != UV_ECANCELED) self->close(fmt::format("write failed: {}", uv_strerror(status)));
-    return;
-  }
-  self->on_drained();
+  self->server_.guarded("writing a reply", self, [&] {
+    if (status != 0) {
+      if (status != UV_ECANCELED) self->close(fmt::format("write failed: {}", uv_strerror(status)));
+      return;
+    }
+    self->on_drained();
+  });
 }
 
 void ClientConn::on_drained() {
@@ -394,7 +401,7 @@ void ClientConn::protocol_error(std::uint32_t request_id, std::string message) {
 
 void ClientConn::on_shutdown(uv_shutdown_t* req, int /*status*/) {
   auto* self = static_cast<ClientConn*>(req->data);
-  self->close("protocol error");
+  self->server_.guarded("closing", self, [self] { self->close("protocol error"); });
 }
 
 void ClientConn::forget(Session* s) {
@@ -429,9 +436,18 @@ void ClientConn::close(std::string_view reason) {
   for (auto& [sid, s] : sessions) s->abandon();
   for (Session* s : one_shots) s->abandon();
   out_.release();
+  server_.ready().cancel(this);
   server_.on_client_closed(this);
   uv_close(reinterpret_cast<uv_handle_t*>(&pipe_), &on_close);
 }
+
+void ClientConn::close_soon(std::string_view reason) {
+  if (closing_) return;
+  close_reason_ = reason;
+  server_.ready().post(this);
+}
+
+void ClientConn::run_deferred() { close(close_reason_); }
 
 void ClientConn::on_close(uv_handle_t* h) { delete static_cast<ClientConn*>(h->data); }
 

@@ -28,6 +28,7 @@
 
 #include "buffer_pool.hpp"
 #include "dbmgr/protocol/codec.hpp"
+#include "ready_queue.hpp"
 #include "status.hpp"
 
 namespace dbmgr::daemon {
@@ -46,7 +47,7 @@ struct WriteReq {
   ClientConn* conn = nullptr;
 };
 
-class ClientConn {
+class ClientConn final : private Deferred {
  public:
   static constexpr std::size_t kHighWater = 1024 * 1024;
   static constexpr std::size_t kLowWater = 256 * 1024;
@@ -59,8 +60,10 @@ class ClientConn {
 
   // Accepts a pending connection of `listener`; returns a libuv error code.
   int accept(uv_stream_t* listener);
-  // Takes over an accepted socket (tests, socket activation).
+  // Abandons every session (rolled back) and closes the socket; freed from the close callback.
   void close(std::string_view reason);
+  // close() on a later loop turn: safe from inside any callback of this client's sessions.
+  void close_soon(std::string_view reason);
 
   proto::Encoder encoder();  // replies appended to out_; flushed this loop turn
   void send_error(std::uint32_t request_id, std::uint32_t session_id, const Status& s);
@@ -98,6 +101,8 @@ class ClientConn {
   static void on_write(uv_write_t* req, int status);
   static void on_shutdown(uv_shutdown_t* req, int status);
   static void on_close(uv_handle_t* h);
+  void read(ssize_t n, const uv_buf_t* buf);
+  void run_deferred() override;  // close_soon()
 
   bool on_frame(const proto::FrameView& f);
   void handle(const proto::FrameView& f, const proto::Message& m);
@@ -127,6 +132,7 @@ class ClientConn {
   gid_t gid_ = 0;
   std::string name_;
   std::string label_;
+  std::string_view close_reason_;  // close_soon(): a literal
   std::chrono::steady_clock::time_point connected_at_ = std::chrono::steady_clock::now();
 };
 

@@ -10,14 +10,37 @@
 
 namespace dbmgr::daemon {
 
-Engine::Engine(std::string key, config::DatabaseConfig db)
-    : key_(std::move(key)), db_(std::move(db)) {}
+Engine::Engine(std::string key, config::DatabaseConfig db, const TimeSource& clock)
+    : key_(std::move(key)),
+      db_(std::move(db)),
+      created_at_(clock.now()),
+      last_session_end_(created_at_) {}
 
-Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
+std::unique_ptr<Engine> Engine::with_factories(ReadyQueue& ready, const TimeSource& clock,
+                                               std::string key, config::DatabaseConfig db,
+                                               Pool::Factory writer, Pool::Factory readers) {
+  std::unique_ptr<Engine> e(new Engine(std::move(key), std::move(db), clock));
+  e->info_ = config::get_database_info(e->db_, e->db_.name);
+  config::PoolSettings w = e->db_.pool;
+  if (readers) {
+    w.pool_size = 1;
+    w.max_overflow = 0;
+  }
+  e->writer_ = std::make_unique<Pool>(e->db_.name, w, std::move(writer), ready, clock);
+  if (readers) {
+    e->readers_ = std::make_unique<Pool>(fmt::format("{} (readers)", e->db_.name),
+                                         reader_settings(e->db_.pool, e->db_.sqlite),
+                                         std::move(readers), ready, clock);
+  }
+  return e;
+}
+
+Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, ReadyQueue& ready,
+                                               const TimeSource& clock, std::string key,
                                                config::DatabaseConfig db,
                                                std::uint32_t max_frame_bytes,
                                                bool create_if_missing) {
-  std::unique_ptr<Engine> e(new Engine(std::move(key), std::move(db)));
+  std::unique_ptr<Engine> e(new Engine(std::move(key), std::move(db), clock));
   const config::DatabaseConfig& c = e->db_;
   switch (c.type) {
     case config::DbType::kSqlite: {
@@ -32,17 +55,22 @@ Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
       writer.max_overflow = 0;
       auto sqlite = c.sqlite;
       auto timeout = c.pool.statement_timeout;
+      const TimeSource* clk = &clock;
       e->writer_ = std::make_unique<Pool>(
-          fmt::format("{} (writer)", c.name), writer, [=] {
-            return new SqliteConn(loop, file, sqlite, timeout, max_frame_bytes,
+          fmt::format("{} (writer)", c.name), writer,
+          [=] {
+            return new SqliteConn(loop, *clk, file, sqlite, timeout, max_frame_bytes,
                                   SqliteConn::Role::kWriter);
-          });
+          },
+          ready, clock);
       e->group_ = std::make_unique<GroupCommit>(*e->writer_);
       e->readers_ = std::make_unique<Pool>(
-          fmt::format("{} (readers)", c.name), reader_settings(c.pool, c.sqlite), [=] {
-            return new SqliteConn(loop, file, sqlite, timeout, max_frame_bytes,
+          fmt::format("{} (readers)", c.name), reader_settings(c.pool, c.sqlite),
+          [=] {
+            return new SqliteConn(loop, *clk, file, sqlite, timeout, max_frame_bytes,
                                   SqliteConn::Role::kReader);
-          });
+          },
+          ready, clock);
       return e;
     }
     case config::DbType::kPostgresql: {
@@ -57,7 +85,8 @@ Result<std::unique_ptr<Engine>> Engine::create(uv_loop_t* loop, std::string key,
       p.statement_timeout = c.pool.statement_timeout;
       p.max_frame_bytes = max_frame_bytes;
       p.create_if_missing = create_if_missing;
-      e->writer_ = std::make_unique<Pool>(c.name, c.pool, [loop, p] { return new PgConn(loop, p); });
+      e->writer_ = std::make_unique<Pool>(
+          c.name, c.pool, [loop, p] { return new PgConn(loop, p); }, ready, clock);
       return e;
     }
     default:
@@ -125,8 +154,17 @@ void Engine::dispose() {
 }
 
 bool Engine::idle() const {
-  auto quiet = [](const Pool* p) { return p == nullptr || (p->in_use() == 0 && p->opening() == 0); };
-  return quiet(writer_.get()) && quiet(readers_.get());
+  auto quiet = [](const Pool* p) {
+    return p == nullptr || (p->in_use() == 0 && p->opening() == 0 && p->waiting() == 0);
+  };
+  return sessions_ == 0 && quiet(writer_.get()) && quiet(readers_.get()) &&
+         (group_ == nullptr || !group_->running());
+}
+
+Clock::time_point Engine::last_active() const {
+  Clock::time_point t = std::max(last_session_end_, writer_->last_active());
+  if (readers_) t = std::max(t, readers_->last_active());
+  return t;
 }
 
 }  // namespace dbmgr::daemon

@@ -1,7 +1,10 @@
 // Engine: everything the daemon holds for one resolved database (prefix applied): its
 // configuration, its masked URI and PK type, and its pools.
 //
-// Engines are created lazily on the first request that names them and live until shutdown.
+// Engines are created lazily on the first request that names them. One that has had no
+// session and no connection leased, opening or awaited for engine_idle_timeout is disposed
+// by the janitor (its connections and descriptors closed) and made again on next use; the
+// rest live until shutdown.
 // SQLite engines have two pools: the writer (exactly one connection; write transactions
 // queue for it FIFO and begin with BEGIN IMMEDIATE, so no client ever sees SQLITE_BUSY from
 // another) and the readers (pool_size + max_overflow query_only connections for read-only
@@ -28,10 +31,16 @@ namespace dbmgr::daemon {
 class Engine {
  public:
   // `db` is the database's configuration with `name` already resolved (prefix applied).
-  static Result<std::unique_ptr<Engine>> create(uv_loop_t* loop, std::string key,
+  static Result<std::unique_ptr<Engine>> create(uv_loop_t* loop, ReadyQueue& ready,
+                                                const TimeSource& clock, std::string key,
                                                 config::DatabaseConfig db,
                                                 std::uint32_t max_frame_bytes,
                                                 bool create_if_missing);
+  // An engine whose pools make connections with the given factories (tests: a fake
+  // backend). `readers` may be empty: then there is one pool.
+  static std::unique_ptr<Engine> with_factories(ReadyQueue& ready, const TimeSource& clock,
+                                                std::string key, config::DatabaseConfig db,
+                                                Pool::Factory writer, Pool::Factory readers);
 
   Pool& pool_for(bool read_only);
   TxBegin begin_mode(bool read_only) const;
@@ -52,10 +61,19 @@ class Engine {
   void apply(const config::PoolSettings& s);
   void expire(Clock::time_point now);
   void dispose();
-  bool idle() const;  // no connection leased or opening
+  // No session, and no connection leased, opening or awaited.
+  bool idle() const;
+  // The last time a session ended or a pool was used (for engine_idle_timeout).
+  Clock::time_point last_active() const;
+  int sessions() const { return sessions_; }
+  void session_opened() { ++sessions_; }
+  void session_closed(Clock::time_point now) {
+    --sessions_;
+    last_session_end_ = now;
+  }
 
  private:
-  Engine(std::string key, config::DatabaseConfig db);
+  Engine(std::string key, config::DatabaseConfig db, const TimeSource& clock);
   static config::PoolSettings reader_settings(const config::PoolSettings& pool,
                                               const config::SqliteSettings& sqlite);
 
@@ -65,7 +83,9 @@ class Engine {
   std::unique_ptr<Pool> writer_;   // SQLite writer, or the only pool of a server engine
   std::unique_ptr<Pool> readers_;  // SQLite only
   std::unique_ptr<GroupCommit> group_;  // SQLite only; uses writer_
-  Clock::time_point created_at_ = Clock::now();
+  Clock::time_point created_at_;
+  Clock::time_point last_session_end_;
+  int sessions_ = 0;  // Session objects (named and one-shot) on this engine
 };
 
 }  // namespace dbmgr::daemon

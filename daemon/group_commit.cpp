@@ -35,6 +35,7 @@ bool GroupCommit::start(Session* leader, BackendConn* conn) {
   }
   job_.items = items_.data();
   job_.count = count_;
+  pool_.set_holder(conn, LeaseHolder{0, 0, "group commit"});
   conn->set_listener(this);
   static_cast<SqliteConn*>(conn)->execute_group(&job_);  // GroupCommit exists for SQLite only
   return true;
@@ -46,7 +47,7 @@ void GroupCommit::cancel(const Session* s) {
   }
 }
 
-void GroupCommit::on_backend_result(BackendConn* conn, BackendOp /*op*/, BackendResult& r) {
+void GroupCommit::on_backend_result(BackendConn* conn, BackendOp /*op*/, BackendResult&& r) {
   const std::size_t n = count_;
   const std::uint8_t* frames = job_.frames.data();
   if (job_.committed) {
@@ -86,7 +87,7 @@ void GroupCommit::on_backend_result(BackendConn* conn, BackendOp /*op*/, Backend
     job_.frames.bytes().clear();
   }
   conn->set_listener(nullptr);
-  pool_.release(conn, !r.broken);  // may start the next group at once
+  pool_.release(conn, !r.broken);  // the next waiter (maybe a group) gets it on a later turn
 }
 
 }  // namespace dbmgr::daemon

@@ -60,7 +60,7 @@ class GroupCommit final : private BackendListener {
 
  private:
   void add(Session* s);
-  void on_backend_result(BackendConn* conn, BackendOp op, BackendResult& r) override;
+  void on_backend_result(BackendConn* conn, BackendOp op, BackendResult&& r) override;
 
   Pool& pool_;
   std::array<GroupItem, kMaxStatements> items_{};

@@ -45,20 +45,36 @@ std::string Status::to_string() const {
   return fmt::format("{}: {} [{}]", proto::to_string(category_), message_, sqlstate_);
 }
 
-Server::Server(config::Settings settings, config::CommandLine cli, config::EnvLookup env)
+Server::Server(config::Settings settings, config::CommandLine cli, config::EnvLookup env,
+               const TimeSource& clock, EngineFactory engines)
     : settings_(std::move(settings)),
       cli_(std::move(cli)),
       env_(std::move(env)),
+      clock_(clock),
+      make_engine_(engines ? std::move(engines) : EngineFactory(&Engine::create)),
+      started_at_(clock.now()),
       read_buffer_(kReadBufferSize) {
   uv_loop_init(&loop_);
   loop_.data = this;
+  ready_ = std::make_unique<ReadyQueue>(&loop_);
 }
 
 Server::~Server() {
   for (PendingRequest* r : free_requests_) delete r;
   for (WriteReq* w : free_writes_) delete w;
   engines_.clear();
+  ready_->close();
+  uv_run(&loop_, UV_RUN_NOWAIT);  // close callbacks of what is still open
+  ready_.reset();
   uv_loop_close(&loop_);
+}
+
+void Server::on_callback_exception(std::string_view where, ClientConn* client) noexcept {
+  if (client == nullptr) return;
+  guard_callback("closing a client after an internal error", [&] {
+    spdlog::error("{}: closing this client after the internal error in {}", client->tag(), where);
+    client->close_soon("internal error");
+  });
 }
 
 Status Server::bind_socket() {
@@ -170,20 +186,21 @@ int Server::run() {
 
 void Server::on_connection(uv_stream_t* listener, int status) {
   auto* self = static_cast<Server*>(listener->data);
-  if (status != 0) {
-    spdlog::warn("accept failed: {}", uv_strerror(status));
-    return;
-  }
-  auto* c = new ClientConn(*self, self->next_client_id_++);
-  int rc = c->accept(listener);
-  if (rc != 0) {
-    spdlog::warn("accept failed: {}", uv_strerror(rc));
+  self->guarded("accept", nullptr, [&] {
+    if (status != 0) {
+      spdlog::warn("accept failed: {}", uv_strerror(status));
+      return;
+    }
+    auto* c = new ClientConn(*self, self->next_client_id_++);
     self->clients_.push_back(c);
-    c->close("accept failed");
-    return;
-  }
-  ++self->totals_.clients_accepted;
-  self->clients_.push_back(c);
+    int rc = c->accept(listener);
+    if (rc != 0) {
+      spdlog::warn("accept failed: {}", uv_strerror(rc));
+      c->close("accept failed");
+      return;
+    }
+    ++self->totals_.clients_accepted;
+  });
 }
 
 void Server::on_client_closed(ClientConn* c) {
@@ -210,7 +227,7 @@ void Server::on_prepare(uv_prepare_t* p) {
     self->flushing_.swap(self->dirty_);  // both keep their capacity: no allocation per turn
     for (ClientConn* c : self->flushing_) {
       c->dirty_ = false;
-      c->flush();
+      self->guarded("flush", c, [c] { c->flush(); });
     }
     self->flushing_.clear();
   }
@@ -284,23 +301,27 @@ Result<Engine*> Server::resolve_engine(std::string_view database, std::string_vi
   config::DatabaseConfig db = *base;
   db.name = *resolved;
   bool create = !prefix.empty() && settings_.prefixes.allows_create(prefix);
-  auto engine = Engine::create(&loop_, base->key, std::move(db), settings_.max_frame_bytes, create);
+  auto engine = make_engine_(&loop_, *ready_, clock_, base->key, std::move(db),
+                             settings_.max_frame_bytes, create);
   if (!engine.is_ok()) return engine.status();
   Engine* e = engine.value().get();
   spdlog::info("engine {}: created ({}, {})", e->name(), config::to_string(e->config().type),
                e->info().uri);
+  ++totals_.engines_created;
   engines_.emplace(key, std::move(engine.value()));
   return e;
 }
 
 void Server::on_signal(uv_signal_t* h, int signum) {
   auto* self = static_cast<Server*>(h->data);
-  if (signum == SIGHUP) {
-    Status s = self->reload();
-    if (!s.is_ok()) spdlog::error("reload refused: {}", s.message());
-    return;
-  }
-  self->begin_shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  self->guarded("signal", nullptr, [&] {
+    if (signum == SIGHUP) {
+      Status s = self->reload();
+      if (!s.is_ok()) spdlog::error("reload refused: {}", s.message());
+      return;
+    }
+    self->begin_shutdown(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  });
 }
 
 Status Server::reload() {
@@ -333,7 +354,7 @@ Status Server::reload() {
 void Server::begin_drain(std::string_view why) {
   if (draining_) return;
   draining_ = true;
-  drain_deadline_ = Clock::now() + settings_.drain_timeout;
+  drain_deadline_ = clock_.now() + settings_.drain_timeout;
   spdlog::info("{}: draining; no new sessions or transactions, open ones get up to {} ms; "
                "dbmgrd stays up until shutdown",
                why, settings_.drain_timeout.count());
@@ -344,7 +365,7 @@ void Server::begin_shutdown(std::string_view why) {
   if (exiting_) return;
   exiting_ = true;
   // [issue 6] After an admin drain, shutdown keeps the drain's deadline.
-  if (!draining_) drain_deadline_ = Clock::now() + settings_.drain_timeout;
+  if (!draining_) drain_deadline_ = clock_.now() + settings_.drain_timeout;
   draining_ = true;
   std::size_t open_tx = 0;
   for (ClientConn* c : clients_) {
@@ -363,10 +384,35 @@ void Server::begin_shutdown(std::string_view why) {
   uv_timer_start(&janitor_, &Server::on_janitor, 0, kJanitorMs);
 }
 
-void Server::on_janitor(uv_timer_t* t) { static_cast<Server*>(t->data)->janitor_tick(); }
+void Server::on_janitor(uv_timer_t* t) {
+  auto* self = static_cast<Server*>(t->data);
+  self->guarded("janitor", nullptr, [self] { self->janitor_tick(); });
+}
+
+void Server::dispose_idle_engines(Clock::time_point now) {
+  auto limit = settings_.engine_idle_timeout;
+  if (limit.count() <= 0 || draining_) return;
+  for (auto it = engines_.begin(); it != engines_.end();) {
+    Engine* e = it->second.get();
+    if (!e->idle() || now - e->last_active() < limit) {
+      ++it;
+      continue;
+    }
+    spdlog::info("engine {}: disposed after {:.0f} s without sessions (engine_idle_timeout); it "
+                 "is made again on next use",
+                 e->name(), std::chrono::duration<double>(now - e->last_active()).count());
+    for (auto c = engine_cache_.begin(); c != engine_cache_.end();) {
+      if (c->second == e) c = engine_cache_.erase(c); else ++c;
+    }
+    e->dispose();
+    ++totals_.engines_disposed;
+    it = engines_.erase(it);
+  }
+}
 
 void Server::janitor_tick() {
-  auto now = Clock::now();
+  auto now = clock_.now();
+  dispose_idle_engines(now);
   bool idle_timeouts = false;
   for (auto& [key, engine] : engines_) {
     engine->expire(now);
@@ -420,9 +466,12 @@ void Server::finish_shutdown() {
   uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&janitor_), nullptr);
-  // The flusher writes the last replies, then goes with the rest.
+  // Grants and results still queued run now; then the flusher writes the last replies, and
+  // both go with the rest.
+  ready_->drain();
   on_prepare(&flusher_);
   uv_close(reinterpret_cast<uv_handle_t*>(&flusher_), nullptr);
+  ready_->close();
   spdlog::info("shutdown complete; engines disposed, socket removed");
 }
 
@@ -431,9 +480,13 @@ void Server::finish_shutdown() {
 ConnectionProbe::ConnectionProbe(ClientConn* conn, std::uint32_t request_id, Engine* engine)
     : conn_(conn), request_id_(request_id), engine_(engine) {}
 
+ConnectionProbe::~ConnectionProbe() = default;
+
+void ConnectionProbe::detach() { conn_ = nullptr; }
+
 void ConnectionProbe::start() {
   Pool& pool = engine_->pool_for(false);
-  if (BackendConn* c = pool.try_lease()) {
+  if (BackendConn* c = pool.try_lease(holder())) {
     on_lease(c, Status::ok());
   } else {
     pool.wait(this);
@@ -447,7 +500,8 @@ void ConnectionProbe::on_lease(BackendConn* conn, Status status) {
   conn->ping();
 }
 
-void ConnectionProbe::on_backend_result(BackendConn* conn, BackendOp /*op*/, BackendResult& r) {
+void ConnectionProbe::on_backend_result(BackendConn* conn, BackendOp /*op*/, BackendResult&& r) {
+  conn->set_listener(nullptr);
   engine_->pool_for(false).release(conn, r.status.is_ok() && !r.broken);
   lease_ = nullptr;
   done(r.status);

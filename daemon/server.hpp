@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,7 +24,10 @@
 #include <uv.h>
 
 #include "dbmgr/config/config.hpp"
+#include "clock.hpp"
 #include "engine.hpp"
+#include "guard.hpp"
+#include "ready_queue.hpp"
 #include "session.hpp"
 #include "status.hpp"
 
@@ -41,11 +45,20 @@ struct Totals {
   std::uint64_t clients_accepted = 0;
   std::uint64_t sessions_opened = 0;
   std::uint64_t protocol_errors = 0;
+  std::uint64_t engines_created = 0;
+  std::uint64_t engines_disposed = 0;  // by engine_idle_timeout
 };
 
 class Server {
  public:
-  Server(config::Settings settings, config::CommandLine cli, config::EnvLookup env);
+  // Makes the engine for a resolved database (tests: engines on a fake backend).
+  using EngineFactory = std::function<Result<std::unique_ptr<Engine>>(
+      uv_loop_t* loop, ReadyQueue& ready, const TimeSource& clock, std::string key,
+      config::DatabaseConfig db, std::uint32_t max_frame_bytes, bool create_if_missing)>;
+
+  // `clock` (tests inject one) must outlive the Server.
+  Server(config::Settings settings, config::CommandLine cli, config::EnvLookup env,
+         const TimeSource& clock = TimeSource::system(), EngineFactory engines = {});
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -62,8 +75,17 @@ class Server {
   Status reload();
 
   uv_loop_t* loop() { return &loop_; }
+  ReadyQueue& ready() { return *ready_; }
+  const TimeSource& clock() const { return clock_; }
   const config::Settings& settings() const { return settings_; }
   bool draining() const { return draining_; }
+  // One janitor pass now (the timer runs it every 100 ms; tests with a ManualClock call it).
+  void janitor_tick();
+  // Runs `f` as a libuv callback must: an exception is caught, counted and logged, and the
+  // client it concerns (if any) is closed; it never reaches libuv.
+  template <typename F>
+  void guarded(std::string_view where, ClientConn* client, F&& f) noexcept;
+  void on_callback_exception(std::string_view where, ClientConn* client) noexcept;
 
   // The engine for `database` with `prefix`, created on first use.
   Result<Engine*> engine_for(std::string_view database, std::string_view prefix);
@@ -100,7 +122,7 @@ class Server {
   // engine_for() without its cache: resolves the name and creates the engine if needed.
   Result<Engine*> resolve_engine(std::string_view database, std::string_view prefix);
   Status bind_socket();
-  void janitor_tick();
+  void dispose_idle_engines(Clock::time_point now);
   void finish_shutdown();
   bool is_admin(const ClientConn& c) const;
   std::string status_json();
@@ -108,11 +130,15 @@ class Server {
   std::string sessions_json();
   std::string clients_json();
   std::string engines_json();
+  std::string servers_json();
 
   config::Settings settings_;
   config::CommandLine cli_;
   config::EnvLookup env_;
+  const TimeSource& clock_;
+  EngineFactory make_engine_;
   uv_loop_t loop_{};
+  std::unique_ptr<ReadyQueue> ready_;  // after loop_: its handles live on it
   uv_pipe_t listener_{};
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   uv_timer_t janitor_{};
@@ -125,7 +151,7 @@ class Server {
   Clock::time_point drain_deadline_{};
   std::chrono::microseconds watchdog_interval_{0};  // 0: systemd asked for no watchdog
   Clock::time_point last_watchdog_{};
-  Clock::time_point started_at_ = Clock::now();
+  Clock::time_point started_at_;
   std::uint64_t next_client_id_ = 1;
   std::vector<ClientConn*> clients_;
   std::vector<ClientConn*> dirty_;
@@ -142,16 +168,24 @@ class Server {
   std::unique_ptr<MetricsServer> metrics_;  // [issue 6] GET /metrics, when configured
 };
 
+template <typename F>
+void Server::guarded(std::string_view where, ClientConn* client, F&& f) noexcept {
+  if (!guard_callback(where, std::forward<F>(f))) on_callback_exception(where, client);
+}
+
 // Answers a kInfo with kInfoTestConnection: leases a connection, pings it, replies.
 class ConnectionProbe final : public PoolWaiter, public BackendListener {
  public:
   ConnectionProbe(ClientConn* conn, std::uint32_t request_id, Engine* engine);
+  ~ConnectionProbe();
   void start();
-  void detach() { conn_ = nullptr; }
+  // The client is gone: stop waiting (or drop the reply) and delete this when done.
+  void detach();
 
  private:
   void on_lease(BackendConn* conn, Status status) override;
-  void on_backend_result(BackendConn* conn, BackendOp op, BackendResult& r) override;
+  void on_backend_result(BackendConn* conn, BackendOp op, BackendResult&& r) override;
+  LeaseHolder holder() const override { return LeaseHolder{0, 0, "probe"}; }
   void done(const Status& s);
 
   ClientConn* conn_;

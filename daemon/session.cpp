@@ -2,34 +2,91 @@
 // error, disconnect, timeout and kill).
 #include "session.hpp"
 
+#include <cassert>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "backend_sqlite.hpp"
 #include "client_conn.hpp"
 #include "engine.hpp"
 #include "server.hpp"
 
 namespace dbmgr::daemon {
+namespace {
+
+using S = Session::State;
+
+// The legal moves of the session state machine (see session.hpp).
+bool allowed(S from, S to) {
+  if (from == to) return to == S::kIdle || to == S::kFailed || to == S::kExecuting;
+  switch (from) {
+    case S::kIdle: return to == S::kLeasing || to == S::kFailed;
+    case S::kLeasing:
+      return to == S::kExecuting || to == S::kGrouped || to == S::kIdle || to == S::kFailed;
+    case S::kGrouped: return to == S::kIdle || to == S::kLeasing;
+    case S::kExecuting:
+      return to == S::kPaused || to == S::kInTx || to == S::kIdle || to == S::kFailed ||
+             to == S::kAborting || to == S::kLeasing;
+    case S::kPaused: return to == S::kExecuting || to == S::kAborting;
+    case S::kInTx: return to == S::kExecuting || to == S::kEnding || to == S::kAborting;
+    case S::kEnding: return to == S::kIdle || to == S::kFailed || to == S::kAborting;
+    case S::kAborting: return to == S::kFailed || to == S::kIdle;
+    case S::kFailed: return to == S::kIdle || to == S::kFailed;
+  }
+  return false;
+}
+
+}  // namespace
 
 Session::Session(Server& server, ClientConn* conn, std::uint32_t id, Engine* engine,
                  bool read_only, bool one_shot)
     : server_(server),
       conn_(conn),
+      client_id_(conn != nullptr ? conn->id() : 0),
       id_(id),
       engine_(engine),
       read_only_(read_only),
-      one_shot_(one_shot) {}
+      one_shot_(one_shot),
+      created_at_(server.clock().now()) {
+  engine_->session_opened();
+}
 
-std::string_view Session::state_name() const {
-  switch (state_) {
+Session::~Session() { engine_->session_closed(now()); }
+
+std::string_view Session::to_string(State s) {
+  switch (s) {
     case State::kIdle: return "idle";
     case State::kLeasing: return "waiting";
+    case State::kGrouped: return "active (group commit)";
+    case State::kExecuting: return "active";
+    case State::kPaused: return "active (client reading)";
     case State::kInTx: return "idle in transaction";
-    case State::kRunning: return "active";
+    case State::kEnding: return "committing";
+    case State::kAborting: return "rolling back";
     case State::kFailed: return "failed";
   }
   return "?";
 }
+
+LeaseHolder Session::holder() const {
+  return LeaseHolder{client_id_, id_, one_shot_ ? "one-shot" : "session"};
+}
+
+Clock::time_point Session::now() const { return server_.clock().now(); }
+
+Pool& Session::pool() { return engine_->pool_for(read_only_); }
+
+void Session::set_state(State next) {
+  assert(allowed(state_, next) && "illegal session state change");
+  if (!allowed(state_, next)) {  // release builds: say so, and go on
+    spdlog::error("session {}: illegal state change {} -> {}", id_, to_string(state_),
+                  to_string(next));
+  }
+  state_ = next;
+}
+
+// ---- the request queue ----
 
 void Session::enqueue(PendingRequest* r) {
   r->next = nullptr;
@@ -52,7 +109,7 @@ void Session::pump() {
   if (in_pump_) return;  // requests that finish at once loop here instead of recursing
   in_pump_ = true;
   while (current_ == nullptr && head_ != nullptr && !abandoned_ && !closing_ &&
-         state_ != State::kRunning && state_ != State::kLeasing) {
+         (state_ == State::kIdle || state_ == State::kInTx || state_ == State::kFailed)) {
     current_ = pop();
     start_current();
   }
@@ -72,10 +129,14 @@ void Session::reply_error(const Status& s) {
   }
 }
 
-void Session::finish_current() {
+void Session::drop_current() {
   PendingRequest* r = current_;
   current_ = nullptr;
   if (r != nullptr) server_.free_request(r, conn_);
+}
+
+void Session::finish_current() {
+  drop_current();
   if (in_pump_) return;  // pump() goes on (or deletes this) when start_current() returns
   if (one_shot_ || abandoned_ || closing_) {
     maybe_delete();
@@ -85,7 +146,8 @@ void Session::finish_current() {
 }
 
 void Session::maybe_delete() {
-  if (lease_ != nullptr || state_ == State::kLeasing || current_ != nullptr || group_ != nullptr) {
+  if (lease_ != nullptr || state_ == State::kLeasing || current_ != nullptr || group_ != nullptr ||
+      state_ == State::kAborting || state_ == State::kEnding) {
     return;
   }
   if (conn_ != nullptr) conn_->forget(this);
@@ -98,7 +160,8 @@ void Session::release(bool reusable) {
   if (lease_ == nullptr) return;
   BackendConn* c = lease_;
   lease_ = nullptr;
-  engine_->pool_for(read_only_).release(c, reusable);
+  c->set_listener(nullptr);
+  pool().release(c, reusable);  // the next waiter gets it on a later loop turn
 }
 
 Status Session::failure_for(const Status& why) {
@@ -113,9 +176,11 @@ Status Session::failure_for(const Status& why) {
 }
 
 void Session::fail(Status why) {
-  state_ = State::kFailed;
+  set_state(State::kFailed);
   failed_ = std::move(why);
 }
+
+// ---- starting requests ----
 
 void Session::start_current() {
   const proto::MsgType type = current_->header.type;
@@ -129,7 +194,7 @@ void Session::start_current() {
         case State::kFailed:
           reply_error(failed_);
           return finish_current();
-        case State::kIdle: {
+        case State::kIdle:
           if (server_.draining()) {
             reply_error(Status(proto::ErrorCategory::kShuttingDown,
                                "dbmgrd is shutting down and starts no new transactions"));
@@ -147,15 +212,7 @@ void Session::start_current() {
               }
             }
           }
-          state_ = State::kLeasing;
-          Pool& pool = engine_->pool_for(read_only_);
-          if (BackendConn* c = pool.try_lease()) {
-            on_lease(c, Status::ok());
-          } else {
-            pool.wait(this);
-          }
-          return;
-        }
+          return start_lease();
         case State::kInTx:
           return run_execute(false);
         default:
@@ -167,17 +224,19 @@ void Session::start_current() {
     case T::kClose:
       if (type == T::kClose) closing_ = true;
       if (state_ == State::kInTx) {
-        state_ = State::kRunning;
-        running_op_ = type == T::kCommit ? BackendOp::kCommit : BackendOp::kRollback;
+        set_state(State::kEnding);
         lease_->set_listener(this);
         if (type == T::kCommit) lease_->commit(); else lease_->rollback();
         return;
       }
-      if (state_ == State::kFailed && type == T::kCommit) {
+      if (state_ == State::kFailed &&
+          (type == T::kCommit ||
+           (type == T::kRollback && failed_.category() == proto::ErrorCategory::kKilled))) {
+        // A killed session answers every request but kClose with `killed` (protocol.md 8).
         reply_error(failed_);
         return finish_current();
       }
-      state_ = State::kIdle;
+      set_state(State::kIdle);
       reply_ok();
       return finish_current();
     default:
@@ -188,24 +247,72 @@ void Session::start_current() {
   finish_current();
 }
 
+void Session::start_lease() {
+  set_state(State::kLeasing);
+  if (BackendConn* c = pool().try_lease(holder())) {
+    lease_ = c;
+    tx_started_ = now();
+    if (groupable_ && engine_->group_commit()->start(this, c)) return;  // join_group() ran
+    return run_execute(true);
+  }
+  pool().wait(this);  // on_lease() on a later loop turn
+}
+
 void Session::on_lease(BackendConn* conn, Status status) {
+  ClientConn* client = conn_;
+  server_.guarded("a session's lease", client, [&] { leased(conn, std::move(status)); });
+}
+
+void Session::leased(BackendConn* conn, Status status) {
+  assert(state_ == State::kLeasing && !abandoned_);
   if (!status.is_ok()) {
-    state_ = State::kIdle;
-    reply_error(status);
     server_.count_error();
-    if (!one_shot_) fail(failure_for(status));
+    reply_error(status);
+    if (one_shot_) set_state(State::kIdle); else fail(failure_for(status));
     return finish_current();
   }
   lease_ = conn;
-  tx_started_ = Clock::now();
-  if (abandoned_) {  // cannot happen: abandon() cancels the wait; be safe anyway
-    state_ = State::kIdle;
-    release(true);
-    return maybe_delete();
-  }
+  tx_started_ = now();
   if (groupable_ && engine_->group_commit()->start(this, conn)) return;  // join_group() ran
   run_execute(true);
 }
+
+void Session::run_execute(bool begin) {
+  proto::Message msg;
+  proto::FrameView frame{current_->header, current_->payload.data()};
+  ExecRequest req;
+  req.request_id = current_->header.request_id;
+  req.session_id = id_;
+  if (proto::decode(frame, &msg) != proto::DecodeError::kOk) {
+    // Cannot happen (the frame was decoded when it arrived); end cleanly anyway.
+    reply_error(Status::internal("a queued request no longer decodes"));
+    if (begin) {  // nothing began: give the connection back
+      release(true);
+      set_state(State::kIdle);
+    }
+    return finish_current();
+  }
+  if (auto* e = std::get_if<proto::Execute>(&msg)) {
+    req.sql = e->sql;
+    req.params = e->params;
+  } else if (auto* o = std::get_if<proto::OneShot>(&msg)) {
+    req.sql = o->sql;
+    req.params = o->params;
+    req.commit_after = true;
+  }
+  if (begin) {
+    req.begin =
+        one_shot_ ? engine_->one_shot_begin(read_only_, req.sql) : engine_->begin_mode(read_only_);
+  }
+  req.read_only = read_only_;
+  if (conn_ != nullptr) req.client_label = conn_->label();
+  began_tx_ = begin;
+  set_state(State::kExecuting);
+  lease_->set_listener(this);
+  lease_->execute(req);
+}
+
+// ---- group commit ----
 
 std::size_t Session::group_bytes() const {
   return current_ != nullptr ? current_->payload.size() : 0;
@@ -218,20 +325,19 @@ void Session::join_group(GroupCommit* g, GroupItem& it) {
   group_ = g;
   lease_ = nullptr;  // the group holds the writer
   group_cancelled_ = false;
-  state_ = State::kRunning;
-  running_op_ = BackendOp::kExecute;
+  set_state(State::kGrouped);
   began_tx_ = true;
-  tx_started_ = Clock::now();
+  tx_started_ = now();
 }
 
 void Session::on_group_result(const GroupItem& it, const std::uint8_t* frames) {
   group_ = nullptr;
   groupable_ = false;
-  state_ = State::kIdle;
+  set_state(State::kIdle);
   server_.count_statements(it.ran ? 1 : 0);
   server_.count_transaction();
-  Status why = abort_pending_ ? abort_why_ : it.status;
-  abort_pending_ = false;
+  Status why = abort_ ? *abort_ : it.status;
+  abort_.reset();
   if (!abandoned_) {
     if (!it.status.is_ok()) {
       server_.count_error();
@@ -249,206 +355,220 @@ void Session::on_group_result(const GroupItem& it, const std::uint8_t* frames) {
 void Session::on_group_deferred() {
   group_ = nullptr;
   groupable_ = false;
-  state_ = State::kIdle;
-  if (abandoned_) return finish_current();
-  if (abort_pending_ || group_cancelled_) {
-    Status why = abort_pending_ ? abort_why_
-                                : Status(proto::ErrorCategory::kCancelled, "statement cancelled",
-                                         "57014");
-    abort_pending_ = false;
+  if (abandoned_) {
+    set_state(State::kIdle);
+    return finish_current();
+  }
+  if (abort_ || group_cancelled_) {
+    Status why = abort_ ? *abort_
+                        : Status(proto::ErrorCategory::kCancelled, "statement cancelled", "57014");
+    abort_.reset();
     server_.count_error();
     reply_error(why);
+    set_state(State::kIdle);
     return finish_current();
   }
   solo_ = true;
-  state_ = State::kLeasing;
-  engine_->pool_for(read_only_).wait_front(this);
+  set_state(State::kLeasing);
+  pool().wait_front(this);
 }
 
-void Session::run_execute(bool begin) {
-  proto::Message msg;
-  proto::FrameView frame{current_->header, current_->payload.data()};
-  ExecRequest req;
-  req.request_id = current_->header.request_id;
-  req.session_id = id_;
-  if (proto::decode(frame, &msg) != proto::DecodeError::kOk) {
-    reply_error(Status::internal("a queued request no longer decodes"));
-    return finish_current();
-  }
-  if (auto* e = std::get_if<proto::Execute>(&msg)) {
-    req.sql = e->sql;
-    req.params = e->params;
-  } else if (auto* o = std::get_if<proto::OneShot>(&msg)) {
-    req.sql = o->sql;
-    req.params = o->params;
-    req.commit_after = true;
-  }
-  if (begin) {
-    req.begin =
-        one_shot_ ? engine_->one_shot_begin(read_only_, req.sql) : engine_->begin_mode(read_only_);
-  }
-  if (conn_ != nullptr) req.client_label = conn_->label();
-  began_tx_ = begin;
-  state_ = State::kRunning;
-  running_op_ = BackendOp::kExecute;
-  lease_->set_listener(this);
-  lease_->execute(req);
+// ---- backend results ----
+
+void Session::on_backend_result(BackendConn* conn, BackendOp op, BackendResult&& r) {
+  ClientConn* client = conn_;
+  server_.guarded("a session's backend result", client, [&] { backend_result(conn, op, r); });
 }
 
-void Session::on_backend_result(BackendConn* conn, BackendOp op, BackendResult& r) {
+void Session::backend_result(BackendConn* conn, BackendOp op, BackendResult& r) {
+  assert(conn == lease_);
   (void)conn;
   server_.count_statements(r.statements);
   if (op == BackendOp::kCommit || op == BackendOp::kRollback) server_.count_transaction();
   if (abandoned_) {
-    if (op != BackendOp::kRollback && r.in_transaction && !r.broken) {
+    // The client is gone: roll back whatever is open (a paused stream too), then release.
+    if (op != BackendOp::kRollback && (r.more || (r.in_transaction && !r.broken))) {
       server_.count_rollback_on_disconnect();
+      drop_current();
+      if (state_ != State::kAborting) set_state(State::kAborting);
+      lease_->set_listener(this);
       lease_->rollback();
       return;
     }
-    state_ = State::kIdle;
     release(!r.broken && !r.in_transaction);
-    return finish_current();  // frees the request that was running, then deletes this
+    drop_current();
+    if (state_ != State::kIdle) set_state(State::kIdle);
+    return maybe_delete();
   }
+  switch (state_) {
+    case State::kExecuting: return on_execute_result(r);
+    case State::kEnding: return on_end_result(r);
+    case State::kAborting: return on_abort_result(r);
+    default:
+      assert(false && "backend result in a state that runs nothing");
+      spdlog::error("session {}: a backend result arrived in state {}", id_, state_name());
+  }
+}
 
-  if (op == BackendOp::kExecute) {
-    if (!r.frames.empty()) {
-      streamed_ = true;
-      if (conn_ != nullptr) conn_->send_frames(std::move(r.frames));
+void Session::on_execute_result(BackendResult& r) {
+  if (!r.frames.empty()) {
+    streamed_ = true;
+    if (conn_ != nullptr) conn_->send_frames(std::move(r.frames));
+  }
+  if (!r.status.is_ok() && r.broken && began_tx_ && !streamed_ && !retried_ && !abort_) {
+    // The pooled connection was dead (server restarted, backend terminated) and nothing of
+    // this transaction had happened yet: retry once on a fresh connection.
+    retried_ = true;
+    spdlog::info("{} session {} {}: connection lost before the first statement ({}); retrying "
+                 "on a new connection",
+                 conn_ != nullptr ? conn_->tag() : std::string("client"), id_, engine_->name(),
+                 r.status.message());
+    release(false);
+    return start_lease();
+  }
+  if (!r.status.is_ok()) {
+    server_.count_error();
+    Status why = abort_ ? *abort_ : r.status;
+    abort_.reset();
+    reply_error(why);
+    if (conn_ != nullptr && spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("{} session {} {}: {}", conn_->tag(), id_, engine_->name(), why.to_string());
     }
-    if (!r.status.is_ok() && r.broken && began_tx_ && !streamed_ && !retried_ && !abort_pending_) {
-      // The pooled connection was dead (server restarted, backend terminated) and nothing of
-      // this transaction had happened yet: retry once on a fresh connection.
-      retried_ = true;
-      spdlog::info("{} session {} {}: connection lost before the first statement ({}); retrying "
-                   "on a new connection",
-                   conn_ != nullptr ? conn_->tag() : std::string("client"), id_, engine_->name(),
-                   r.status.message());
-      release(false);
-      state_ = State::kLeasing;
-      Pool& pool = engine_->pool_for(read_only_);
-      if (BackendConn* c = pool.try_lease()) return on_lease(c, Status::ok());
-      return pool.wait(this);
+    Status failed = failure_for(why);
+    if (r.in_transaction && !r.broken) {  // the backend could not roll back by itself
+      drop_current();
+      return start_abort(std::move(failed));
     }
-    if (!r.status.is_ok()) {
-      server_.count_error();
-      Status why = abort_pending_ ? abort_why_ : r.status;
-      abort_pending_ = false;
-      reply_error(why);
-      if (conn_ != nullptr && spdlog::should_log(spdlog::level::debug)) {
-        spdlog::debug("{} session {} {}: {}", conn_->tag(), id_, engine_->name(), why.to_string());
-      }
-      Status failed = failure_for(why);
-      if (r.in_transaction && !r.broken) {  // the backend could not roll back by itself
-        finish_current_keep_running();
-        return start_abort_rollback(std::move(failed));
-      }
-      state_ = State::kIdle;
-      release(!r.broken);
-      if (one_shot_) {
-        server_.count_transaction();
-      } else {
-        fail(std::move(failed));
-      }
-      return finish_current();
-    }
-    if (r.more) {
-      if (abort_pending_) {
-        reply_error(abort_why_);
-        finish_current_keep_running();
-        return start_abort_rollback(abort_why_);
-      }
-      if (conn_ != nullptr && conn_->backed_up()) {
-        paused_ = true;
-        conn_->wait_writable(this);
-      } else {
-        lease_->resume();
-      }
-      return;
-    }
-    // The statement is complete.
-    if (abort_pending_) {
-      finish_current_keep_running();
-      return start_abort_rollback(abort_why_);
-    }
-    if (r.in_transaction) {
-      state_ = State::kInTx;
-      idle_since_ = Clock::now();
-    } else {
-      state_ = State::kIdle;
+    release(!r.broken);
+    if (one_shot_) {
       server_.count_transaction();
-      release(true);
+      set_state(State::kIdle);
+    } else {
+      fail(std::move(failed));
     }
     return finish_current();
   }
-
-  // Commit or rollback, asked by the client (current_ set) or by an abort (current_ null).
-  state_ = State::kIdle;
-  release(!r.broken && !r.in_transaction);
-  if (current_ != nullptr) {
-    if (r.status.is_ok()) {
-      reply_ok();
-    } else {
-      server_.count_error();
-      reply_error(r.status);
-      if (current_->header.type == proto::MsgType::kCommit) fail(failure_for(r.status));
+  if (r.more) {
+    if (abort_) {  // killed or timed out while rows were streaming
+      reply_error(*abort_);
+      Status why = std::move(*abort_);
+      abort_.reset();
+      drop_current();
+      return start_abort(std::move(why));
     }
+    if (conn_ != nullptr && conn_->backed_up()) {
+      set_state(State::kPaused);
+      conn_->wait_writable(this);
+    } else {
+      lease_->resume();
+    }
+    return;
   }
-  if (abort_pending_) {
-    abort_pending_ = false;
-    fail(abort_why_);  // stays failed until the client acknowledges with rollback/close
+  // The statement is complete.
+  if (abort_) {
+    Status why = std::move(*abort_);
+    abort_.reset();
+    if (r.in_transaction) {
+      drop_current();
+      return start_abort(std::move(why));
+    }
+    // It committed (a one-shot) before the abort could stop it: the client has its result.
+    // A kill still ends the session (protocol.md section 8).
+    server_.count_transaction();
+    release(true);
+    if (!one_shot_ && why.category() == proto::ErrorCategory::kKilled) {
+      fail(std::move(why));
+    } else {
+      set_state(State::kIdle);
+    }
+    return finish_current();
   }
-  if (current_ != nullptr) return finish_current();
-  if (one_shot_) return maybe_delete();
-  pump();
+  if (r.in_transaction) {
+    set_state(State::kInTx);
+    idle_since_ = now();
+  } else {
+    server_.count_transaction();
+    release(true);
+    set_state(State::kIdle);
+  }
+  finish_current();
 }
 
-void Session::start_abort_rollback(Status why) {
-  abort_why_ = std::move(why);
-  abort_pending_ = true;
-  state_ = State::kRunning;
-  running_op_ = BackendOp::kRollback;
+void Session::on_end_result(BackendResult& r) {
+  // The result is ours (moved to us): returning the connection first is safe, and the next
+  // waiter gets it only after this callback has replied.
+  release(!r.broken && !r.in_transaction);
+  const bool commit = current_ != nullptr && current_->header.type == proto::MsgType::kCommit;
+  if (r.status.is_ok()) {
+    set_state(State::kIdle);
+    reply_ok();
+  } else {
+    server_.count_error();
+    reply_error(r.status);
+    if (commit) fail(failure_for(r.status)); else set_state(State::kIdle);
+  }
+  if (abort_) {  // killed while the commit ran: the session stays failed until acknowledged
+    Status why = std::move(*abort_);
+    abort_.reset();
+    if (state_ != State::kFailed || why.category() == proto::ErrorCategory::kKilled) {
+      fail(std::move(why));
+    }
+  }
+  finish_current();
+}
+
+void Session::start_abort(Status why) {
+  aborting_why_ = std::move(why);
+  set_state(State::kAborting);
   lease_->set_listener(this);
   lease_->rollback();
 }
 
-void Session::finish_current_keep_running() {
-  // The current execute got its result; the session stays kRunning until the abort's
-  // rollback completes, so the next request waits for it.
-  PendingRequest* r = current_;
-  current_ = nullptr;
-  if (r != nullptr) server_.free_request(r, conn_);
+void Session::on_abort_result(BackendResult& r) {
+  release(!r.broken && !r.in_transaction);
+  if (one_shot_) {
+    set_state(State::kIdle);
+    return maybe_delete();
+  }
+  fail(std::move(aborting_why_));  // stays failed until the client acknowledges
+  if (current_ != nullptr) return finish_current();
+  pump();
 }
 
+// ---- events from outside ----
+
 void Session::resume_stream() {
-  if (!paused_) return;
-  paused_ = false;
-  if (abandoned_) {
-    running_op_ = BackendOp::kRollback;
-    lease_->rollback();
-    return;
+  if (state_ != State::kPaused) return;
+  if (abort_) {
+    reply_error(*abort_);
+    Status why = std::move(*abort_);
+    abort_.reset();
+    drop_current();
+    return start_abort(std::move(why));
   }
-  if (abort_pending_) {
-    reply_error(abort_why_);
-    finish_current_keep_running();
-    return start_abort_rollback(abort_why_);
-  }
+  set_state(State::kExecuting);
   lease_->resume();
 }
 
 void Session::cancel() {
-  if (state_ == State::kRunning && running_op_ == BackendOp::kExecute && group_ != nullptr) {
-    group_cancelled_ = true;
-    group_->cancel(this);
-  } else if (state_ == State::kRunning && running_op_ == BackendOp::kExecute && lease_ != nullptr) {
-    lease_->cancel();
-  } else if (state_ == State::kLeasing) {  // waiting for a connection counts (protocol.md)
-    engine_->pool_for(read_only_).cancel_wait(this);
-    Status why(proto::ErrorCategory::kCancelled, "statement cancelled while waiting for a connection",
-               "57014");
-    state_ = State::kIdle;
-    reply_error(why);
-    if (!one_shot_) fail(failure_for(why));
-    finish_current();
+  switch (state_) {
+    case State::kGrouped:
+      group_cancelled_ = true;
+      group_->cancel(this);
+      return;
+    case State::kExecuting:
+      lease_->cancel();
+      return;
+    case State::kLeasing: {  // waiting for a connection counts (protocol.md section 9)
+      pool().cancel_wait(this);
+      Status why(proto::ErrorCategory::kCancelled,
+                 "statement cancelled while waiting for a connection", "57014");
+      reply_error(why);
+      if (one_shot_) set_state(State::kIdle); else fail(failure_for(why));
+      return finish_current();
+    }
+    default:
+      return;
   }
 }
 
@@ -463,32 +583,27 @@ void Session::abandon() {
       if (current_ == nullptr) return maybe_delete();
       return;
     case State::kLeasing:
-      engine_->pool_for(read_only_).cancel_wait(this);
-      state_ = State::kIdle;
-      if (current_ != nullptr) {
-        server_.free_request(current_, nullptr);
-        current_ = nullptr;
-      }
+      pool().cancel_wait(this);
+      set_state(State::kIdle);
+      drop_current();
       return maybe_delete();
     case State::kInTx:
+    case State::kPaused:
       server_.count_rollback_on_disconnect();
-      state_ = State::kRunning;
-      running_op_ = BackendOp::kRollback;
+      drop_current();
+      set_state(State::kAborting);
       lease_->set_listener(this);
       lease_->rollback();
       return;
-    case State::kRunning:
-      if (paused_) {
-        paused_ = false;
-        server_.count_rollback_on_disconnect();
-        running_op_ = BackendOp::kRollback;
-        lease_->rollback();
-      } else if (group_ != nullptr) {
-        group_->cancel(this);
-      } else if (running_op_ == BackendOp::kExecute) {
-        lease_->cancel();
-      }
+    case State::kGrouped:
+      group_->cancel(this);
       return;
+    case State::kExecuting:
+      lease_->cancel();
+      return;
+    case State::kEnding:
+    case State::kAborting:
+      return;  // its result arrives, then the session goes
   }
 }
 
@@ -496,34 +611,42 @@ void Session::abort_transaction(Status why) {
   switch (state_) {
     case State::kIdle:
     case State::kFailed:
-      if (why.category() == proto::ErrorCategory::kKilled) fail(std::move(why));
+      if (why.category() == proto::ErrorCategory::kKilled) {
+        if (one_shot_) return;
+        fail(std::move(why));
+      }
       return;
     case State::kLeasing:
-      engine_->pool_for(read_only_).cancel_wait(this);
-      state_ = State::kIdle;
+      pool().cancel_wait(this);
       reply_error(why);
-      fail(std::move(why));
+      if (one_shot_) set_state(State::kIdle); else fail(std::move(why));
       return finish_current();
     case State::kInTx:
-      return start_abort_rollback(std::move(why));
-    case State::kRunning:
-      abort_why_ = std::move(why);
-      abort_pending_ = true;
-      if (paused_) {
-        resume_stream();
-      } else if (group_ != nullptr) {
-        group_->cancel(this);
-      } else if (running_op_ == BackendOp::kExecute) {
-        lease_->cancel();
-      }
+      return start_abort(std::move(why));
+    case State::kExecuting:
+      abort_ = std::move(why);
+      lease_->cancel();
+      return;
+    case State::kPaused:
+      abort_ = std::move(why);
+      return resume_stream();
+    case State::kGrouped:
+      abort_ = std::move(why);
+      group_->cancel(this);
+      return;
+    case State::kEnding:
+      abort_ = std::move(why);
+      return;
+    case State::kAborting:
+      if (why.category() == proto::ErrorCategory::kKilled) aborting_why_ = std::move(why);
       return;
   }
 }
 
-void Session::check_idle(Clock::time_point now) {
+void Session::check_idle(Clock::time_point t) {
   if (state_ != State::kInTx) return;
   auto limit = engine_->config().pool.idle_in_transaction_timeout;
-  if (limit.count() <= 0 || now - idle_since_ < limit) return;
+  if (limit.count() <= 0 || t - idle_since_ < limit) return;
   if (conn_ != nullptr) {
     spdlog::info("{} session {} {}: idle in transaction for more than {} ms, rolling back",
                  conn_->tag(), id_, engine_->name(), limit.count());

@@ -1,23 +1,44 @@
 // Session: a client's transaction handle on one engine.
 //
 // A session runs its requests one at a time, in the order they arrived (pipelined requests
-// wait in queue_). Its transaction begins at the first statement and ends with commit or
+// wait in its queue). Its transaction begins at the first statement and ends with commit or
 // rollback; a backend connection is leased from the engine's pool for exactly that long.
-// Any error ends the transaction (the backend has rolled it back) and leaves the session
-// failed: further execute/commit requests get an error until the client sends rollback or
-// close. When the client goes away, abandon() rolls back and returns the connection before
-// anyone else can lease it, then the session deletes itself.
+// Any error ends the transaction (the backend has rolled it back, or the session does) and
+// leaves the session failed: further execute/commit requests get an error until the client
+// sends rollback or close (docs/protocol.md section 10). When the client goes away,
+// abandon() rolls back and returns the connection before anyone else can lease it, then the
+// session deletes itself.
 //
 // A one-shot request is a session of its own that runs a single statement in its own
 // transaction and deletes itself after the reply. A one-shot write to SQLite may instead run
 // in a group commit with other queued one-shots (group_commit.hpp): it then holds no lease;
 // the GroupCommit runs it and calls on_group_result() (or on_group_deferred()).
 //
+// The state machine. Every change of state_ goes through set_state(), which checks the move
+// against the table in session.cpp (an illegal move is a bug and asserts):
+//   kIdle       no transaction, no connection
+//   kLeasing    waiting for a connection: in the pool's waiters (or granted, not delivered)
+//   kGrouped    its one-shot runs in a group commit (the GroupCommit's members)
+//   kExecuting  a statement runs on lease_
+//   kPaused     rows wait for the client's output to drain (in the ClientConn's blocked list)
+//   kInTx       holds lease_ with an open transaction, nothing running
+//   kEnding     the commit or rollback the client asked for runs on lease_
+//   kAborting   a rollback the daemon started runs on lease_ (error, kill, timeout, drain,
+//               disconnect)
+//   kFailed     the transaction was ended by an error; only rollback/close are accepted
+// Besides the state: abandoned_ (the client is gone: delete once nothing is held) and
+// abort_ (an abort asked for while a statement runs: acted on when it completes).
+//
+// The completion contract: on_lease() and on_backend_result() arrive on a later loop turn
+// than the call that started them; the result is the session's own (moved to it), so
+// releasing the connection first and replying after is safe.
+//
 // Threading: loop thread only. Ownership: the ClientConn's sessions_ map holds named
 // sessions; an abandoned or one-shot session owns itself until its last operation ends.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "backend.hpp"
@@ -42,15 +63,20 @@ struct PendingRequest {
 class Session final : public PoolWaiter, public BackendListener {
  public:
   enum class State : std::uint8_t {
-    kIdle,     // no transaction, no connection
-    kLeasing,  // in the pool's waiters, for the connection its next statement needs
-    kInTx,     // holds lease_ with an open transaction, nothing running (idle in transaction)
-    kRunning,  // an operation runs on lease_ (or its rows wait for the client to read)
-    kFailed,   // the transaction was ended by an error; only rollback/close are accepted
+    kIdle,
+    kLeasing,
+    kGrouped,
+    kExecuting,
+    kPaused,
+    kInTx,
+    kEnding,
+    kAborting,
+    kFailed,
   };
 
   Session(Server& server, ClientConn* conn, std::uint32_t id, Engine* engine, bool read_only,
           bool one_shot);
+  ~Session();
 
   void enqueue(PendingRequest* r);
   void cancel();
@@ -68,13 +94,21 @@ class Session final : public PoolWaiter, public BackendListener {
   Engine* engine() const { return engine_; }
   State state() const { return state_; }
   bool read_only() const { return read_only_; }
+  bool one_shot() const { return one_shot_; }
+  // A transaction is open or about to be (a connection is held or awaited).
   bool holds_connection() const {
-    return lease_ != nullptr || state_ == State::kLeasing || group_ != nullptr;
+    return lease_ != nullptr || state_ == State::kLeasing || state_ == State::kGrouped;
+  }
+  bool in_transaction() const {
+    return state_ == State::kExecuting || state_ == State::kPaused || state_ == State::kInTx ||
+           state_ == State::kEnding || state_ == State::kGrouped;
   }
   Clock::time_point created_at() const { return created_at_; }
   Clock::time_point tx_started() const { return tx_started_; }
   std::int64_t backend_id() const { return lease_ ? lease_->backend_id() : 0; }
-  std::string_view state_name() const;
+  static std::string_view to_string(State s);
+  std::string_view state_name() const { return to_string(state_); }
+  LeaseHolder holder() const override;
 
   // Group commit (GroupCommit calls these).
   bool groupable() const override { return groupable_; }
@@ -88,14 +122,23 @@ class Session final : public PoolWaiter, public BackendListener {
 
  private:
   void on_lease(BackendConn* conn, Status status) override;
-  void on_backend_result(BackendConn* conn, BackendOp op, BackendResult& r) override;
+  void on_backend_result(BackendConn* conn, BackendOp op, BackendResult&& r) override;
 
+  // The bodies of the two callbacks above (which catch at their boundary).
+  void leased(BackendConn* conn, Status status);
+  void backend_result(BackendConn* conn, BackendOp op, BackendResult& r);
+  // The one transition function.
+  void set_state(State next);
   void pump();
   void start_current();
+  void start_lease();
   void run_execute(bool begin);
+  void on_execute_result(BackendResult& r);
+  void on_end_result(BackendResult& r);
+  void on_abort_result(BackendResult& r);
   void finish_current();
-  void finish_current_keep_running();
-  void start_abort_rollback(Status why);
+  void drop_current();
+  void start_abort(Status why);
   void reply_ok();
   void reply_error(const Status& s);
   void release(bool reusable);
@@ -103,9 +146,12 @@ class Session final : public PoolWaiter, public BackendListener {
   static Status failure_for(const Status& why);
   void maybe_delete();
   PendingRequest* pop();
+  Pool& pool();
+  Clock::time_point now() const;
 
   Server& server_;
   ClientConn* conn_;  // null once the client is gone
+  std::uint64_t client_id_;
   std::uint32_t id_;
   Engine* engine_;
   bool read_only_;
@@ -116,23 +162,21 @@ class Session final : public PoolWaiter, public BackendListener {
   PendingRequest* head_ = nullptr;     // queued behind it
   PendingRequest* tail_ = nullptr;
   Status failed_;                       // why the transaction ended (state kFailed)
-  bool paused_ = false;                 // rows wait for the client's output to drain
+  std::optional<Status> abort_;         // abort asked for while something ran
+  Status aborting_why_;                 // kAborting: what the session is failed with after
   bool abandoned_ = false;
+  bool closing_ = false;                // kClose is being served: delete after it
   bool in_pump_ = false;
   bool began_tx_ = false;   // the running execute began the transaction
   bool streamed_ = false;   // frames of the current request already went to the client
   bool retried_ = false;    // the current request was retried on a new connection
-  bool closing_ = false;                // kClose is being served
-  bool abort_pending_ = false;          // roll back as soon as the running op ends
-  Status abort_why_;
-  BackendOp running_op_ = BackendOp::kExecute;
   GroupCommit* group_ = nullptr;  // the group commit running the current one-shot
   bool groupable_ = false;        // the current one-shot may join a group commit
   bool solo_ = false;             // a group deferred it: it runs alone
   bool group_cancelled_ = false;  // cancel() while in a group
   std::string_view group_sql_;    // the current one-shot's SQL and parameters (in current_)
   proto::ValueList group_params_;
-  Clock::time_point created_at_ = Clock::now();
+  Clock::time_point created_at_;
   Clock::time_point tx_started_{};
   Clock::time_point idle_since_{};
 };

@@ -266,7 +266,8 @@ TEST_CASE("read-only sessions run on readers while a writer holds its transactio
     reader.execute("INSERT INTO items(owner, v) VALUES (3, 'nope')");
     FAIL("a read-only session wrote");
   } catch (const dbmgr::Error& e) {
-    CHECK(e.category() == dbmgr::ErrorCategory::kInvalidRequest);
+    CHECK(e.category() == dbmgr::ErrorCategory::kReadOnly);
+    CHECK(e.sqlstate() == "25006");
   }
   reader.rollback();
   writer.commit();

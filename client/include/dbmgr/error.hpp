@@ -36,6 +36,12 @@ enum class ErrorCategory : std::uint8_t {
   kData = 13,            // a value of the wrong type, out of range, or NULL where none fits
   kShuttingDown = 14,    // the daemon is draining and takes no new sessions
   kBusy = 15,            // the backend reported a lock it could not get in time
+  kReadOnly = 16,        // a write in a read-only session (SQLSTATE 25006)
+  kTransaction = 17,     // invalid transaction state or termination
+  kSerialization = 18,   // serialization failure or deadlock: retry the transaction
+  kResources = 19,       // disk full, out of memory, too many connections, program limits
+  kIo = 20,              // an I/O or system error of the backend, a corrupt file
+  kUnsupported = 21,     // a feature the backend does not support
 };
 
 // "connection", "pool_exhausted", ... (the names docs/protocol.md uses).

@@ -144,6 +144,9 @@ struct Settings {
   std::string admin_group;   // members may reload/kill/drain/shutdown; empty = root and self only
   std::uint32_t max_frame_bytes = 16u * 1024 * 1024;
   Millis drain_timeout{30'000};
+  // An engine with no session and no connection in use for this long is disposed (its
+  // connections and descriptors closed) and made again on next use; 0 = never.
+  Millis engine_idle_timeout{600'000};
   std::string log_level = "info";
   int worker_threads = 4;  // blocking backends (SQLite, ODBC)
   PoolSettings pool;       // global defaults for every database

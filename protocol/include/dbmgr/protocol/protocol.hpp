@@ -85,6 +85,7 @@ enum class AdminCommand : std::uint8_t {
   kKill = 7,  // argument: session as "<client id>:<session id>" from kSessions
   kDrain = 8,
   kShutdown = 9,
+  kServers = 10,  // the backend (server) connections of every pool, with their state
 };
 
 // Value tags. A str is u32 length + bytes (UTF-8 required for text). A value is u8 tag +:
@@ -113,6 +114,12 @@ enum class ErrorCategory : std::uint8_t {
   kData = 13,            // a value the backend refused (type mismatch, overflow, encoding)
   kShuttingDown = 14,    // the daemon is draining and takes no new sessions
   kBusy = 15,            // the backend reported a lock it could not get in time
+  kReadOnly = 16,        // a write in a read-only session (SQLSTATE 25006)
+  kTransaction = 17,     // invalid transaction state or termination
+  kSerialization = 18,   // serialization failure or deadlock: retry the transaction
+  kResources = 19,       // disk full, out of memory, too many connections, program limits
+  kIo = 20,              // an I/O or system error of the backend, a corrupt file
+  kUnsupported = 21,     // a feature the backend does not support
 };
 
 std::string_view to_string(MsgType t);
