@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -427,7 +428,10 @@ bool Connection::on_frame(const proto::FrameView& frame) {
                               ", which this client does not speak");
       }
       server_version_.assign(h->server_version);
+      // The daemon's limit, both ways: what we may send and what it may send us. The
+      // decoder applies it from the next frame on (this one is already whole).
       max_frame_bytes_ = h->max_frame_bytes;
+      decoder_.set_max_frame_bytes(std::max(h->max_frame_bytes, proto::kDefaultMaxFrameBytes));
       break;
     }
     case Expect::kOk:

@@ -268,8 +268,9 @@ std::string Server::clients_json() {
 std::string Server::servers_json() {
   auto now = clock_.now();
   json arr = json::array();
-  for (auto& [key, e] : engines_) {
-    for (Pool* p : e->pools()) {
+  for (auto& entry : engines_) {
+    const Engine* e = entry.second.get();  // a structured binding cannot be captured (clang 14)
+    for (Pool* p : entry.second->pools()) {
       p->for_each_conn([&](const Pool::ConnInfo& c) {
         json j{
             {"database", e->name()},

@@ -829,6 +829,7 @@ Status PgConn::error_of(const PGresult* r) const {
   else if (cls == "08" || s == "57P01" || s == "57P02" || s == "57P03") cat = C::kConnection;
   else if (s == "57014") cat = msg.find("statement timeout") != std::string::npos ? C::kTimeout : C::kCancelled;
   else if (cls == "40" || s == "55P03") cat = C::kBusy;
+  else if (s == "25006") cat = C::kReadOnly;
   else if (cls == "25") cat = C::kInvalidRequest;
   else if (cls == "28" || s == "42501") cat = C::kPermission;
   else if (cls == "3D") cat = C::kNotFound;

@@ -108,8 +108,9 @@ Pool& Engine::pool_for(bool read_only) {
 }
 
 TxBegin Engine::one_shot_begin(bool read_only, std::string_view sql) const {
-  // A single PostgreSQL statement in autocommit is its own transaction: no BEGIN/COMMIT.
-  if (db_.type != config::DbType::kSqlite) return TxBegin::kNone;
+  // A single PostgreSQL statement in autocommit is its own transaction: no BEGIN/COMMIT,
+  // unless it must run read-only (BEGIN READ ONLY ... COMMIT, in the same round trip).
+  if (db_.type != config::DbType::kSqlite) return read_only ? TxBegin::kDeferred : TxBegin::kNone;
   if (read_only || SqliteConn::autocommit_only_sql(sql)) return TxBegin::kNone;
   return TxBegin::kImmediate;
 }

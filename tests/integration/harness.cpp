@@ -52,7 +52,16 @@ static bool can_connect(const std::string& path) {
   return ok;
 }
 
-Daemon::Daemon(DaemonOptions opts) {
+bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    if (cond()) return true;
+    if (std::chrono::steady_clock::now() - start > timeout) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+}
+
+Daemon::Daemon(DaemonOptions opts) : socket_name_(opts.socket_name) {
   const char* exe = std::getenv("DBMGRD");
   if (exe == nullptr) throw std::runtime_error("$DBMGRD is not set (run the tests with meson test)");
   std::filesystem::create_directories(data_dir());

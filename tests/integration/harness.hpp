@@ -36,6 +36,7 @@ struct DaemonOptions {
   std::string config_yaml;                    // written to dir/dbmgr.yaml when not empty
   std::map<std::string, std::string> env;     // extra environment for the daemon
   std::string log_level = "debug";
+  std::string socket_name = "dbmgrd.sock";   // in the daemon's folder (any bytes but '/')
 };
 
 class Daemon {
@@ -52,7 +53,7 @@ class Daemon {
   pid_t pid() const { return pid_; }
 
   const std::string& dir() const { return dir_.path(); }
-  std::string socket() const { return dir() + "/dbmgrd.sock"; }
+  std::string socket() const { return dir() + "/" + socket_name_; }
   std::string data_dir() const { return dir() + "/data"; }
   std::string config_path() const { return dir() + "/dbmgr.yaml"; }
   std::string log() const;  // what the daemon wrote so far
@@ -64,6 +65,7 @@ class Daemon {
 
  private:
   TempDir dir_;
+  std::string socket_name_;
   pid_t pid_ = -1;
 };
 
@@ -92,5 +94,10 @@ pid_t fork_child(const std::function<void()>& f);
 int wait_child(pid_t pid);
 
 double seconds_since(std::chrono::steady_clock::time_point t);
+
+// Polls `cond` every few milliseconds until it is true (returns true) or `timeout` passes
+// (returns false). For waiting on the daemon's state (a waiter queued, an engine gone).
+bool eventually(const std::function<bool()>& cond,
+                std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 }  // namespace dbmgr::test

@@ -1,0 +1,186 @@
+// An in-process fake backend for unit tests of the pool, sessions and the daemon's state
+// machines: no database, no threads, no timing. Every operation a FakeConn is asked to run
+// is recorded and stays in flight until the test completes it (finish_next(), finish()), so
+// a test decides the order of events exactly. This is NOT a database: what the backend does
+// with SQL is proven against real servers by the integration tests.
+//
+// The fake also checks the completion contract from the other side: it records, for every
+// operation started, whether it was started from inside another completion callback of the
+// same connection, and whether a completion was delivered while a call into the pool or a
+// session was in progress (FakeBackend::reentered).
+#pragma once
+
+#include <algorithm>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "backend.hpp"
+#include "pool.hpp"
+
+namespace dbmgr::daemon::test {
+
+class FakeBackend;
+
+class FakeConn final : public BackendConn {
+ public:
+  FakeConn(FakeBackend& b, int id) : backend_(b), id_(id) {}
+  ~FakeConn() override;
+  int id() const { return id_; }
+  bool needs_ping() const override { return needs_ping_; }
+  bool needs_reset() const override { return dirty_; }
+  std::int64_t backend_id() const override { return 1000 + id_; }
+
+  bool needs_ping_ = true;
+  bool dirty_ = false;         // needs_reset(): the test sets it, reset() clears it
+  bool in_transaction_ = false;
+  int cancels_ = 0;
+
+  // Completes the operation in flight with `r` (as a driver would on a later loop turn).
+  void finish(BackendResult r);
+  BackendOp current_op() const { return op_; }
+  std::string last_sql() const { return sql_; }
+  bool read_only() const { return read_only_; }
+
+ protected:
+  void do_open() override { started(BackendOp::kOpen); }
+  void do_execute(const ExecRequest& req) override {
+    sql_.assign(req.sql);
+    read_only_ = req.read_only;
+    if (req.begin != TxBegin::kNone) in_transaction_ = true;
+    started(BackendOp::kExecute);
+  }
+  void do_resume() override { started(BackendOp::kExecute); }
+  void do_commit() override { started(BackendOp::kCommit); }
+  void do_rollback() override { started(BackendOp::kRollback); }
+  void do_ping() override { started(BackendOp::kPing); }
+  void do_reset() override { started(BackendOp::kReset); }
+  void do_cancel() override { ++cancels_; }
+  void do_close() override;
+
+ private:
+  void started(BackendOp op);
+  FakeBackend& backend_;
+  int id_;
+  BackendOp op_ = BackendOp::kOpen;
+  std::string sql_;
+  bool read_only_ = false;
+};
+
+struct StartedOp {
+  FakeConn* conn;
+  BackendOp op;
+  std::string sql;
+};
+
+class FakeBackend {
+ public:
+  ~FakeBackend();
+  Pool::Factory factory() {
+    return [this] {
+      auto* c = new FakeConn(*this, next_id_++);
+      alive_.push_back(c);
+      return c;
+    };
+  }
+  // Operations started and not completed yet, oldest first.
+  std::deque<StartedOp> in_flight;
+  std::vector<StartedOp> history;
+  std::vector<FakeConn*> alive_;
+  int closed = 0;
+  int next_id_ = 1;
+  // The number of completions delivered so far; a completion delivered from inside another
+  // one of the same connection would show up as depth > 1.
+  int completing = 0;
+  int max_depth = 0;
+
+  bool has(BackendOp op) const;
+  // Completes the oldest operation in flight (of `op` if given) with `r`.
+  FakeConn* finish_next(BackendResult r = {});
+  FakeConn* finish_next(BackendOp op, BackendResult r = {});
+  static BackendResult ok(bool in_tx = false) {
+    BackendResult r;
+    r.in_transaction = in_tx;
+    return r;
+  }
+  static BackendResult error(proto::ErrorCategory c, std::string msg, std::string state = {},
+                             bool in_tx = false) {
+    BackendResult r;
+    r.status = Status(c, std::move(msg), std::move(state));
+    r.in_transaction = in_tx;
+    return r;
+  }
+  void on_started(FakeConn* c, BackendOp op, const std::string& sql) {
+    in_flight.push_back({c, op, sql});
+    history.push_back({c, op, sql});
+  }
+  void on_closed(FakeConn* c);
+};
+
+inline FakeConn::~FakeConn() = default;
+
+inline void FakeConn::started(BackendOp op) {
+  op_ = op;
+  backend_.on_started(this, op, op == BackendOp::kExecute ? sql_ : std::string());
+}
+
+inline void FakeConn::finish(BackendResult r) {
+  if (op_ == BackendOp::kCommit || op_ == BackendOp::kRollback || op_ == BackendOp::kReset) {
+    in_transaction_ = false;
+    if (op_ == BackendOp::kReset) dirty_ = false;
+  }
+  if (op_ == BackendOp::kExecute && !r.status.is_ok()) in_transaction_ = r.in_transaction;
+  FakeBackend& b = backend_;  // the listener may close (delete) this connection
+  ++b.completing;
+  b.max_depth = std::max(b.max_depth, b.completing);
+  complete(op_, std::move(r));
+  --b.completing;
+}
+
+inline void FakeConn::do_close() { backend_.on_closed(this); }
+
+inline void FakeBackend::on_closed(FakeConn* c) {
+  ++closed;
+  for (auto it = in_flight.begin(); it != in_flight.end();) {
+    if (it->conn == c) it = in_flight.erase(it); else ++it;
+  }
+  for (auto it = alive_.begin(); it != alive_.end(); ++it) {
+    if (*it == c) {
+      alive_.erase(it);
+      break;
+    }
+  }
+  delete c;
+}
+
+inline FakeBackend::~FakeBackend() {
+  for (FakeConn* c : alive_) delete c;
+}
+
+inline bool FakeBackend::has(BackendOp op) const {
+  for (auto& o : in_flight) {
+    if (o.op == op) return true;
+  }
+  return false;
+}
+
+inline FakeConn* FakeBackend::finish_next(BackendResult r) {
+  if (in_flight.empty()) return nullptr;
+  StartedOp o = in_flight.front();
+  in_flight.pop_front();
+  o.conn->finish(std::move(r));
+  return o.conn;
+}
+
+inline FakeConn* FakeBackend::finish_next(BackendOp op, BackendResult r) {
+  for (auto it = in_flight.begin(); it != in_flight.end(); ++it) {
+    if (it->op != op) continue;
+    StartedOp o = *it;
+    in_flight.erase(it);
+    o.conn->finish(std::move(r));
+    return o.conn;
+  }
+  return nullptr;
+}
+
+}  // namespace dbmgr::daemon::test
