@@ -81,6 +81,18 @@ std::string_view to_string(ErrorCategory c) {
       return "shutting_down";
     case ErrorCategory::kBusy:
       return "busy";
+    case ErrorCategory::kReadOnly:
+      return "read_only";
+    case ErrorCategory::kTransaction:
+      return "transaction";
+    case ErrorCategory::kSerialization:
+      return "serialization";
+    case ErrorCategory::kResources:
+      return "resources";
+    case ErrorCategory::kIo:
+      return "io";
+    case ErrorCategory::kUnsupported:
+      return "unsupported";
   }
   return "unknown";
 }
