@@ -25,6 +25,12 @@ std::string format(ErrorCategory category, const std::string& message,
 
 }  // namespace
 
+// The mirror enum must keep the protocol's numbers, first to last.
+static_assert(static_cast<int>(ErrorCategory::kConnection) ==
+              static_cast<int>(proto::ErrorCategory::kConnection));
+static_assert(static_cast<int>(ErrorCategory::kUnsupported) ==
+              static_cast<int>(proto::ErrorCategory::kUnsupported));
+
 std::string_view to_string(ErrorCategory c) {
   // The numbers are the protocol's (a client test checks it); so are the names.
   return proto::to_string(static_cast<proto::ErrorCategory>(c));

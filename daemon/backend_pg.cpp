@@ -9,6 +9,7 @@
 
 #include "guard.hpp"
 #include "pg_sql.hpp"
+#include "sqlstate.hpp"
 
 namespace dbmgr::daemon {
 namespace {
@@ -822,18 +823,11 @@ Status PgConn::error_of(const PGresult* r) const {
   if (detail != nullptr) msg += fmt::format(" ({})", detail);
   std::string s = state != nullptr ? state : "";
   using C = proto::ErrorCategory;
-  C cat = C::kSyntax;
-  auto cls = s.substr(0, 2);
-  if (cls == "23") cat = C::kConstraint;
-  else if (cls == "22") cat = C::kData;
-  else if (cls == "08" || s == "57P01" || s == "57P02" || s == "57P03") cat = C::kConnection;
-  else if (s == "57014") cat = msg.find("statement timeout") != std::string::npos ? C::kTimeout : C::kCancelled;
-  else if (cls == "40" || s == "55P03") cat = C::kBusy;
-  else if (s == "25006") cat = C::kReadOnly;
-  else if (cls == "25") cat = C::kInvalidRequest;
-  else if (cls == "28" || s == "42501") cat = C::kPermission;
-  else if (cls == "3D") cat = C::kNotFound;
-  else if (cls == "53" || cls == "54" || cls == "58" || cls == "XX") cat = C::kInternal;
+  // One table for every backend (sqlstate.hpp). libpq's own errors carry no SQLSTATE: the
+  // connection broke, or libpq itself failed.
+  C cat = s.empty() ? (PQstatus(conn_) == CONNECTION_BAD ? C::kConnection : C::kInternal)
+                    : category_of_sqlstate(s);
+  if (s == "57014" && msg.find("statement timeout") != std::string::npos) cat = C::kTimeout;
   return {cat, msg, s};
 }
 

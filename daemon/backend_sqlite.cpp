@@ -17,6 +17,7 @@
 #include <re2/re2.h>
 
 #include "guard.hpp"
+#include "sqlstate.hpp"
 
 namespace dbmgr::daemon {
 namespace {
@@ -369,46 +370,27 @@ void SqliteConn::do_close() {
   uv_queue_work(loop_, &work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
 }
 
-Status SqliteConn::error_status(int rc, std::string_view what) {
+Status SqliteConn::error_status(int rc, std::string_view what, SqlitePhase phase) {
   int ext = db_ != nullptr ? sqlite3_extended_errcode(db_) : rc;
-  std::string msg = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
-  if (!what.empty()) msg = fmt::format("{}: {}", what, msg);
+  if ((ext & 0xff) != (rc & 0xff)) ext = rc;  // the handle's code is another call's
+  std::string raw = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+  // The SQLSTATE, and from it the category, by the one table of sqlstate.hpp. Reader
+  // connections run with PRAGMA query_only: a write there is the session's mistake.
+  SqliteErrorKind kind = classify_sqlite_error(ext, raw, phase, role_ == Role::kReader);
+  std::string msg = what.empty() ? raw : fmt::format("{}: {}", what, raw);
   using C = proto::ErrorCategory;
   switch (rc & 0xff) {
-    case SQLITE_CONSTRAINT: {
-      std::string state = "23000";
-      if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY) state = "23505";
-      if (ext == SQLITE_CONSTRAINT_FOREIGNKEY) state = "23503";
-      if (ext == SQLITE_CONSTRAINT_NOTNULL) state = "23502";
-      if (ext == SQLITE_CONSTRAINT_CHECK) state = "23514";
-      return {C::kConstraint, msg, state};
-    }
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return {C::kBusy, msg, "55P03"};
     case SQLITE_INTERRUPT:
       if (timed_out_) return {C::kTimeout, "statement_timeout reached: " + msg, "57014"};
       return {C::kCancelled, "statement cancelled", "57014"};
     case SQLITE_READONLY:
-      // Reader connections run with PRAGMA query_only: a write there is the session's fault.
-      // On the writer it means the file or its folder cannot be written.
-      if (role_ == Role::kReader) return {C::kReadOnly, "the session is read-only: " + msg, "25006"};
-      return {C::kIo, "the database file cannot be written: " + msg, "58030"};
-    case SQLITE_MISMATCH:
-    case SQLITE_RANGE:
-    case SQLITE_TOOBIG:
-      return {C::kData, msg, "22000"};
-    case SQLITE_CANTOPEN:
-    case SQLITE_IOERR:
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-    case SQLITE_FULL:
-      return {C::kConnection, msg, "58030"};
-    case SQLITE_NOMEM:
-      return {C::kInternal, msg, "53200"};
+      if (kind.category == C::kReadOnly) msg = "the session is read-only: " + msg;
+      else msg = "the database file cannot be written: " + msg;
+      break;
     default:
-      return {C::kSyntax, msg, "42000"};
+      break;
   }
+  return {kind.category, std::move(msg), kind.sqlstate};
 }
 
 void SqliteConn::work_open() {
@@ -482,7 +464,7 @@ Status SqliteConn::prepare(std::string_view sql, sqlite3_stmt** out, bool* cache
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
                               SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
-  if (rc != SQLITE_OK) return error_status(rc, {});
+  if (rc != SQLITE_OK) return error_status(rc, {}, SqlitePhase::kPrepare);
   if (blank(tail)) {
     *out = stmt;
     *cached = stmt != nullptr;
@@ -526,7 +508,7 @@ Status SqliteConn::prepare(std::string_view sql, sqlite3_stmt** out, bool* cache
     const char* p = tail;
     stmt = nullptr;
     rc = sqlite3_prepare_v2(db_, p, static_cast<int>(end - p), &stmt, &tail);
-    if (rc != SQLITE_OK) return error_status(rc, {});
+    if (rc != SQLITE_OK) return error_status(rc, {}, SqlitePhase::kPrepare);
     if (blank(tail)) {
       *out = stmt;
       *cached = false;
@@ -681,7 +663,7 @@ Status SqliteConn::exec_prepared(sqlite3_stmt** stmt, const char* sql) {
     int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr);
     if (rc != SQLITE_OK) {
       *stmt = nullptr;
-      return error_status(rc, sql);
+      return error_status(rc, sql, SqlitePhase::kPrepare);
     }
   }
   int rc = sqlite3_step(*stmt);

@@ -19,6 +19,7 @@
 
 #include "backend.hpp"
 #include "dbmgr/config/config.hpp"
+#include "sqlstate.hpp"
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -119,7 +120,7 @@ class SqliteConn final : public BackendConn {
   Status prepare(std::string_view sql, sqlite3_stmt** out, bool* cached, bool* script = nullptr);
   Status bind(sqlite3_stmt* stmt, const proto::ValueList& params);
   void finish_statement();
-  Status error_status(int rc, std::string_view what);
+  Status error_status(int rc, std::string_view what, SqlitePhase phase = SqlitePhase::kStep);
   static int on_progress(void* self);  // statement_timeout via the progress handler
 
   uv_loop_t* loop_;

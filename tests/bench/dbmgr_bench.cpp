@@ -470,6 +470,7 @@ class PgClient : public Client {
 ErrKind kind_of(const dbmgr::Error& e) {
   switch (e.category()) {
     case dbmgr::ErrorCategory::kBusy:
+    case dbmgr::ErrorCategory::kSerialization:  // 40001/40P01, as the libpq client counts them
       return kErrBusy;
     case dbmgr::ErrorCategory::kPoolExhausted:
       return kErrPoolExhausted;

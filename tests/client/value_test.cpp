@@ -236,11 +236,17 @@ TEST_SUITE("client") {
     CHECK(std::string(c.what()) == "dbmgr connection error: socket closed");
 
     // Every wire category has a name and the same number as the protocol's.
-    for (int i = 1; i <= 15; ++i) {
+    for (int i = 1; i <= 21; ++i) {
       auto cat = static_cast<ErrorCategory>(i);
       CHECK(dbmgr::to_string(cat) == proto::to_string(static_cast<proto::ErrorCategory>(i)));
     }
     CHECK(static_cast<int>(ErrorCategory::kBusy) == static_cast<int>(proto::ErrorCategory::kBusy));
+    CHECK(static_cast<int>(ErrorCategory::kReadOnly) ==
+          static_cast<int>(proto::ErrorCategory::kReadOnly));
+    CHECK(static_cast<int>(ErrorCategory::kUnsupported) ==
+          static_cast<int>(proto::ErrorCategory::kUnsupported));
+    CHECK(dbmgr::to_string(ErrorCategory::kSerialization) == "serialization");
+    CHECK(dbmgr::to_string(static_cast<ErrorCategory>(22)) == "unknown");
     CHECK(dbmgr::to_string(Type::kBlob) == "blob");
   }
 

@@ -244,8 +244,11 @@ TEST_SUITE("protocol") {
                 frame(MsgType::kError, 1, 0, std::string(cat) + str_hex("") + str_hex("x"))) ==
             DecodeError::kBadEnum);
     }
-    CHECK(decode_bytes(frame(MsgType::kError, 1, 0, "15" + str_hex("") + str_hex("x"))) ==
-          DecodeError::kOk);
+    for (const char* cat : {"01", "0f", "10", "15"}) {  // 1..21 are defined
+      CHECK(decode_bytes(
+                frame(MsgType::kError, 1, 0, std::string(cat) + str_hex("") + str_hex("x"))) ==
+            DecodeError::kOk);
+    }
     for (const char* cmd : {"00", "0b", "ff"}) {
       CHECK(decode_bytes(frame(MsgType::kAdmin, 1, 0, std::string(cmd) + str_hex(""))) ==
             DecodeError::kBadEnum);

@@ -143,7 +143,7 @@ class RandomMessages {
         break;
       case 16:
         enc.error(req, sid,
-                  ErrorMsg{static_cast<ErrorCategory>(1 + below(15)),
+                  ErrorMsg{static_cast<ErrorCategory>(1 + below(21)),
                            below(2) ? std::string_view("40001") : std::string_view(), text(100)});
         break;
       case 17:

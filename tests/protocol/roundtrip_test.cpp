@@ -57,7 +57,7 @@ Message random_plain(RandomMessages& r) {
     case 11:
       return Complete{r.i64(), r.i64(), r.below(2) == 1};
     case 12:
-      return ErrorMsg{static_cast<ErrorCategory>(1 + r.below(15)), r.text(5), r.text(200)};
+      return ErrorMsg{static_cast<ErrorCategory>(1 + r.below(21)), r.text(5), r.text(200)};
     case 13:
       return Pong{};
     case 14:
@@ -256,6 +256,15 @@ TEST_SUITE("protocol") {
     CHECK(to_string(MsgType::kOneShot) == "one_shot");
     CHECK(to_string(ErrorCategory::kPoolExhausted) == "pool_exhausted");
     CHECK(to_string(ErrorCategory::kInvalidRequest) == "invalid_request");
+    CHECK(to_string(ErrorCategory::kBusy) == "busy");
+    CHECK(to_string(ErrorCategory::kReadOnly) == "read_only");
+    CHECK(to_string(ErrorCategory::kTransaction) == "transaction");
+    CHECK(to_string(ErrorCategory::kSerialization) == "serialization");
+    CHECK(to_string(ErrorCategory::kResources) == "resources");
+    CHECK(to_string(ErrorCategory::kIo) == "io");
+    CHECK(to_string(ErrorCategory::kUnsupported) == "unsupported");
+    for (int c = 1; c <= 21; ++c) CHECK(is_known(static_cast<ErrorCategory>(c)));
+    CHECK_FALSE(is_known(static_cast<ErrorCategory>(22)));
     CHECK(to_string(ValueTag::kBlob) == "blob");
     CHECK(to_string(AdminCommand::kShutdown) == "shutdown");
     CHECK(to_string(static_cast<MsgType>(0x42)) == "unknown");

@@ -25,7 +25,7 @@ enum class ErrorCategory : std::uint8_t {
   kTimeout = 2,          // statement_timeout, idle_in_transaction_timeout, drain
   kPoolExhausted = 3,    // no backend connection became free within pool_timeout
   kConstraint = 4,       // unique, foreign key, not null, check
-  kSyntax = 5,           // SQL the backend could not parse or plan
+  kSyntax = 5,           // SQL the backend could not parse or plan, or wrong for the schema
   kPermission = 6,       // the daemon refused the request for these credentials
   kProtocol = 7,         // a malformed frame or a request out of order
   kInternal = 8,         // a bug or resource failure inside the daemon
@@ -36,11 +36,11 @@ enum class ErrorCategory : std::uint8_t {
   kData = 13,            // a value of the wrong type, out of range, or NULL where none fits
   kShuttingDown = 14,    // the daemon is draining and takes no new sessions
   kBusy = 15,            // the backend reported a lock it could not get in time
-  kReadOnly = 16,        // a write in a read-only session (SQLSTATE 25006)
-  kTransaction = 17,     // invalid transaction state or termination
-  kSerialization = 18,   // serialization failure or deadlock: retry the transaction
-  kResources = 19,       // disk full, out of memory, too many connections, program limits
-  kIo = 20,              // an I/O or system error of the backend, a corrupt file
+  kReadOnly = 16,        // a write in a read-only session or on a read-only connection
+  kTransaction = 17,     // invalid transaction state (BEGIN inside BEGIN, COMMIT without one)
+  kSerialization = 18,   // serialization failure or deadlock: the transaction may succeed if retried
+  kResources = 19,       // disk full, out of memory, too many connections, a program limit
+  kIo = 20,              // an I/O error, a corrupt or unreadable database file
   kUnsupported = 21,     // a feature the backend does not support
 };
 

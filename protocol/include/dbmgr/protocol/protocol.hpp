@@ -103,7 +103,7 @@ enum class ErrorCategory : std::uint8_t {
   kTimeout = 2,          // statement_timeout, idle_in_transaction_timeout, drain
   kPoolExhausted = 3,    // no backend connection within pool_timeout
   kConstraint = 4,       // unique, foreign key, not null, check
-  kSyntax = 5,           // SQL the backend could not parse or plan
+  kSyntax = 5,           // SQL the backend could not parse or plan, or wrong for the schema
   kPermission = 6,       // peer credentials do not allow the request
   kProtocol = 7,         // malformed frame or a request out of order
   kInternal = 8,         // a bug or resource failure inside the daemon
@@ -114,12 +114,13 @@ enum class ErrorCategory : std::uint8_t {
   kData = 13,            // a value the backend refused (type mismatch, overflow, encoding)
   kShuttingDown = 14,    // the daemon is draining and takes no new sessions
   kBusy = 15,            // the backend reported a lock it could not get in time
-  kReadOnly = 16,        // a write in a read-only session (SQLSTATE 25006)
-  kTransaction = 17,     // invalid transaction state or termination
-  kSerialization = 18,   // serialization failure or deadlock: retry the transaction
-  kResources = 19,       // disk full, out of memory, too many connections, program limits
-  kIo = 20,              // an I/O or system error of the backend, a corrupt file
-  kUnsupported = 21,     // a feature the backend does not support
+  // 16-21: by SQLSTATE class (docs/protocol.md "SQLSTATE classes and categories").
+  kReadOnly = 16,        // a write in a read-only session or on a read-only connection (25006)
+  kTransaction = 17,     // invalid transaction state or termination (25, 0B, 2D, 3B)
+  kSerialization = 18,   // serialization failure, deadlock, snapshot too old (40, 72): retry
+  kResources = 19,       // disk full, out of memory, too many connections, a limit (53, 54)
+  kIo = 20,              // system or I/O error, a corrupt or unreadable file (58)
+  kUnsupported = 21,     // a feature the backend does not support (0A)
 };
 
 std::string_view to_string(MsgType t);
