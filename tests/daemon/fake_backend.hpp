@@ -46,6 +46,8 @@ class FakeConn final : public BackendConn {
   void do_open() override { started(BackendOp::kOpen); }
   void do_execute(const ExecRequest& req) override {
     sql_.assign(req.sql);
+    request_id_ = req.request_id;
+    session_id_ = req.session_id;
     read_only_ = req.read_only;
     if (req.begin != TxBegin::kNone) in_transaction_ = true;
     started(BackendOp::kExecute);
@@ -65,6 +67,8 @@ class FakeConn final : public BackendConn {
   BackendOp op_ = BackendOp::kOpen;
   std::string sql_;
   bool read_only_ = false;
+  std::uint32_t request_id_ = 0;
+  std::uint32_t session_id_ = 0;
 };
 
 struct StartedOp {
@@ -130,6 +134,14 @@ inline void FakeConn::finish(BackendResult r) {
     if (op_ == BackendOp::kReset) dirty_ = false;
   }
   if (op_ == BackendOp::kExecute && !r.status.is_ok()) in_transaction_ = r.in_transaction;
+  if (op_ == BackendOp::kExecute && r.status.is_ok() && !r.more && r.frames.empty()) {
+    // What a driver sends at the end of a statement: kComplete.
+    proto::Encoder enc(r.frames.bytes());
+    proto::Complete done;
+    done.affected_rows = 1;
+    done.in_transaction = r.in_transaction;
+    enc.complete(request_id_, session_id_, done);
+  }
   FakeBackend& b = backend_;  // the listener may close (delete) this connection
   ++b.completing;
   b.max_depth = std::max(b.max_depth, b.completing);

@@ -56,7 +56,7 @@ dbmgr::Error error_of(const std::function<void()>& f) {
   } catch (const dbmgr::Error& e) {
     return e;
   }
-  FAIL("no error was thrown");
+  FAIL_CHECK("no error was thrown");
   return dbmgr::Error(dbmgr::ErrorCategory::kInternal, "unreachable");
 }
 

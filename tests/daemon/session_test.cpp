@@ -1,0 +1,276 @@
+// Sessions against the fake backend in an in-process daemon with an injected clock: the
+// completion contract seen from the client (a failed commit reaches its client although
+// another session waits for the connection), timeouts decided by the clock, kill, the
+// pipeline rule after an error, and abandonment.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "inproc.hpp"
+
+using namespace std::chrono_literals;
+using dbmgr::daemon::BackendOp;
+using dbmgr::daemon::test::FakeBackend;
+using dbmgr::daemon::test::InProc;
+using dbmgr::daemon::test::InProcOptions;
+using dbmgr::daemon::test::RawClient;
+using dbmgr::daemon::test::Reply;
+namespace proto = dbmgr::proto;
+using T = proto::MsgType;
+
+namespace {
+
+const char* kOnePool = "pool:\n  pool_size: 1\n  max_overflow: 0\n";
+
+// Opens session `sid` on client `c` and waits for its kOk.
+void open_session(InProc& d, RawClient& c, std::uint32_t sid) {
+  auto id = c.open(sid);
+  d.step();
+  Reply* r = c.final_reply(id);
+  REQUIRE(r != nullptr);
+  REQUIRE(r->type() == T::kOk);
+}
+
+// Runs one statement of session `sid` that the fake completes with `result`.
+void run_statement(InProc& d, RawClient& c, std::uint32_t sid, dbmgr::daemon::BackendResult result) {
+  auto id = c.execute(sid, "INSERT INTO t VALUES (1)");
+  d.step();
+  if (!d.fake.has(BackendOp::kExecute)) {  // a first lease opens the connection
+    REQUIRE(d.fake.finish_next(BackendOp::kOpen) != nullptr);
+    d.step();
+  }
+  REQUIRE(d.fake.finish_next(BackendOp::kExecute, std::move(result)) != nullptr);
+  d.step();
+  REQUIRE(c.final_reply(id) != nullptr);
+}
+
+}  // namespace
+
+TEST_CASE("session: a failed commit reaches its client while another session waits for the connection") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& b = d.client();
+  open_session(d, a, 1);
+  open_session(d, b, 1);
+  run_statement(d, a, 1, FakeBackend::ok(/*in_tx=*/true));
+  auto b_exec = b.execute(1, "INSERT INTO t VALUES (2)");
+  d.step();
+  CHECK(b.final_reply(b_exec) == nullptr);  // waits for A's connection
+  CHECK_FALSE(d.fake.has(BackendOp::kExecute));
+  auto a_commit = a.simple(T::kCommit, 1);
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kCommit));
+  const std::size_t history_before = d.fake.history.size();
+  // The commit fails (deferred FK). Its result is moved to A's session: the grant to B must
+  // neither run inside this completion nor touch A's outcome.
+  d.fake.finish_next(BackendOp::kCommit,
+                     FakeBackend::error(proto::ErrorCategory::kConstraint,
+                                        "insert or update violates foreign key constraint",
+                                        "23503"));
+  CHECK(d.fake.history.size() == history_before);  // B's execute did not start inside it
+  d.step();
+  Reply* ra = a.final_reply(a_commit);
+  REQUIRE(ra != nullptr);
+  REQUIRE(ra->type() == T::kError);
+  CHECK(ra->error()->category == proto::ErrorCategory::kConstraint);
+  CHECK(ra->error()->sqlstate == "23503");
+  REQUIRE(d.fake.has(BackendOp::kExecute));  // now B runs, on the same connection
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  d.step();
+  Reply* rb = b.final_reply(b_exec);
+  REQUIRE(rb != nullptr);
+  CHECK(rb->type() == T::kComplete);
+  CHECK(d.fake.max_depth == 1);
+  // A is failed until it acknowledges: commit is refused, rollback answers ok.
+  auto again = a.simple(T::kCommit, 1);
+  d.step();
+  REQUIRE(a.final_reply(again) != nullptr);
+  CHECK(a.type_of(again) == T::kError);
+  auto rb2 = a.simple(T::kRollback, 1);
+  d.step();
+  CHECK(a.type_of(rb2) == T::kOk);
+}
+
+TEST_CASE("session: idle_in_transaction_timeout is decided by the clock, to the millisecond") {
+  InProc d(InProcOptions{std::string(kOnePool) + "  idle_in_transaction_timeout: 5s\n"});
+  RawClient& a = d.client();
+  open_session(d, a, 1);
+  run_statement(d, a, 1, FakeBackend::ok(true));
+  d.clock.advance(4999ms);
+  d.server->janitor_tick();
+  d.step();
+  CHECK_FALSE(d.fake.has(BackendOp::kRollback));
+  d.clock.advance(1ms);
+  d.server->janitor_tick();
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kRollback));
+  d.fake.finish_next(BackendOp::kRollback);
+  d.step();
+  auto id = a.execute(1, "SELECT 1");
+  d.step();
+  Reply* r = a.final_reply(id);
+  REQUIRE(r != nullptr);
+  REQUIRE(r->type() == T::kError);
+  CHECK(r->error()->category == proto::ErrorCategory::kTimeout);
+  CHECK(std::string(r->error()->message).find("idle_in_transaction_timeout") != std::string::npos);
+}
+
+TEST_CASE("session: an error fails the pipeline until rollback (protocol.md section 10)") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  open_session(d, a, 7);
+  auto first = a.execute(7, "INSERT A");
+  auto bad = a.execute(7, "INSERT B");
+  auto skipped = a.execute(7, "INSERT C");
+  auto commit = a.simple(T::kCommit, 7);
+  auto rollback = a.simple(T::kRollback, 7);
+  auto after = a.execute(7, "INSERT D");
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  d.step();
+  d.fake.finish_next(BackendOp::kExecute,
+                     FakeBackend::error(proto::ErrorCategory::kConstraint, "duplicate", "23505"));
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kExecute));  // D, in a new transaction
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  d.step();
+  CHECK(a.type_of(first) == T::kComplete);
+  CHECK(a.category_of(bad) == proto::ErrorCategory::kConstraint);
+  CHECK(a.error_text(skipped) ==
+        "invalid_request: skipped after earlier error in pipeline");
+  CHECK(a.error_text(commit) ==
+        "invalid_request: skipped after earlier error in pipeline");
+  CHECK(a.type_of(rollback) == T::kOk);
+  CHECK(a.type_of(after) == T::kComplete);
+  CHECK(d.fake.history.back().sql == "INSERT D");
+}
+
+TEST_CASE("session: kill while a statement runs; every later request but close gets killed") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& op = d.client();
+  open_session(d, a, 3);
+  auto id = a.execute(3, "SELECT pg_sleep(100)");
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kExecute));
+  auto sessions = op.admin(proto::AdminCommand::kSessions);
+  d.step();
+  auto list = nlohmann::json::parse(std::get<proto::AdminResult>(op.final_reply(sessions)->msg).json);
+  std::string sid;
+  for (auto& s : list) {
+    if (s["session_id"] == 3) sid = s["id"];
+  }
+  REQUIRE(!sid.empty());
+  auto kill = op.admin(proto::AdminCommand::kKill, sid);
+  d.step();
+  CHECK(op.type_of(kill) == T::kAdminResult);
+  auto& conn = *d.fake.in_flight.front().conn;
+  CHECK(conn.cancels_ == 1);
+  // The driver reports the cancel; the session reports the kill.
+  d.fake.finish_next(BackendOp::kExecute,
+                     FakeBackend::error(proto::ErrorCategory::kCancelled, "statement cancelled",
+                                        "57014", /*in_tx=*/true));
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kRollback));  // the backend could not roll back: the session does
+  d.fake.finish_next(BackendOp::kRollback);
+  d.step();
+  CHECK(a.category_of(id) == proto::ErrorCategory::kKilled);
+  auto rb = a.simple(T::kRollback, 3);
+  auto cl = a.simple(T::kClose, 3);
+  d.step();
+  CHECK(a.category_of(rb) == proto::ErrorCategory::kKilled);
+  CHECK(a.type_of(cl) == T::kOk);
+}
+
+TEST_CASE("session: a client gone while its session waits leaves the queue; the next waiter is served") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& b = d.client();
+  RawClient& c = d.client();
+  for (RawClient* x : {&a, &b, &c}) open_session(d, *x, 1);
+  run_statement(d, a, 1, FakeBackend::ok(true));
+  b.execute(1, "B");
+  auto c_exec = c.execute(1, "C");
+  d.step();
+  d.drop(b);  // b dies while waiting
+  d.step();
+  auto commit = a.simple(T::kCommit, 1);
+  d.step();
+  d.fake.finish_next(BackendOp::kCommit);
+  d.step();
+  CHECK(a.type_of(commit) == T::kOk);
+  REQUIRE(d.fake.has(BackendOp::kExecute));
+  CHECK(d.fake.in_flight.front().sql == "C");
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(false));
+  d.step();
+  CHECK(c.type_of(c_exec) == T::kComplete);
+}
+
+TEST_CASE("session: a client killed mid-transaction is rolled back before the waiter gets the connection") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& b = d.client();
+  open_session(d, a, 1);
+  open_session(d, b, 1);
+  run_statement(d, a, 1, FakeBackend::ok(true));
+  auto b_exec = b.execute(1, "B");
+  d.step();
+  d.drop(a);
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kRollback));
+  CHECK_FALSE(d.fake.has(BackendOp::kExecute));  // B waits for the rollback
+  d.fake.finish_next(BackendOp::kRollback);
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kExecute));
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  d.step();
+  CHECK(b.type_of(b_exec) == T::kComplete);
+}
+
+TEST_CASE("session: pool_timeout through the janitor with the clock") {
+  InProc d(InProcOptions{std::string(kOnePool) + "  pool_timeout: 2s\n"});
+  RawClient& a = d.client();
+  RawClient& b = d.client();
+  open_session(d, a, 1);
+  open_session(d, b, 1);
+  run_statement(d, a, 1, FakeBackend::ok(true));
+  auto b_exec = b.execute(1, "B");
+  d.step();
+  d.clock.advance(1999ms);
+  d.server->janitor_tick();
+  d.step();
+  CHECK(b.final_reply(b_exec) == nullptr);
+  d.clock.advance(1ms);
+  d.server->janitor_tick();
+  d.step();
+  Reply* r = b.final_reply(b_exec);
+  REQUIRE(r != nullptr);
+  CHECK(r->error()->category == proto::ErrorCategory::kPoolExhausted);
+}
+
+TEST_CASE("engine_idle_timeout: the janitor disposes an engine without sessions, by the clock") {
+  InProc d(InProcOptions{"engine_idle_timeout: 60s\n"});
+  RawClient& a = d.client();
+  open_session(d, a, 1);
+  run_statement(d, a, 1, FakeBackend::ok(false));
+  d.clock.advance(120s);
+  d.server->janitor_tick();
+  CHECK(d.server->totals().engines_disposed == 0);  // a session is open on it
+  auto cl = a.simple(T::kClose, 1);
+  d.step();
+  CHECK(a.type_of(cl) == T::kOk);
+  d.clock.advance(59s);
+  d.server->janitor_tick();
+  CHECK(d.server->totals().engines_disposed == 0);
+  d.clock.advance(1001ms);
+  d.server->janitor_tick();
+  CHECK(d.server->totals().engines_disposed == 1);
+  CHECK(d.fake.closed == 1);  // its idle connection was closed
+  // Used again: made again.
+  open_session(d, a, 2);
+  CHECK(d.server->totals().engines_created == 2);
+}
