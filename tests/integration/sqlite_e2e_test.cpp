@@ -618,13 +618,13 @@ TEST_CASE("group commit: a statement_timeout inside a group fails that one-shot 
   CHECK(m.execute("SELECT count(*) FROM items WHERE owner = -5").scalar<std::int64_t>() == 0);
   CHECK(d.admin(Cmd::kStatus)["totals"]["errors"] == 5);
   MESSAGE("group commits: " << writer_field(d, "test.gcslow", "group_commits"));
-  // At least one endless statement timed out inside a group (the writers were all busy): the
-  // daemon logs a grouped one-shot's error as "one-shot <db>: ...". Whether SQLite rolled back
-  // the whole transaction (the others then ran again) or only the statement depends on how far
-  // it got; both end the same way.
+  // Whether an endless statement met a queue and timed out inside a group depends on timing
+  // here; tests/daemon/group_commit_test.cpp forms the group deterministically and decides
+  // the timeout with an injected clock. This test checks the outcome under real load.
   std::string log = d.log();
-  CHECK(log.find("one-shot test.gcslow: timeout") != std::string::npos);
-  MESSAGE("whole-transaction rollbacks re-run: "
+  MESSAGE("timed out inside a group: "
+          << std::string(log.find("one-shot test.gcslow: timeout") != std::string::npos ? "yes" : "no")
+          << "; whole-transaction rollbacks re-run: "
           << std::string(log.find("the others ran again") != std::string::npos ? "yes" : "no"));
   CHECK(d.pool("test.gcslow", "writer")["in_use"] == 0);
 }
