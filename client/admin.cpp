@@ -115,6 +115,7 @@ std::string AdminClient::pools() { return request(2, {}); }
 std::string AdminClient::sessions() { return request(3, {}); }
 std::string AdminClient::clients() { return request(4, {}); }
 std::string AdminClient::engines() { return request(5, {}); }
+std::string AdminClient::servers() { return request(10, {}); }
 std::string AdminClient::reload() { return request(6, {}); }
 std::string AdminClient::kill(std::string_view session) { return request(7, session); }
 std::string AdminClient::drain() { return request(8, {}); }

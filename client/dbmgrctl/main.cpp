@@ -104,6 +104,7 @@ int run(const std::string& command, const Options& o) {
   if (command == "sessions") return show(o, admin.sessions(), dbmgr::ctl::render_sessions);
   if (command == "clients") return show(o, admin.clients(), dbmgr::ctl::render_clients);
   if (command == "engines") return show(o, admin.engines(), dbmgr::ctl::render_engines);
+  if (command == "servers") return show(o, admin.servers(), dbmgr::ctl::render_servers);
   if (command == "watch") return watch(admin, o);
   if (command == "ping") {
     std::string version = admin.server_version();
@@ -189,6 +190,7 @@ int main(int argc, char** argv) {
       {"sessions", "open sessions: id, database, client pid, state, age, time in transaction"},
       {"clients", "connected client processes: id, pid, uid, name, sessions"},
       {"engines", "databases the daemon has opened: type, URI (password masked), PK type"},
+      {"servers", "every backend connection: pool, state (idle, leased...), backend pid, holder"},
       {"ping", "one round trip to the daemon; prints the time it took"},
       {"reload", "re-read the configuration (admin); a broken file is refused, the old stays"},
       {"kill", "end a session and roll back its transaction (admin)"},

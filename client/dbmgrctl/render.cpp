@@ -12,14 +12,32 @@ namespace {
 constexpr std::string_view kMissing = "-";
 constexpr std::size_t kGap = 2;
 
-// A field as text: strings as they are, integers plainly, doubles with `decimals`.
+// Text for a terminal: control characters (a client name may carry ESC sequences or a
+// newline that would forge a line) are shown as \xNN, never sent to the terminal.
+std::string printable(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02X", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+// A field as text: strings as they are (made printable), integers plainly, doubles with
+// `decimals`.
 std::string field(const Json& obj, const char* key, int decimals = 1) {
   if (!obj.is_object()) return std::string(kMissing);
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return std::string(kMissing);
   if (it->is_string()) {
     const auto& s = it->get_ref<const std::string&>();
-    return s.empty() ? std::string(kMissing) : s;
+    return s.empty() ? std::string(kMissing) : printable(s);
   }
   if (it->is_boolean()) return it->get<bool>() ? "yes" : "no";
   if (it->is_number_integer()) return it->dump();
@@ -122,6 +140,9 @@ std::string render_status(const Json& st) {
   t.add({"sessions opened", field(totals, "sessions_opened")});
   t.add({"clients accepted", field(totals, "clients_accepted")});
   t.add({"protocol errors", field(totals, "protocol_errors")});
+  t.add({"internal errors", field(totals, "internal_errors")});
+  t.add({"engines created", field(totals, "engines_created")});
+  t.add({"engines disposed (idle)", field(totals, "engines_disposed")});
   std::string body = t.str();
   // The table's header row is empty for a key/value list: drop it.
   body.erase(0, body.find('\n') + 1);
@@ -193,10 +214,34 @@ std::string render_engines(const Json& engines) {
            {"uri", false},
            {"pk_type", false},
            {"pk_column_type", false},
+           {"sessions", true},
+           {"idle", true},
            {"age", true}});
   for (const Json& e : engines) {
+    double idle = number(e, "idle_s");
     t.add({field(e, "database"), field(e, "type"), field(e, "uri"), field(e, "pk_type"),
-           field(e, "pk_column_type"), format_duration(number(e, "age_s"))});
+           field(e, "pk_column_type"), field(e, "sessions"),
+           idle > 0 ? format_duration(idle) : std::string(kMissing),
+           format_duration(number(e, "age_s"))});
+  }
+  return t.str();
+}
+
+std::string render_servers(const Json& servers) {
+  Table t({{"database", false},
+           {"role", false},
+           {"id", true},
+           {"state", false},
+           {"for", true},
+           {"backend_pid", true},
+           {"holder", false},
+           {"session", false},
+           {"age", true}});
+  for (const Json& c : servers) {
+    t.add({field(c, "database"), field(c, "role"), field(c, "id"), field(c, "state"),
+           format_duration(number(c, "state_s")),
+           number(c, "backend_pid") > 0 ? field(c, "backend_pid") : std::string(kMissing),
+           field(c, "holder"), field(c, "session"), format_duration(number(c, "age_s"))});
   }
   return t.str();
 }

@@ -39,6 +39,7 @@ std::string render_pools(const Json& pools);
 std::string render_sessions(const Json& sessions);
 std::string render_clients(const Json& clients);
 std::string render_engines(const Json& engines);
+std::string render_servers(const Json& servers);
 
 // "1h 02m 03s", "4m 05s", "12.3s".
 std::string format_duration(double seconds);

@@ -54,6 +54,10 @@ class AdminClient {
   std::string sessions();
   std::string clients();
   std::string engines();
+  // Every backend (server) connection of every pool with its state, as PgBouncer's SHOW
+  // SERVERS: database, role, id, state (opening, idle, pinging, resetting, granted, leased),
+  // backend pid, who holds it.
+  std::string servers();
   // One kPing round trip on an established connection (connecting first if needed).
   std::chrono::nanoseconds ping();
 
