@@ -69,6 +69,7 @@ PgConn::PgConn(uv_loop_t* loop, PgParams params) : loop_(loop), params_(std::mov
 }
 
 PgConn::~PgConn() {
+  if (pending_row_ != nullptr) PQclear(pending_row_);
   if (conn_ != nullptr) PQfinish(conn_);
 }
 
@@ -370,6 +371,10 @@ void PgConn::after_connect() {
 void PgConn::begin_op(BackendOp op) {
   op_ = op;
   phase_ = Phase::kRunning;
+  if (pending_row_ != nullptr) {  // a stream that was not read to its end
+    PQclear(pending_row_);
+    pending_row_ = nullptr;
+  }
   nsteps_ = cur_ = 0;
   single_row_ = false;
   paused_ = false;
@@ -657,7 +662,24 @@ void PgConn::on_io(int events) {
   }
 }
 
+void PgConn::pause_stream() {
+  batch_->finish();
+  batch_.reset();
+  result_.more = true;
+  paused_ = true;
+  watch(0);  // the server waits while the client reads what we have
+  phase_ = Phase::kRunning;
+  streamed_ = true;
+  finish_op();
+}
+
 void PgConn::drain_results() {
+  if (pending_row_ != nullptr && !paused_ && phase_ == Phase::kRunning) {
+    // The row that did not fit the last batch goes first.
+    PGresult* r = std::exchange(pending_row_, nullptr);
+    handle_result(r);
+    PQclear(r);
+  }
   while (phase_ == Phase::kRunning || phase_ == Phase::kCreatingDb) {
     if (paused_) return;
     // Single-row mode must be chosen before libpq starts parsing this statement's rows,
@@ -683,20 +705,41 @@ void PgConn::drain_results() {
       PQclear(r);
       return op_done();
     }
+    if (batch_ && PQresultStatus(r) == PGRES_SINGLE_TUPLE && cur_ < nsteps_ &&
+        steps_[cur_] == Step::kExec && !batch_->fits(row_bytes(r, 0))) {
+      // The batch ends before a row that would take it past kMaxRowBatchBytes: keep the row
+      // for resume() and let the client read what we have.
+      pending_row_ = r;
+      return pause_stream();
+    }
     handle_result(r);
     PQclear(r);
-    if (batch_ && batch_->payload_bytes() >= proto::kMaxRowBatchBytes) {
-      batch_->finish();
-      batch_.reset();
-      result_.more = true;
-      paused_ = true;
-      watch(0);  // the server waits while the client reads what we have
-      phase_ = Phase::kRunning;
-      streamed_ = true;
-      finish_op();
-      return;
+  }
+}
+
+std::size_t PgConn::row_bytes(const PGresult* r, int row) const {
+  std::size_t n = 0;
+  for (int c = 0, cols = PQnfields(r); c < cols; ++c) {
+    if (PQgetisnull(r, row, c) != 0) {
+      n += proto::encoded_size(proto::ValueTag::kNull);
+      continue;
+    }
+    auto len = static_cast<std::size_t>(PQgetlength(r, row, c));
+    switch (PQftype(r, c)) {
+      case kBoolOid: n += proto::encoded_size(proto::ValueTag::kBool); break;
+      case kInt2Oid:
+      case kInt4Oid:
+      case kInt8Oid:
+      case kOidOid:
+      case kFloat4Oid:
+      case kFloat8Oid: n += proto::encoded_size(proto::ValueTag::kInt64); break;
+      case kByteaOid:  // text format: \x and two hex digits a byte
+        n += proto::encoded_size(proto::ValueTag::kBlob, len >= 2 ? (len - 2) / 2 : len);
+        break;
+      default: n += proto::encoded_size(proto::ValueTag::kText, len); break;
     }
   }
+  return n;
 }
 
 void PgConn::send_columns(const PGresult* r) {
@@ -714,6 +757,10 @@ void PgConn::send_columns(const PGresult* r) {
 
 void PgConn::encode_row(const PGresult* r, int row) {
   int n = PQnfields(r);
+  if (batch_ && !batch_->fits(row_bytes(r, row))) {  // a whole result: several batches
+    batch_->finish();
+    batch_.reset();
+  }
   if (!batch_) batch_.emplace(*enc_, req_.request_id, req_.session_id, static_cast<std::uint16_t>(n));
   for (int c = 0; c < n; ++c) {
     if (PQgetisnull(r, row, c) != 0) {

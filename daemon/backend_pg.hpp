@@ -106,6 +106,8 @@ class PgConn final : public BackendConn {
   void start_timer(std::uint64_t ms);
   void stop_timer();
   void encode_row(const PGresult* r, int row);
+  std::size_t row_bytes(const PGresult* r, int row) const;  // what encode_row() adds
+  void pause_stream();  // the batch is full: hand it over, wait for resume()
   void send_columns(const PGresult* r);
   void deliver_async(Status s);  // complete an op on a later loop turn
   void finish_op();              // complete op_ with result_ (on a later turn if in a call)
@@ -156,6 +158,7 @@ class PgConn final : public BackendConn {
   bool streamed_ = false;       // rows of the current execute went to the owner already
   bool retry_rollback_ = false; // the retry's pipeline starts with ROLLBACK
   BackendResult result_;
+  PGresult* pending_row_ = nullptr;  // a row that did not fit the last batch (single-row mode)
   std::optional<proto::Encoder> enc_;
   std::optional<proto::RowBatchEncoder> batch_;
   bool columns_sent_ = false;

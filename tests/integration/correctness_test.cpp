@@ -12,6 +12,7 @@
 
 #include <doctest/doctest.h>
 
+#include "dbmgr/protocol/codec.hpp"
 #include "harness.hpp"
 
 using namespace std::chrono_literals;
@@ -378,4 +379,62 @@ TEST_CASE("engine_idle_timeout: an engine without sessions is disposed and made 
   CHECK(count(again, "SELECT count(*) FROM t") == 2);  // the same file, made again
   CHECK(d.admin(Cmd::kStatus)["totals"]["engines_created"] == 2);
   CHECK(d.log().find("engine test.idle1: disposed") != std::string::npos);
+}
+
+// ---- protocol truth: row batches ----
+
+namespace {
+
+// Runs `sql` as a one-shot over a raw connection and checks every kRows frame: its payload
+// stays within kMaxRowBatchBytes unless it carries a single row. Returns the rows seen.
+std::uint64_t check_batches(const Daemon& d, const std::string& prefix, const std::string& sql) {
+  dbmgr::test::RawConn c(d.socket());
+  c.hello();
+  std::vector<std::uint8_t> out;
+  dbmgr::proto::Encoder enc(out);
+  enc.one_shot(9, "", prefix, 0, sql, nullptr, 0);
+  c.send(out);
+  std::uint64_t rows = 0;
+  int frames = 0;
+  for (;;) {
+    auto f = c.read_frame(std::chrono::seconds(30));
+    REQUIRE(f.size() >= dbmgr::proto::kHeaderSize);
+    dbmgr::proto::Header h;
+    REQUIRE(dbmgr::proto::parse_header(f.data(), 1u << 30, &h) == dbmgr::proto::DecodeError::kOk);
+    if (h.type == dbmgr::proto::MsgType::kRows) {
+      dbmgr::proto::Message m;
+      REQUIRE(dbmgr::proto::decode({h, f.data() + dbmgr::proto::kHeaderSize}, &m) ==
+              dbmgr::proto::DecodeError::kOk);
+      auto& r = std::get<dbmgr::proto::Rows>(m);
+      CHECK_MESSAGE((h.length <= dbmgr::proto::kMaxRowBatchBytes || r.row_count == 1),
+                    "a kRows frame of ", h.length, " bytes with ", r.row_count, " rows");
+      rows += r.row_count;
+      ++frames;
+    }
+    REQUIRE(h.type != dbmgr::proto::MsgType::kError);
+    if (h.type == dbmgr::proto::MsgType::kComplete) break;
+  }
+  CHECK(frames > 5);
+  return rows;
+}
+
+}  // namespace
+
+TEST_CASE("row batches end before a row that would pass 256 KiB; a larger row travels alone") {
+  SUBCASE("SQLite") {
+    Daemon d;
+    std::uint64_t n = check_batches(
+        d, "test",
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 20) "
+        "SELECT x, hex(zeroblob(50000)) FROM n UNION ALL SELECT 21, hex(zeroblob(150000))");
+    CHECK(n == 21);
+  }
+  SUBCASE("PostgreSQL") {
+    Daemon d(pg_daemon());
+    std::uint64_t n = check_batches(
+        d, "",
+        "SELECT x, repeat('x', 100000) FROM generate_series(1, 20) x "
+        "UNION ALL SELECT 21, repeat('y', 300000)");
+    CHECK(n == 21);
+  }
 }
