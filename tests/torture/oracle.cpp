@@ -683,7 +683,7 @@ class Oracle {
       } else if (f[0] == "F") {
         v_.add("SCHEMA_STMT_FAILED", "iteration " + f.at(1) + ": " + (f.size() > 2 ? f[2] : ""));
       } else if (f[0] == "N") {
-        ++schema_notes_;
+        if (schema_notes_++ < 3) notes_.push_back("iteration " + f.at(1) + ": " + (f.size() > 2 ? f[2] : ""));
       } else if (f[0] == "G") {
         ++schema_changes_;
       } else if (f[0] == "Q") {
@@ -720,8 +720,12 @@ class Oracle {
          << " stored rows, " << read_checks_ << " client reads checked against the model, "
          << schema_checks_ << " schema-worker reads compared (dbmgrd vs direct) after " << schema_changes_
          << " schema changes";
-    if (schema_notes_ > 0) out_ << " (" << schema_notes_ << " notes in schema.log)";
     out_ << "\n";
+    if (schema_notes_ > 0) {
+      out_ << "schema worker notes (statements the engine refused directly too: test limits, not daemon "
+              "defects): " << schema_notes_ << "\n";
+      for (const auto& n : notes_) out_ << "  " << n << "\n";
+    }
   }
 
   const Config& cfg_;
@@ -742,6 +746,7 @@ class Oracle {
   std::size_t schema_checks_ = 0;
   std::size_t schema_changes_ = 0;
   std::size_t schema_notes_ = 0;
+  std::vector<std::string> notes_;
 };
 
 }  // namespace

@@ -341,7 +341,9 @@ int run(Config& cfg) {
     }
   } drop_at_exit{cfg};
 
-  Daemon d(opts);  // before the signal mask below: dbmgrd must not inherit it
+  Daemon d(opts);  // before the signal changes below: dbmgrd must not inherit them
+  // A reader of our output that goes away (| head) must not stop us before the cleanup.
+  signal(SIGPIPE, SIG_IGN);
   cfg.socket = d.socket();
   cfg.sqlite_path = d.data_dir() + "/" + cfg.resolved + ".db";
   {
