@@ -455,8 +455,22 @@ void Violations::print(std::ostream& out, bool all) const {
     out << "  [" << cls << "] " << e.count;
     if (info != nullptr) out << ": " << info->meaning;
     out << "\n";
-    std::size_t shown = all ? e.examples.size() : std::min<std::size_t>(e.examples.size(), 5);
-    for (std::size_t i = 0; i < shown; ++i) out << "    " << e.examples[i] << "\n";
+    // Examples of different shapes first (digits ignored), then the rest in order.
+    std::vector<std::size_t> pick;
+    std::set<std::string> shapes;
+    for (std::size_t i = 0; i < e.examples.size(); ++i) {
+      std::string shape;
+      for (char c : e.examples[i]) {
+        if (c < '0' || c > '9') shape += c;
+      }
+      if (shapes.insert(shape.substr(0, 120)).second) pick.push_back(i);
+    }
+    for (std::size_t i = 0; i < e.examples.size(); ++i) {
+      if (std::find(pick.begin(), pick.end(), i) == pick.end()) pick.push_back(i);
+      if (!all && pick.size() >= 5) break;
+    }
+    std::size_t shown = all ? pick.size() : std::min<std::size_t>(pick.size(), 5);
+    for (std::size_t i = 0; i < shown; ++i) out << "    " << e.examples[pick[i]] << "\n";
     if (shown < e.count) out << "    ... " << (e.count - shown) << " more (--verbose shows them)\n";
   }
 }
