@@ -451,7 +451,7 @@ void PgConn::do_reset() {
 void PgConn::do_execute(const ExecRequest& req) {
   begin_op(BackendOp::kExecute);
   req_ = req;
-  stale_plan_ = false;
+  stale_ = Stale::kNone;
   stale_retried_ = false;
   streamed_ = false;
   retry_rollback_ = false;
@@ -469,6 +469,7 @@ void PgConn::do_execute(const ExecRequest& req) {
 
 bool PgConn::send_exec() {
   const bool begin = req_.begin != TxBegin::kNone;
+  prepared_now_ = false;
   pgsql::Scan scan = pgsql::scan(req_.sql);
   if (scan.multi_statement) {
     if (pgsql::changes_session_state(req_.sql)) dirty_ = true;
@@ -613,6 +614,7 @@ bool PgConn::send_exec() {
                             pgsql::changes_session_state(req_.sql)});
     hit = &cache_.back();
     std::string sql = pgsql::rewrite_placeholders(req_.sql);
+    prepared_now_ = true;
     push(Step::kPrepare);
     if (PQsendPrepare(conn_, hit->name.c_str(), sql.c_str(), static_cast<int>(n), types_.data()) == 0) {
       return fail_send();
@@ -841,8 +843,17 @@ void PgConn::handle_result(PGresult* r) {
           // deallocate it, prepare anew; op_done() retries once where that is safe.
           const char* primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
           if (primary != nullptr && std::strstr(primary, "cached plan") != nullptr) {
-            stale_plan_ = true;
+            stale_ = Stale::kPlan;
           }
+          forget_statement(true);
+        } else if (state != nullptr && !prepared_now_ &&
+                   (std::strncmp(state, "42", 2) == 0 || std::strncmp(state, "22", 2) == 0)) {
+          // A statement from the cache keeps the parameter types the server inferred when it
+          // was prepared; a column whose type changed since makes it fail ("column is of
+          // type smallint but expression is of type character varying") where the same SQL
+          // prepared now succeeds. Prepare it anew; op_done() runs it again once where that
+          // is safe (a genuine error then comes back the same).
+          stale_ = Stale::kTypes;
           forget_statement(true);
         }
       }
@@ -905,17 +916,18 @@ void PgConn::op_done() {
     if (!result_.status.is_ok()) {
       batch_.reset();
       result_.frames.bytes().clear();
-      if (stale_plan_ && PQstatus(conn_) != CONNECTION_BAD) {
-        stale_plan_ = false;
+      if (stale_ != Stale::kNone && PQstatus(conn_) != CONNECTION_BAD) {
+        const Stale why = std::exchange(stale_, Stale::kNone);
         // pgjdbc's rule: the statement is run again once, prepared anew, when nothing of
         // the transaction is lost by it (a one-shot, or the statement that began the
         // transaction) and no row of it reached the client yet.
         if (!stale_retried_ && !streamed_ &&
             (req_.begin != TxBegin::kNone || req_.commit_after)) {
           stale_retried_ = true;
-          spdlog::debug("PostgreSQL connection {}: the table definition changed since the "
-                        "statement was prepared; preparing it again",
-                        backend_pid_);
+          spdlog::debug("PostgreSQL connection {}: {}; preparing the statement again",
+                        backend_pid_,
+                        why == Stale::kPlan ? "its result columns changed"
+                                            : result_.status.message());
           retry_rollback_ = in_tx;
           nsteps_ = cur_ = 0;
           single_row_ = false;
@@ -926,12 +938,14 @@ void PgConn::op_done() {
           if (!send_exec()) return;
           return finish_send();
         }
-        result_.status = Status(
-            proto::ErrorCategory::kSerialization,
-            "the result columns of this statement changed since it was prepared (a table it "
-            "reads was altered or recreated while this transaction was open): cached plan "
-            "must not change result type; the transaction was rolled back, run it again",
-            "0A000");
+        if (why == Stale::kPlan) {
+          result_.status = Status(
+              proto::ErrorCategory::kSerialization,
+              "the result columns of this statement changed since it was prepared (a table "
+              "it reads was altered or recreated while this transaction was open): cached "
+              "plan must not change result type; the transaction was rolled back, run it again",
+              "0A000");
+        }
       }
       if (in_tx && PQstatus(conn_) != CONNECTION_BAD) {
         // An error ends the transaction: roll back now, report the error after.

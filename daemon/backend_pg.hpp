@@ -153,8 +153,12 @@ class PgConn final : public BackendConn {
   bool dirty_ = false;          // session state changed: DISCARD ALL before the next lease
   bool async_complete_ = false; // the timer completes op_ with result_
   bool resume_pending_ = false; // the timer goes on streaming rows
-  bool stale_plan_ = false;     // the statement failed with "cached plan must not change..."
-  bool stale_retried_ = false;  // ... and was already run again once
+  // Why the cached statement failed, if that may be its staleness, not the SQL: its result
+  // columns changed (0A000), or a parameter type inferred at prepare no longer fits (22, 42).
+  enum class Stale : std::uint8_t { kNone, kPlan, kTypes };
+  Stale stale_ = Stale::kNone;
+  bool stale_retried_ = false;  // ... and it was already run again once
+  bool prepared_now_ = false;   // the statement is prepared in this pipeline (not cached)
   bool streamed_ = false;       // rows of the current execute went to the owner already
   bool retry_rollback_ = false; // the retry's pipeline starts with ROLLBACK
   BackendResult result_;

@@ -757,6 +757,14 @@ void SqliteConn::run_group_item(GroupItem& it, std::vector<std::uint8_t>& out) {
   finish();
 }
 
+bool SqliteConn::deferred_fk_violations() {
+  int current = 0, high = 0;
+  if (sqlite3_db_status(db_, SQLITE_DBSTATUS_DEFERRED_FKS, &current, &high, 0) != SQLITE_OK) {
+    return false;
+  }
+  return current != 0;
+}
+
 void SqliteConn::work_group() {
   GroupJob& job = *group_;
   std::vector<std::uint8_t>& out = job.frames.bytes();
@@ -807,6 +815,14 @@ void SqliteConn::work_group() {
         return fail_all(sp);
       }
       run_group_item(it, out);
+      if (it.status.is_ok() && !it.deferred && deferred_fk_violations()) {
+        // Alone, this one-shot would fail at its COMMIT (a DEFERRABLE INITIALLY DEFERRED
+        // foreign key it broke). In the group it must fail the same way, and alone: roll it
+        // back to its savepoint (which restores SQLite's count of deferred violations) so
+        // the group's COMMIT does not fail for everyone.
+        it.status = Status(proto::ErrorCategory::kConstraint, "FOREIGN KEY constraint failed",
+                           "23503");
+      }
       if (it.status.is_ok() && !it.deferred) {
         if (Status rel = exec_prepared(&release_, "RELEASE dbmgr_group"); !rel.is_ok()) {
           return fail_all(rel);

@@ -114,6 +114,8 @@ class SqliteConn final : public BackendConn {
   void work_end_tx(const char* sql);
   void work_group();
   void run_group_item(GroupItem& it, std::vector<std::uint8_t>& out);
+  // Unresolved deferred foreign-key violations in the open transaction (worker).
+  bool deferred_fk_violations();
   Status exec_simple(const char* sql);
   Status exec_prepared(sqlite3_stmt** stmt, const char* sql);
   // `script` non-null: a multi-statement script is not run; *script is set instead.

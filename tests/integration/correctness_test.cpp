@@ -337,6 +337,30 @@ TEST_CASE("PostgreSQL: SELECT * after DROP + CREATE and ADD COLUMN: new columns,
   m.execute("DROP TABLE " + t);
 }
 
+TEST_CASE("PostgreSQL: a cached INSERT after its column changed type: the parameter type is inferred anew") {
+  Daemon d(pg_daemon("pool:\n  pool_size: 1\n  max_overflow: 0\n"));
+  dbmgr::DatabaseManager m(d.options());
+  std::string t = tname("ptype");
+  m.execute("DROP TABLE IF EXISTS " + t);
+  m.execute("CREATE TABLE " + t + "(score varchar(10))");
+  const std::string insert = "INSERT INTO " + t + "(score) VALUES (?)";
+  m.execute(insert, {"5"});  // prepared with $1 inferred as varchar
+  m.execute("DROP TABLE " + t);
+  m.execute("CREATE TABLE " + t + "(score smallint)");
+  m.execute(insert, {"7"});  // a one-shot: prepared anew, $1 now smallint
+  {
+    auto s = m.get_session();
+    s.execute(insert, {"8"});  // the first statement of a transaction: the same
+    s.commit();
+  }
+  CHECK(count(m, "SELECT sum(score) FROM " + t) == 15);
+  // A genuine error still comes back, once.
+  dbmgr::Error e = error_of([&] { m.execute(insert, {"not a number"}); });
+  CHECK(e.category() == dbmgr::ErrorCategory::kData);
+  CHECK(e.sqlstate() == "22P02");
+  m.execute("DROP TABLE " + t);
+}
+
 // ---- 8. engines are disposed when idle ----
 
 TEST_CASE("engine_idle_timeout: an engine without sessions is disposed and made again on use") {

@@ -31,9 +31,9 @@ namespace {
 //   if (category != "read_only" || sqlstate != "25006") return "expected read_only/25006";
 std::optional<std::string> read_only_refusal_problem(const std::string& category,
                                                      const std::string& sqlstate) {
-  (void)category;
-  (void)sqlstate;
-  return std::nullopt;
+  // docs/protocol.md: a write in a read-only session gets read_only, SQLSTATE 25006.
+  if (category == "read_only" && sqlstate == "25006") return std::nullopt;
+  return std::string("a refused read-only write must be read_only/25006");
 }
 
 // The error a commit that breaks a deferred foreign key must get.
