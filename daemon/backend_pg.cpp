@@ -421,11 +421,22 @@ void PgConn::do_ping() {
 }
 
 bool PgConn::needs_reset() const {
-  return dirty_ || (conn_ != nullptr && PQtransactionStatus(conn_) != PQTRANS_IDLE);
+  return dirty_ || cancels_in_flight_ > 0 ||
+         (conn_ != nullptr && PQtransactionStatus(conn_) != PQTRANS_IDLE);
 }
 
 void PgConn::do_reset() {
   begin_op(BackendOp::kReset);
+  if (cancels_in_flight_ > 0) {
+    // A cancel request for the last user's statement is still on its way to the server:
+    // the next user's statement must not be the one it interrupts. Reset once it is done.
+    reset_after_cancel_ = true;
+    return;
+  }
+  continue_reset();
+}
+
+void PgConn::continue_reset() {
   if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
     result_.broken = true;
     return deliver_async(Status::connection("connection is closed"));
@@ -996,13 +1007,18 @@ void PgConn::do_cancel() {
   struct CancelWork {
     uv_work_t work;
     PGcancel* cancel;
+    PgConn* conn;
   };
-  auto* w = new CancelWork{{}, PQgetCancel(conn_)};
+  auto* w = new CancelWork{{}, PQgetCancel(conn_), this};
   w->work.data = w;
   if (w->cancel == nullptr) {
     delete w;
     return;
   }
+  // The connection is not leased again until the request is done (needs_reset()), and not
+  // deleted while it runs (open_handles_).
+  ++cancels_in_flight_;
+  ++open_handles_;
   uv_queue_work(
       loop_, &w->work,
       [](uv_work_t* req) {
@@ -1012,9 +1028,24 @@ void PgConn::do_cancel() {
       },
       [](uv_work_t* req, int) {
         auto* cw = static_cast<CancelWork*>(req->data);
+        PgConn* self = cw->conn;
         PQfreeCancel(cw->cancel);
         delete cw;
+        guard_callback("a PostgreSQL cancel", [self] { self->cancel_done(); });
       });
+}
+
+void PgConn::cancel_done() {
+  --cancels_in_flight_;
+  --open_handles_;
+  if (phase_ == Phase::kClosed) {
+    if (open_handles_ == 0) delete this;
+    return;
+  }
+  if (cancels_in_flight_ == 0 && reset_after_cancel_) {
+    reset_after_cancel_ = false;
+    continue_reset();
+  }
 }
 
 void PgConn::do_close() {

@@ -98,6 +98,8 @@ class PgConn final : public BackendConn {
   void drain_results();
   void handle_result(PGresult* r);
   void op_done();
+  void continue_reset();
+  void cancel_done();  // a PQcancel on the worker pool returned
   void fail_broken(std::string why);
   Status error_of(const PGresult* r) const;
   // I/O plumbing.
@@ -158,7 +160,9 @@ class PgConn final : public BackendConn {
   enum class Stale : std::uint8_t { kNone, kPlan, kTypes };
   Stale stale_ = Stale::kNone;
   bool stale_retried_ = false;  // ... and it was already run again once
-  bool prepared_now_ = false;   // the statement is prepared in this pipeline (not cached)
+  bool prepared_now_ = false;
+  int cancels_in_flight_ = 0;       // PQcancel requests running on the worker pool
+  bool reset_after_cancel_ = false; // a reset waits for them   // the statement is prepared in this pipeline (not cached)
   bool streamed_ = false;       // rows of the current execute went to the owner already
   bool retry_rollback_ = false; // the retry's pipeline starts with ROLLBACK
   BackendResult result_;

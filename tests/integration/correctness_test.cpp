@@ -2,6 +2,7 @@
 // against a real dbmgrd and the real databases, beside what broke it in production: another
 // session waiting for the same connection, a schema change between two runs of a statement,
 // a hostile byte in a path.
+#include <signal.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -461,4 +462,34 @@ TEST_CASE("row batches end before a row that would pass 256 KiB; a larger row tr
         "UNION ALL SELECT 21, repeat('y', 300000)");
     CHECK(n == 21);
   }
+}
+
+// ---- a cancel never reaches the next user of the connection ----
+
+TEST_CASE("PostgreSQL: the cancel for a killed client's statement never cancels the next user's") {
+  Daemon d(pg_daemon("pool:\n  pool_size: 1\n  max_overflow: 0\n"));
+  dbmgr::DatabaseManager m(d.options());
+  int cancelled = 0;
+  for (int round = 0; round < 20; ++round) {
+    // A's statement ends at about the moment A is killed: the daemon's cancel may arrive at
+    // the server after the statement is over, when B's statement runs on that connection.
+    pid_t a = dbmgr::test::fork_child([&] {
+      dbmgr::DatabaseManager child(d.options());
+      child.execute("SELECT pg_sleep(0.1)");
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(90 + round % 5 * 5));
+    std::thread b([&] {
+      try {
+        m.execute("SELECT pg_sleep(0.05)");
+      } catch (const dbmgr::Error& e) {
+        if (e.sqlstate() == "57014") ++cancelled;
+        else throw;
+      }
+    });
+    kill(a, SIGKILL);
+    dbmgr::test::wait_child(a);
+    b.join();
+  }
+  CHECK(cancelled == 0);
+  CHECK(d.pool(env("DBMGR_TEST_PG_DB"), "main")["in_use"] == 0);
 }
