@@ -187,6 +187,11 @@ std::string render_prometheus(const json& status, const json& pools, const json&
       {"clients_accepted", "dbmgr_clients_accepted_total", "counter", "Client connections."},
       {"sessions_opened", "dbmgr_sessions_opened_total", "counter", "Sessions opened."},
       {"protocol_errors", "dbmgr_protocol_errors_total", "counter", "Protocol violations."},
+      {"internal_errors", "dbmgr_internal_errors_total", "counter",
+       "Exceptions caught at an event-loop callback (each closed at most its client)."},
+      {"engines_created", "dbmgr_engines_created_total", "counter", "Engines made."},
+      {"engines_disposed", "dbmgr_engines_disposed_total", "counter",
+       "Engines disposed after engine_idle_timeout without sessions."},
   };
   const json totals = status.value("totals", json::object());
   for (const auto& m : kTotals) {

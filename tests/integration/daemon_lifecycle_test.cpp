@@ -1,5 +1,6 @@
 // The daemon's life: start over stale or live sockets, drain on SIGTERM, bad clients,
 // restarts under a running client.
+#include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -322,4 +324,53 @@ TEST_CASE("a client that stops receiving while pipelined replies arrive is dropp
   // Still serving, and still exits 0 on SIGTERM (checked when d goes out of scope).
   dbmgr::DatabaseManager m(d.options("test", "after"));
   CHECK(m.execute("SELECT 40 + 2").scalar<std::int64_t>() == 42);
+}
+
+TEST_CASE("systemd: READY=1 at start, WATCHDOG=1 at half of WatchdogSec, STOPPING=1 on SIGTERM") {
+  dbmgr::test::TempDir tmp;
+  std::string path = tmp.path() + "/notify.sock";
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  dbmgr::test::DaemonOptions o;
+  o.env = {{"NOTIFY_SOCKET", path}, {"WATCHDOG_USEC", "400000"}};  // WatchdogSec=0.4s
+  Daemon d(o);
+  std::vector<std::string> got;
+  auto wait_for = [&](const std::string& what, std::chrono::milliseconds limit) {
+    auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < limit) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      char buf[512];
+      ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) continue;
+      got.emplace_back(buf, static_cast<std::size_t>(n));
+      if (got.back().find(what) != std::string::npos) return true;
+    }
+    return false;
+  };
+  CHECK(wait_for("READY=1", 5s));
+  auto t0 = std::chrono::steady_clock::now();
+  int pings = 0;
+  while (seconds_since(t0) < 1.0) pings += wait_for("WATCHDOG=1", 1s) ? 1 : 0;
+  CHECK(pings >= 3);  // every 0.2 s (the janitor's 100 ms tick decides when)
+  CHECK(d.log().find("systemd watchdog: pinging every 200 ms") != std::string::npos);
+  kill(d.pid(), SIGTERM);
+  CHECK(wait_for("STOPPING=1", 5s));
+  CHECK(d.stop() == 0);
+  close(fd);
+}
+
+TEST_CASE("SQLite text that is not UTF-8 arrives as a blob; the connection stays usable") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "utf8"));
+  auto r = m.execute("SELECT CAST(X'C0FF41' AS TEXT) AS t, 'ok' AS u");
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].type(0) == dbmgr::Type::kBlob);
+  CHECK(r[0].get<std::string>(0) == std::string("\xC0\xFF\x41", 3));
+  CHECK(r[0].type(1) == dbmgr::Type::kText);
+  CHECK(m.execute("SELECT 7").scalar<std::int64_t>() == 7);
 }

@@ -749,7 +749,8 @@ TEST_CASE("/metrics over loopback TCP: parseable, the same numbers as --json poo
         1);
   CHECK(samples["dbmgr_pool_size{database=\"test.metrics\",type=\"sqlite\",role=\"reader\"}"] == 2);
   CHECK(samples["dbmgr_sessions{database=\"test.metrics\",state=\"idle in transaction\"}"] == 2);
-  for (const char* t : {"transactions", "statements", "errors", "rollbacks_on_disconnect"}) {
+  for (const char* t : {"transactions", "statements", "errors", "rollbacks_on_disconnect",
+                        "internal_errors", "engines_created", "engines_disposed"}) {
     std::string key = std::string("dbmgr_") + t + "_total";
     REQUIRE_MESSAGE(samples.count(key) == 1, key);
     CHECK_MESSAGE(samples[key] == status["totals"][t].get<double>(), key);
