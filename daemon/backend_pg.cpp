@@ -718,8 +718,17 @@ void PgConn::drain_results() {
       PQclear(r);
       return op_done();
     }
-    if (batch_ && PQresultStatus(r) == PGRES_SINGLE_TUPLE && cur_ < nsteps_ &&
-        steps_[cur_] == Step::kExec && !batch_->fits(row_bytes(r, 0))) {
+    if (PQresultStatus(r) == PGRES_SINGLE_TUPLE && result_.status.is_ok() &&
+        row_bytes(r, 0) > params_.max_frame_bytes) {
+      // No frame may pass max_frame_bytes: the statement fails; its remaining rows are read
+      // and dropped until the pipeline's end.
+      result_.status = Status(proto::ErrorCategory::kResources,
+                              fmt::format("a row of {} bytes is larger than max_frame_bytes ({})",
+                                          row_bytes(r, 0), params_.max_frame_bytes),
+                              "54000");
+    }
+    if (batch_ && PQresultStatus(r) == PGRES_SINGLE_TUPLE && result_.status.is_ok() &&
+        cur_ < nsteps_ && steps_[cur_] == Step::kExec && !batch_->fits(row_bytes(r, 0))) {
       // The batch ends before a row that would take it past kMaxRowBatchBytes: keep the row
       // for resume() and let the client read what we have.
       pending_row_ = r;
@@ -815,7 +824,7 @@ void PgConn::handle_result(PGresult* r) {
   Step step = cur_ < nsteps_ ? steps_[cur_] : Step::kPing;
   switch (PQresultStatus(r)) {
     case PGRES_SINGLE_TUPLE:
-      if (step == Step::kExec) {
+      if (step == Step::kExec && result_.status.is_ok()) {
         send_columns(r);
         encode_row(r, 0);
       }
@@ -823,10 +832,20 @@ void PgConn::handle_result(PGresult* r) {
     case PGRES_TUPLES_OK:
     case PGRES_COMMAND_OK:
       if (step == Step::kExec || step == Step::kScript) {
-        if (step == Step::kExec) {
+        if (step == Step::kExec && result_.status.is_ok()) {
           send_columns(r);
           // Rows that came whole (single-row mode could not be set): encode them all.
-          for (int row = 0, n = PQntuples(r); row < n; ++row) encode_row(r, row);
+          for (int row = 0, n = PQntuples(r); row < n; ++row) {
+            if (row_bytes(r, row) > params_.max_frame_bytes) {
+              result_.status = Status(proto::ErrorCategory::kResources,
+                                      fmt::format("a row of {} bytes is larger than "
+                                                  "max_frame_bytes ({})",
+                                                  row_bytes(r, row), params_.max_frame_bytes),
+                                      "54000");
+              break;
+            }
+            encode_row(r, row);
+          }
         }
         const char* t = PQcmdTuples(r);
         affected_ = (t != nullptr && *t != '\0') ? std::strtoll(t, nullptr, 10) : 0;

@@ -493,3 +493,30 @@ TEST_CASE("PostgreSQL: the cancel for a killed client's statement never cancels 
   CHECK(cancelled == 0);
   CHECK(d.pool(env("DBMGR_TEST_PG_DB"), "main")["in_use"] == 0);
 }
+
+TEST_CASE("a row larger than max_frame_bytes fails its statement (resources, 54000); nothing breaks") {
+  SUBCASE("SQLite") {
+    DaemonOptions o;
+    o.config_yaml = "max_frame_bytes: 64KiB\n";
+    Daemon d(o);
+    dbmgr::DatabaseManager m(d.options("test", "bigrow"));
+    dbmgr::Error e = error_of([&] { m.execute("SELECT 1, hex(zeroblob(40000))"); });
+    CHECK(e.category() == dbmgr::ErrorCategory::kResources);
+    CHECK(e.sqlstate() == "54000");
+    CHECK(m.execute("SELECT length(hex(zeroblob(1000)))").scalar<std::int64_t>() == 2000);
+  }
+  SUBCASE("PostgreSQL") {
+    DaemonOptions o = pg_daemon("max_frame_bytes: 64KiB\n");
+    Daemon d(o);
+    dbmgr::DatabaseManager m(d.options());
+    dbmgr::Error e = error_of([&] { m.execute("SELECT x, repeat('z', 80000) FROM generate_series(1, 3) x"); });
+    CHECK(e.category() == dbmgr::ErrorCategory::kResources);
+    CHECK(e.sqlstate() == "54000");
+    auto s = m.get_session();
+    dbmgr::Error e2 = error_of([&] { s.execute("SELECT repeat('z', 80000)"); });
+    CHECK(e2.category() == dbmgr::ErrorCategory::kResources);
+    s.rollback();
+    CHECK(s.execute("SELECT length(repeat('z', 1000))").scalar<std::int64_t>() == 1000);
+    s.commit();
+  }
+}
