@@ -86,6 +86,7 @@ TEST_CASE("the built-in defaults are DESIGN's") {
   CHECK(d.socket_mode == 0660);
   CHECK(d.max_frame_bytes == 16u * 1024 * 1024);
   CHECK(d.drain_timeout == 30s);
+  CHECK(d.engine_idle_timeout == 10min);
   CHECK(d.pool.pool_size == 20);
   CHECK(d.pool.max_overflow == 10);
   CHECK(d.pool.pool_timeout == 30s);
@@ -104,6 +105,7 @@ TEST_CASE("every global key is read") {
 admin_group: dbadmin
 max_frame_bytes: 1MiB
 drain_timeout: 5s
+engine_idle_timeout: 0
 log_level: WARNING
 worker_threads: 8
 pool:
@@ -127,6 +129,7 @@ prefixes:
   CHECK(s.admin_group == "dbadmin");
   CHECK(s.max_frame_bytes == 1024u * 1024);
   CHECK(s.drain_timeout == 5s);
+  CHECK(s.engine_idle_timeout.count() == 0);
   CHECK(s.log_level == "warn");
   CHECK(s.worker_threads == 8);
   PoolSettings p{7, 0, 250ms, 0ms, false, 1min, 2s};
