@@ -520,3 +520,53 @@ TEST_CASE("a row larger than max_frame_bytes fails its statement (resources, 540
     s.commit();
   }
 }
+
+// ---- 7. error categories follow the SQLSTATE class on every backend ----
+
+TEST_CASE("error categories: SQLite and PostgreSQL errors by SQLSTATE class, not all 'syntax'") {
+  SUBCASE("SQLite") {
+    Daemon d;
+    dbmgr::DatabaseManager m(d.options("test", "cats"));
+    auto overflow = error_of([&] {
+      m.execute("SELECT sum(x) FROM (SELECT 9223372036854775807 AS x UNION ALL SELECT 1)");
+    });
+    CHECK(overflow.category() == dbmgr::ErrorCategory::kData);
+    CHECK(overflow.sqlstate() == "22003");
+    auto syntax = error_of([&] { m.execute("SELEKT 1"); });
+    CHECK(syntax.category() == dbmgr::ErrorCategory::kSyntax);
+    CHECK(syntax.sqlstate() == "42601");
+    auto missing = error_of([&] { m.execute("SELECT * FROM no_such_table"); });
+    CHECK(missing.category() == dbmgr::ErrorCategory::kSyntax);
+    CHECK(missing.sqlstate() == "42P01");
+    m.execute("CREATE TABLE u (id INTEGER PRIMARY KEY, v TEXT NOT NULL)");
+    auto notnull = error_of([&] { m.execute("INSERT INTO u(v) VALUES (NULL)"); });
+    CHECK(notnull.category() == dbmgr::ErrorCategory::kConstraint);
+    CHECK(notnull.sqlstate() == "23502");
+    auto regexp = error_of([&] { m.execute("SELECT 'a' REGEXP '('"); });
+    CHECK(regexp.category() == dbmgr::ErrorCategory::kData);
+    CHECK(regexp.sqlstate() == "2201B");
+  }
+  SUBCASE("PostgreSQL") {
+    Daemon d(pg_daemon());
+    dbmgr::DatabaseManager m(d.options());
+    std::string p = tname("cat_parent"), c = tname("cat_child");
+    m.execute("DROP TABLE IF EXISTS " + c);
+    m.execute("DROP TABLE IF EXISTS " + p);
+    m.execute("CREATE TABLE " + p + " (id int PRIMARY KEY)");
+    m.execute("CREATE TABLE " + c + " (id int, parent_id int REFERENCES " + p + "(id))");
+    auto depends = error_of([&] { m.execute("DROP TABLE " + p); });
+    CHECK(depends.sqlstate() == "2BP01");
+    CHECK(depends.category() == dbmgr::ErrorCategory::kConstraint);
+    auto zero = error_of([&] { m.execute("SELECT 1 / 0"); });
+    CHECK(zero.sqlstate() == "22012");
+    CHECK(zero.category() == dbmgr::ErrorCategory::kData);
+    auto missing = error_of([&] { m.execute("SELECT * FROM no_such_table_here"); });
+    CHECK(missing.sqlstate() == "42P01");
+    CHECK(missing.category() == dbmgr::ErrorCategory::kSyntax);
+    auto feature = error_of([&] { m.execute("SELECT count(*) FROM pg_class FOR UPDATE"); });
+    CHECK(feature.category() == dbmgr::ErrorCategory::kUnsupported);
+    CHECK(feature.sqlstate() == "0A000");
+    m.execute("DROP TABLE " + c);
+    m.execute("DROP TABLE " + p);
+  }
+}
