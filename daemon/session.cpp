@@ -454,7 +454,7 @@ void Session::on_execute_result(BackendResult& r) {
       Status why = std::move(*abort_);
       abort_.reset();
       drop_current();
-      return start_abort(std::move(why));
+      return start_abort(failure_for(why));
     }
     if (conn_ != nullptr && conn_->backed_up()) {
       set_state(State::kPaused);
@@ -470,7 +470,7 @@ void Session::on_execute_result(BackendResult& r) {
     abort_.reset();
     if (r.in_transaction) {
       drop_current();
-      return start_abort(std::move(why));
+      return start_abort(failure_for(why));
     }
     // It committed (a one-shot) before the abort could stop it: the client has its result.
     // A kill still ends the session (protocol.md section 8).
@@ -544,7 +544,7 @@ void Session::resume_stream() {
     Status why = std::move(*abort_);
     abort_.reset();
     drop_current();
-    return start_abort(std::move(why));
+    return start_abort(failure_for(why));
   }
   set_state(State::kExecuting);
   lease_->resume();
@@ -559,6 +559,9 @@ void Session::cancel() {
     case State::kExecuting:
       lease_->cancel();
       return;
+    case State::kPaused:  // rows wait for the client: the statement ends here, rolled back
+      abort_ = Status(proto::ErrorCategory::kCancelled, "statement cancelled", "57014");
+      return resume_stream();
     case State::kLeasing: {  // waiting for a connection counts (protocol.md section 9)
       pool().cancel_wait(this);
       Status why(proto::ErrorCategory::kCancelled,
@@ -622,7 +625,7 @@ void Session::abort_transaction(Status why) {
       if (one_shot_) set_state(State::kIdle); else fail(std::move(why));
       return finish_current();
     case State::kInTx:
-      return start_abort(std::move(why));
+      return start_abort(failure_for(why));
     case State::kExecuting:
       abort_ = std::move(why);
       lease_->cancel();

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -205,6 +206,7 @@ struct InProcOptions {
 class InProc {
  public:
   explicit InProc(InProcOptions o = {}) {
+    std::signal(SIGPIPE, SIG_IGN);  // as dbmgrd's main() does
     char tmpl[] = "/tmp/dbmgr-inproc-XXXXXX";
     REQUIRE(::mkdtemp(tmpl) != nullptr);
     dir_ = tmpl;

@@ -274,3 +274,61 @@ TEST_CASE("engine_idle_timeout: the janitor disposes an engine without sessions,
   open_session(d, a, 2);
   CHECK(d.server->totals().engines_created == 2);
 }
+
+TEST_CASE("session: a kill while rows wait for a slow client ends the stream and rolls back") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& op = d.client();
+  open_session(d, a, 1);
+  auto id = a.execute(1, "SELECT big FROM t");
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kExecute));
+  // The first batch: 3 MB, more to come. The client reads nothing yet, so the daemon's
+  // output backs up and the session pauses the stream.
+  dbmgr::daemon::BackendResult r = FakeBackend::ok(true);
+  r.more = true;
+  {
+    proto::Encoder enc(r.frames.bytes());
+    proto::ColumnDesc col{"big", proto::ValueTag::kText};
+    enc.columns(id, 1, &col, 1);
+    std::string big(3'000'000, 'x');
+    proto::RowBatchEncoder batch(enc, id, 1, 1);
+    batch.text(big);
+    batch.end_row();
+    batch.finish();
+  }
+  d.fake.finish_next(BackendOp::kExecute, std::move(r));
+  d.step();
+  // The daemon resumes at once (its output was empty when the batch came); the next batch
+  // finds 3 MB queued for the client, and the stream pauses.
+  REQUIRE(d.fake.has(BackendOp::kExecute));
+  dbmgr::daemon::BackendResult r2 = FakeBackend::ok(true);
+  r2.more = true;
+  {
+    proto::Encoder enc(r2.frames.bytes());
+    proto::RowBatchEncoder batch(enc, id, 1, 1);
+    batch.text("second");
+    batch.end_row();
+    batch.finish();
+  }
+  d.fake.finish_next(BackendOp::kExecute, std::move(r2));
+  d.step();
+  CHECK_FALSE(d.fake.has(BackendOp::kExecute));  // not resumed: paused for the client
+  // (The daemon reads no request of a client whose replies back up, so the kill comes from
+  // an operator's connection.)
+  auto kill = op.admin(proto::AdminCommand::kKill, "1:1");
+  d.step();
+  CHECK(op.type_of(kill) == T::kAdminResult);
+  REQUIRE(d.fake.has(BackendOp::kRollback));  // the stream ends with its transaction
+  d.fake.finish_next(BackendOp::kRollback);
+  for (int i = 0; i < 50 && a.final_reply(id) == nullptr; ++i) d.step();  // read it all
+  CHECK(a.category_of(id) == proto::ErrorCategory::kKilled);
+  auto next = a.execute(1, "SELECT 1");
+  d.step();
+  CHECK(a.category_of(next) == proto::ErrorCategory::kKilled);
+  auto cl = a.simple(T::kClose, 1);
+  d.step();
+  CHECK(a.type_of(cl) == T::kOk);
+}
