@@ -129,7 +129,21 @@ void PgConn::deliver_async(Status s) {
 
 void PgConn::on_timer(uv_timer_t* t) {
   auto* self = static_cast<PgConn*>(t->data);
-  guard_callback("a PostgreSQL timer", [self] { self->timer_fired(); });
+  if (!guard_callback("a PostgreSQL timer", [self] { self->timer_fired(); })) {
+    guard_callback("a PostgreSQL timer", [self] { self->fail_after_exception(); });
+  }
+}
+
+void PgConn::fail_after_exception() {
+  // The operation in flight is in an unknown state: end it with an error (the owner closes
+  // the connection, which reports broken) rather than leave its session waiting forever.
+  if (state() != State::kBusy || async_complete_) return;
+  if (phase_ == Phase::kConnecting) {
+    return connect_failed(Status::internal("internal error in dbmgrd while connecting"));
+  }
+  if (phase_ == Phase::kRunning || phase_ == Phase::kCreatingDb) {
+    fail_broken("internal error in dbmgrd");
+  }
 }
 
 void PgConn::timer_fired() {
@@ -156,7 +170,9 @@ void PgConn::timer_fired() {
 
 void PgConn::on_poll(uv_poll_t* h, int status, int events) {
   auto* self = static_cast<PgConn*>(h->data);
-  guard_callback("PostgreSQL I/O", [&] { self->poll_fired(status, events); });
+  if (!guard_callback("PostgreSQL I/O", [&] { self->poll_fired(status, events); })) {
+    guard_callback("PostgreSQL I/O", [self] { self->fail_after_exception(); });
+  }
 }
 
 void PgConn::poll_fired(int status, int events) {
@@ -462,8 +478,13 @@ void PgConn::continue_reset() {
 void PgConn::do_execute(const ExecRequest& req) {
   begin_op(BackendOp::kExecute);
   req_ = req;
+  // The label is a view into the client's connection, which may be gone before a retry of
+  // this request reads it: keep a copy (no allocation while the same client repeats).
+  if (req.client_label != label_) label_.assign(req.client_label);
+  req_.client_label = label_;
   stale_ = Stale::kNone;
   stale_retried_ = false;
+  late_commit_sent_ = false;
   streamed_ = false;
   retry_rollback_ = false;
   enc_.emplace(result_.frames.bytes());
@@ -479,9 +500,14 @@ void PgConn::do_execute(const ExecRequest& req) {
 }
 
 bool PgConn::send_exec() {
-  const bool begin = req_.begin != TxBegin::kNone;
   prepared_now_ = false;
   pgsql::Scan scan = pgsql::scan(req_.sql);
+  // A one-shot in autocommit would commit before its rows are sent; if sending them fails
+  // (a row larger than max_frame_bytes) the client would be told "failed" about a committed
+  // write. A one-shot with RETURNING therefore runs in BEGIN, and op_done() commits it after
+  // its last row (one more round trip, for these statements only).
+  const bool late_commit = req_.commit_after && req_.begin == TxBegin::kNone && scan.returning;
+  const bool begin = req_.begin != TxBegin::kNone || late_commit;
   if (scan.multi_statement) {
     if (pgsql::changes_session_state(req_.sql)) dirty_ = true;
     if (req_.params.size() > 0) {
@@ -513,8 +539,8 @@ bool PgConn::send_exec() {
     const char* sql = req_.read_only ? "BEGIN READ ONLY" : "BEGIN";
     if (PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
   }
-  if (!req_.client_label.empty() && req_.client_label != app_name_) {
-    app_name_.assign(req_.client_label);
+  if (!label_.empty() && label_ != app_name_) {
+    app_name_.assign(label_);
     const char* v[1] = {app_name_.c_str()};
     push(Step::kSetName);
     if (PQsendQueryParams(conn_, "SELECT pg_catalog.set_config('application_name', $1, false)", 1,
@@ -639,7 +665,7 @@ bool PgConn::send_exec() {
                           lengths_.data(), formats_.data(), 0) == 0) {
     return fail_send();
   }
-  if (req_.commit_after && begin) {  // a one-shot that needed BEGIN (READ ONLY)
+  if (req_.commit_after && begin && !late_commit) {  // a one-shot that needed BEGIN READ ONLY
     push(Step::kCommit);
     if (PQsendQueryParams(conn_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
   }
@@ -687,6 +713,16 @@ void PgConn::pause_stream() {
 }
 
 void PgConn::drain_results() {
+  if (nsteps_ == 0 && phase_ == Phase::kRunning) {
+    // Nothing was sent for the operation in flight (a reset waiting for a cancel request, a
+    // result delivered on the next turn): what the server said is a notice, a NOTIFY, or
+    // the connection ending. Nothing to wait for here.
+    while (PGnotify* n = PQnotifies(conn_)) PQfreemem(n);
+    if (PQstatus(conn_) == CONNECTION_BAD && !async_complete_) {
+      return fail_broken(trim(PQerrorMessage(conn_)));
+    }
+    return;
+  }
   if (pending_row_ != nullptr && !paused_ && phase_ == Phase::kRunning) {
     // The row that did not fit the last batch goes first.
     PGresult* r = std::exchange(pending_row_, nullptr);
@@ -876,13 +912,13 @@ void PgConn::handle_result(PGresult* r) {
             stale_ = Stale::kPlan;
           }
           forget_statement(true);
-        } else if (state != nullptr && !prepared_now_ &&
-                   (std::strncmp(state, "42", 2) == 0 || std::strncmp(state, "22", 2) == 0)) {
+        } else if (state != nullptr && !prepared_now_ && stale_types_error(state)) {
           // A statement from the cache keeps the parameter types the server inferred when it
           // was prepared; a column whose type changed since makes it fail ("column is of
           // type smallint but expression is of type character varying") where the same SQL
-          // prepared now succeeds. Prepare it anew; op_done() runs it again once where that
-          // is safe (a genuine error then comes back the same).
+          // prepared now succeeds. These errors are raised while planning or binding, before
+          // anything ran: prepare it anew, and op_done() runs it again once where that is
+          // safe (a genuine error then comes back the same).
           stale_ = Stale::kTypes;
           forget_statement(true);
         }
@@ -891,6 +927,16 @@ void PgConn::handle_result(PGresult* r) {
       return;
     }
   }
+}
+
+bool PgConn::stale_types_error(const char* state) {
+  // datatype_mismatch, undefined_function (operator does not exist: integer = text),
+  // indeterminate_datatype, ambiguous_parameter, invalid_text_representation (a text value
+  // for a parameter inferred as a number).
+  for (const char* s : {"42804", "42883", "42P18", "42P08", "22P02"}) {
+    if (std::strcmp(state, s) == 0) return true;
+  }
+  return false;
 }
 
 void PgConn::forget_statement(bool deallocate) {
@@ -984,6 +1030,14 @@ void PgConn::op_done() {
         single_row_ = false;
         return send_simple("ROLLBACK", Step::kRollback);
       }
+    } else if (req_.commit_after && tx == PQTRANS_INTRANS && !late_commit_sent_) {
+      // A one-shot is its own transaction: what it left open (a RETURNING statement run in
+      // BEGIN so that its rows are sent before it commits, or SQL that began a transaction
+      // itself) is committed now, and the reply completes only once COMMIT succeeded.
+      late_commit_sent_ = true;
+      nsteps_ = cur_ = 0;
+      single_row_ = false;
+      return send_simple("COMMIT", Step::kCommit);
     } else {
       if (batch_) {
         batch_->finish();

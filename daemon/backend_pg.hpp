@@ -115,10 +115,12 @@ class PgConn final : public BackendConn {
   void finish_op();              // complete op_ with result_ (on a later turn if in a call)
   // Drops current_stmt_ from the cache; `deallocate`: it still exists on the server.
   void forget_statement(bool deallocate);
+  static bool stale_types_error(const char* sqlstate);
 
   static void on_poll(uv_poll_t* h, int status, int events);
   void poll_fired(int status, int events);  // the callbacks' bodies
   void timer_fired();
+  void fail_after_exception();
   void connect_step_done();
   static void on_timer(uv_timer_t* t);
   static void on_handle_closed(uv_handle_t* h);
@@ -161,6 +163,8 @@ class PgConn final : public BackendConn {
   Stale stale_ = Stale::kNone;
   bool stale_retried_ = false;  // ... and it was already run again once
   bool prepared_now_ = false;
+  bool late_commit_sent_ = false;   // a one-shot's COMMIT after its result (op_done)
+  std::string label_;               // the current request's client label (a copy)
   int cancels_in_flight_ = 0;       // PQcancel requests running on the worker pool
   bool reset_after_cancel_ = false; // a reset waits for them   // the statement is prepared in this pipeline (not cached)
   bool streamed_ = false;       // rows of the current execute went to the owner already

@@ -646,7 +646,10 @@ void SqliteConn::work_execute() {
   done.affected_rows = readonly ? rows_ : sqlite3_changes64(db_);
   done.last_insert_id = readonly ? 0 : sqlite3_last_insert_rowid(db_);
   finish_statement();
-  if (req_.commit_after && in_tx_) {
+  // A one-shot is its own transaction: commit it, including one its own SQL began (BEGIN as
+  // a one-shot on a reader, which otherwise begins nothing).
+  if (req_.commit_after && (in_tx_ || !sqlite3_get_autocommit(db_))) {
+    in_tx_ = true;
     Status s = exec_simple("COMMIT");
     if (!s.is_ok()) return fail(std::move(s));
     in_tx_ = false;

@@ -348,7 +348,9 @@ void ClientConn::flush() {
   if (rc != 0) {
     write_queue_bytes_ -= w->queued;
     server_.give_write_req(w);
-    close(fmt::format("write failed: {}", uv_strerror(rc)));
+    // flush() runs inside send_frames(), from a session's result callback: close on a later
+    // loop turn, never under the caller's feet.
+    close_soon(fmt::format("write failed: {}", uv_strerror(rc)));
     return;
   }
   if (backed_up()) update_reading();
@@ -443,7 +445,7 @@ void ClientConn::close(std::string_view reason) {
 
 void ClientConn::close_soon(std::string_view reason) {
   if (closing_) return;
-  close_reason_ = reason;
+  close_reason_.assign(reason);
   server_.ready().post(this);
 }
 

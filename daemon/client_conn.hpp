@@ -132,7 +132,7 @@ class ClientConn final : private Deferred {
   gid_t gid_ = 0;
   std::string name_;
   std::string label_;
-  std::string_view close_reason_;  // close_soon(): a literal
+  std::string close_reason_;  // close_soon()
   std::chrono::steady_clock::time_point connected_at_ = std::chrono::steady_clock::now();
 };
 

@@ -114,16 +114,17 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-// The word REGEXP (any case) starting at i, not part of a longer identifier.
-bool is_regexp_word(std::string_view sql, std::size_t i) {
-  constexpr std::string_view kWord = "regexp";
-  if (i + kWord.size() > sql.size() || (i > 0 && is_ident_char(sql[i - 1]))) return false;
-  if (i + kWord.size() < sql.size() && is_ident_char(sql[i + kWord.size()])) return false;
-  for (std::size_t k = 0; k < kWord.size(); ++k) {
-    if (std::tolower(static_cast<unsigned char>(sql[i + k])) != kWord[k]) return false;
+// The lower-case `word` (any case in `sql`) starting at i, not part of a longer identifier.
+bool is_word_at(std::string_view sql, std::size_t i, std::string_view word) {
+  if (i + word.size() > sql.size() || (i > 0 && is_ident_char(sql[i - 1]))) return false;
+  if (i + word.size() < sql.size() && is_ident_char(sql[i + word.size()])) return false;
+  for (std::size_t k = 0; k < word.size(); ++k) {
+    if (std::tolower(static_cast<unsigned char>(sql[i + k])) != word[k]) return false;
   }
   return true;
 }
+
+bool is_regexp_word(std::string_view sql, std::size_t i) { return is_word_at(sql, i, "regexp"); }
 
 }  // namespace
 
@@ -138,6 +139,7 @@ Scan scan(std::string_view sql) {
     if (c == ';') after_semicolon = true;
     if (c == '?') ++s.question_marks;
     if (is_regexp_word(sql, i)) ++s.regexp_words;
+    if (!s.returning && (c == 'r' || c == 'R') && is_word_at(sql, i, "returning")) s.returning = true;
     if (c == '$' && i + 1 < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i + 1])) != 0) {
       int v = 0;
       for (std::size_t j = i + 1; j < sql.size() && std::isdigit(static_cast<unsigned char>(sql[j])) != 0; ++j) {

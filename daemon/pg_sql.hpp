@@ -18,6 +18,7 @@ struct Scan {
   int max_dollar = 0;       // highest native $n seen outside them
   bool multi_statement = false;  // a `;` followed by more SQL at top level
   int regexp_words = 0;          // the word REGEXP outside literals, identifiers and comments
+  bool returning = false;        // the word RETURNING outside them (DML that sends rows back)
 };
 
 Scan scan(std::string_view sql);

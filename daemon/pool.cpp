@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "guard.hpp"
+
 namespace dbmgr::daemon {
 namespace {
 // A connection idle for less than this is not pinged before a lease: a ping is a round trip
@@ -224,7 +226,8 @@ void Pool::run_deferred() {
     Status s = std::move(w->granted_status_);
     w->granted_status_ = Status::ok();
     if (c != nullptr) move_to(c, ConnState::kLeased);
-    w->on_lease(c, std::move(s));
+    // One waiter's exception must not stop the others' grants (guard_callback logs it).
+    guard_callback("a pool grant", [&] { w->on_lease(c, std::move(s)); });
   }
 }
 

@@ -483,6 +483,15 @@ void Session::on_execute_result(BackendResult& r) {
     }
     return finish_current();
   }
+  if (r.in_transaction && one_shot_) {
+    // A one-shot is its own transaction; one that left a transaction open (its SQL began
+    // one) must not keep the connection: roll it back. (The backends commit what a
+    // successful one-shot opened; this is the net under them.)
+    spdlog::warn("{} one-shot {}: left a transaction open; rolling it back",
+                 conn_ != nullptr ? conn_->tag() : std::string("client"), engine_->name());
+    drop_current();
+    return start_abort(Status::ok());
+  }
   if (r.in_transaction) {
     set_state(State::kInTx);
     idle_since_ = now();
@@ -587,6 +596,7 @@ void Session::abandon() {
       return;
     case State::kLeasing:
       pool().cancel_wait(this);
+      release(true);  // a lease taken but not yet used (an exception cut the start short)
       set_state(State::kIdle);
       drop_current();
       return maybe_delete();
@@ -627,6 +637,7 @@ void Session::abort_transaction(Status why) {
     case State::kInTx:
       return start_abort(failure_for(why));
     case State::kExecuting:
+      if (abort_) return;  // asked already (the drain deadline repeats every tick)
       abort_ = std::move(why);
       lease_->cancel();
       return;
@@ -634,6 +645,7 @@ void Session::abort_transaction(Status why) {
       abort_ = std::move(why);
       return resume_stream();
     case State::kGrouped:
+      if (abort_) return;
       abort_ = std::move(why);
       group_->cancel(this);
       return;

@@ -63,3 +63,14 @@ TEST_CASE("REGEXP becomes PostgreSQL's ~ outside literals and identifiers") {
   CHECK(rewrite_placeholders("SELECT 'a REGEXP b', \"regexp\", my_regexp FROM t WHERE x regexp '^a'") ==
         "SELECT 'a REGEXP b', \"regexp\", my_regexp FROM t WHERE x ~ '^a'");
 }
+
+TEST_CASE("RETURNING is found as a word outside literals, identifiers and comments") {
+  using dbmgr::daemon::pgsql::scan;
+  CHECK(scan("INSERT INTO t VALUES (1) RETURNING id").returning);
+  CHECK(scan("update t set x = 1 returning *").returning);
+  CHECK_FALSE(scan("INSERT INTO t VALUES ('returning')").returning);
+  CHECK_FALSE(scan("INSERT INTO \"returning\" VALUES (1)").returning);
+  CHECK_FALSE(scan("INSERT INTO t VALUES (1) -- returning id").returning);
+  CHECK_FALSE(scan("SELECT returning_id FROM t").returning);
+  CHECK_FALSE(scan("SELECT 1").returning);
+}

@@ -332,3 +332,64 @@ TEST_CASE("session: a kill while rows wait for a slow client ends the stream and
   d.step();
   CHECK(a.type_of(cl) == T::kOk);
 }
+
+namespace {
+
+dbmgr::daemon::BackendResult big_result(std::uint32_t rid, std::uint32_t sid, std::size_t bytes,
+                                        bool in_tx) {
+  dbmgr::daemon::BackendResult r = FakeBackend::ok(in_tx);
+  proto::Encoder enc(r.frames.bytes());
+  proto::ColumnDesc col{"v", proto::ValueTag::kText};
+  enc.columns(rid, sid, &col, 1);
+  proto::RowBatchEncoder batch(enc, rid, sid, 1);
+  batch.text(std::string(bytes, 'x'));
+  batch.end_row();
+  batch.finish();
+  proto::Complete done;
+  done.in_transaction = in_tx;
+  enc.complete(rid, sid, done);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("session: a write failing inside a session's result closes the client later, and its sessions roll back") {
+  // (Found by review: the client was closed inside the result callback, and the session went
+  // on as if it still had a client: its transaction and connection were never given back.)
+  InProc d(InProcOptions{"pool:\n  pool_size: 3\n  max_overflow: 0\n"});
+  RawClient& a = d.client();
+  RawClient& op = d.client();
+  for (std::uint32_t s : {1u, 2u, 3u}) open_session(d, a, s);
+  auto e1 = a.execute(1, "BIG");
+  auto e2 = a.execute(2, "TWO");
+  a.execute(3, "THREE");
+  d.step();
+  while (d.fake.finish_next(BackendOp::kOpen) != nullptr) d.step();
+  d.step();
+  REQUIRE(d.fake.in_flight.size() == 3);
+  // 800 KB the client does not read stay queued (below kHighWater: the daemon still reads).
+  d.fake.finish_next(BackendOp::kExecute, big_result(e1, 1, 800 * 1024, false));
+  d.step();
+  // The client breaks the protocol: the daemon sends the error and shuts the socket down.
+  {
+    std::vector<std::uint8_t> out;
+    proto::Encoder enc(out);
+    enc.empty(T::kPong, 99, 0);
+    a.send(out);
+  }
+  d.step(1);
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  d.fake.finish_next(BackendOp::kExecute, big_result(e2, 2, 64 * 1024, /*in_tx=*/true));
+  d.step(5);
+  int rollbacks = 0;
+  while (d.fake.finish_next(BackendOp::kRollback) != nullptr) {
+    ++rollbacks;
+    d.step();
+  }
+  d.step(5);
+  auto id = op.admin(proto::AdminCommand::kPools);
+  d.step();
+  auto pools = nlohmann::json::parse(std::get<proto::AdminResult>(op.final_reply(id)->msg).json);
+  CHECK(pools[0]["in_use"] == 0);
+  CHECK(rollbacks == 2);  // sessions 2 and 3 held transactions
+}

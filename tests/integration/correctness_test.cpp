@@ -570,3 +570,139 @@ TEST_CASE("error categories: SQLite and PostgreSQL errors by SQLSTATE class, not
     m.execute("DROP TABLE " + p);
   }
 }
+
+// ---- found by review: one-shots never keep a connection, the loop never spins ----
+
+namespace {
+
+// Runs `sql` directly on the test server with psql (outside dbmgrd).
+int psql(const std::string& sql) {
+  std::string cmd = "PGPASSWORD=" + env("DBMGR_TEST_PG_PASSWORD") + " " +
+                    env("DBMGR_TEST_PG_BINDIR") + "/psql -qAt -h " + env("DBMGR_TEST_PG_HOST") +
+                    " -p " + env("DBMGR_TEST_PG_PORT") + " -U " + env("DBMGR_TEST_PG_USER") +
+                    " -d " + env("DBMGR_TEST_PG_DB") + " -c \"" + sql + "\" >/dev/null";
+  return std::system(cmd.c_str());
+}
+
+// A SQLite statement that keeps a worker thread busy for a few seconds.
+constexpr const char* kBusySqlite =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 15000000) "
+    "SELECT count(*) FROM c";
+
+}  // namespace
+
+TEST_CASE("PostgreSQL: one-shots that leave a transaction open (BEGIN, a read-only script) keep no connection") {
+  Daemon d(pg_daemon("pool:\n  pool_size: 1\n  max_overflow: 0\n  pool_timeout: 2s\n"));
+  dbmgr::DatabaseManager m(d.options());
+  m.execute("BEGIN");
+  for (int i = 0; i < 2; ++i) m.execute("SELECT 1; SELECT 2", {}, dbmgr::Access::kReadOnly);
+  CHECK(m.execute("SELECT 3").scalar<std::int64_t>() == 3);  // no pool_exhausted
+  CHECK(eventually([&] { return d.pool(env("DBMGR_TEST_PG_DB"), "main")["in_use"] == 0; }));
+}
+
+TEST_CASE("SQLite: a read-only one-shot BEGIN keeps no reader connection") {
+  DaemonOptions o;
+  o.config_yaml = "pool:\n  pool_size: 1\n  max_overflow: 0\n  pool_timeout: 2s\nsqlite:\n  readers: 1\n";
+  Daemon d(o);
+  dbmgr::DatabaseManager m(d.options("test", "robegin"));
+  m.execute("CREATE TABLE t (x INTEGER)");
+  m.execute("BEGIN", {}, dbmgr::Access::kReadOnly);
+  CHECK(m.execute("SELECT count(*) FROM t", {}, dbmgr::Access::kReadOnly).scalar<std::int64_t>() == 0);
+  CHECK(eventually([&] { return d.pool("test.robegin", "reader")["in_use"] == 0; }));
+}
+
+TEST_CASE("PostgreSQL: a one-shot write whose RETURNING row cannot be sent is not committed") {
+  Daemon d(pg_daemon("max_frame_bytes: 64KiB\n"));
+  dbmgr::DatabaseManager m(d.options());
+  std::string t = tname("bigret");
+  m.execute("DROP TABLE IF EXISTS " + t);
+  m.execute("CREATE TABLE " + t + " (id serial PRIMARY KEY, v text)");
+  dbmgr::Error e = error_of(
+      [&] { m.execute("INSERT INTO " + t + "(v) VALUES (repeat('x', 100000)) RETURNING v"); });
+  CHECK(e.category() == dbmgr::ErrorCategory::kResources);
+  CHECK(count(m, "SELECT count(*) FROM " + t) == 0);  // told "failed": absent
+  auto r = m.execute("INSERT INTO " + t + "(v) VALUES ('small') RETURNING id, v");
+  CHECK(r[0].get<std::string>(1) == "small");
+  CHECK(count(m, "SELECT count(*) FROM " + t) == 1);  // a RETURNING one-shot commits
+  m.execute("DROP TABLE " + t);
+}
+
+TEST_CASE("PostgreSQL: a genuine error of a cached statement is not run twice") {
+  Daemon d(pg_daemon());
+  dbmgr::DatabaseManager m(d.options());
+  std::string seq = tname("rv_seq");
+  m.execute("DROP SEQUENCE IF EXISTS " + seq);
+  m.execute("CREATE SEQUENCE " + seq);
+  const std::string sql = "SELECT nextval('" + seq + "') / ?";
+  m.execute(sql, {std::int64_t{1}});  // prepared and cached: nextval = 1
+  dbmgr::Error e = error_of([&] { m.execute(sql, {std::int64_t{0}}); });
+  CHECK(e.sqlstate() == "22012");
+  CHECK(count(m, "SELECT last_value FROM " + seq) == 2);
+  m.execute("DROP SEQUENCE " + seq);
+}
+
+TEST_CASE("PostgreSQL: the server speaking while a reset waits for a cancel does not hang the loop") {
+  DaemonOptions o = pg_daemon("worker_threads: 1\npool:\n  pool_size: 1\n  max_overflow: 0\n"
+                              "databases:\n  lite:\n    type: sqlite\n");
+  Daemon d(o);
+  dbmgr::DatabaseManager m(d.options());
+  CHECK(m.execute("SELECT 1").scalar<std::int64_t>() == 1);  // the connection is open
+  std::thread busy([&] {  // the one worker thread is busy: a cancel request must wait
+    dbmgr::DatabaseManager lite(d.options({}, "lite"));
+    lite.execute(kBusySqlite);
+  });
+  std::this_thread::sleep_for(300ms);
+  std::thread killer;
+  {
+    dbmgr::test::RawConn c(d.socket());
+    c.hello();
+    std::vector<std::uint8_t> out;
+    dbmgr::proto::Encoder enc(out);
+    enc.one_shot(5, "", "", 0, "SELECT pg_sleep(0.3)", nullptr, 0);
+    c.send(out);
+    std::this_thread::sleep_for(100ms);
+  }  // gone: the daemon cancels (queued behind SQLite); the statement ends; the reset waits
+  std::this_thread::sleep_for(500ms);
+  // The server ends that backend while dbmgrd waits for the cancel: a FATAL, then EOF.
+  CHECK(psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = "
+             "'client backend' AND pid <> pg_backend_pid() AND application_name LIKE '%pid%'") == 0);
+  std::this_thread::sleep_for(200ms);
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(d.admin(Cmd::kStatus)["pid"] == d.pid());  // the loop answers
+  CHECK(dbmgr::test::seconds_since(t0) < 1.0);
+  busy.join();
+  CHECK(m.execute("SELECT 2").scalar<std::int64_t>() == 2);  // and serves PostgreSQL again
+}
+
+TEST_CASE("PostgreSQL: a stale statement retried after its client left uses nothing of the client") {
+  Daemon d(pg_daemon("worker_threads: 1\npool:\n  pool_size: 1\n  max_overflow: 0\n"
+                     "databases:\n  lite:\n    type: sqlite\n"));
+  std::string t = tname("lbl");
+  dbmgr::DatabaseManager m(d.options());
+  m.execute("DROP TABLE IF EXISTS " + t);
+  m.execute("CREATE TABLE " + t + " (v varchar(10))");
+  const std::string insert = "INSERT INTO " + t + "(v) SELECT ? FROM pg_sleep(0.3)";
+  m.execute(insert, {"1"});  // cached with $1 inferred as varchar
+  m.execute("DROP TABLE " + t);
+  m.execute("CREATE TABLE " + t + " (v smallint)");
+  std::thread busy([&] {
+    dbmgr::DatabaseManager lite(d.options({}, "lite"));
+    lite.execute(kBusySqlite);
+  });
+  std::this_thread::sleep_for(300ms);
+  {
+    dbmgr::test::RawConn c(d.socket());
+    c.hello();
+    std::vector<std::uint8_t> out;
+    dbmgr::proto::Encoder enc(out);
+    dbmgr::proto::Value v;
+    v.tag = dbmgr::proto::ValueTag::kText;
+    v.bytes = "7";
+    enc.one_shot(5, "", "", 0, insert, &v, 1);
+    c.send(out);
+  }  // gone before the stale statement fails and is retried (ASan would see a freed label)
+  busy.join();
+  CHECK(eventually([&] { return count(m, "SELECT count(*) FROM " + t) <= 1; }));
+  CHECK(m.execute("SELECT 5").scalar<std::int64_t>() == 5);
+  m.execute("DROP TABLE " + t);
+}
