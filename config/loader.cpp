@@ -5,6 +5,8 @@
 // place. Nothing leaves this file as an exception, and since the walk works on a copy of the
 // base Settings, a broken file never yields half-applied settings.
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
@@ -179,6 +181,7 @@ class YamlWalker {
   bool boolean(const Field& f, const std::string& key) const;
   Millis duration(const Field& f, const std::string& key) const;
   std::uint64_t size(const Field& f, const std::string& key, std::uint64_t unit) const;
+  std::vector<std::uint32_t> id_list(const Field& f, const std::string& key, bool groups) const;
   const std::string& scalar(const Field& f, const std::string& key, std::string_view want) const;
 
   void apply_socket(const Field& f, Settings* s) const;
@@ -274,6 +277,33 @@ Millis YamlWalker::duration(const Field& f, const std::string& key) const {
   return *d;
 }
 
+std::vector<std::uint32_t> YamlWalker::id_list(const Field& f, const std::string& key,
+                                               bool groups) const {
+  if (!f.value.IsSequence()) {
+    fail(f.value, key, std::string("expected a list of ") + (groups ? "group" : "user") +
+                           " names or numbers, e.g. [www-data, 1000]");
+  }
+  std::vector<std::uint32_t> ids;
+  for (const YAML::Node& item : f.value) {
+    if (!item.IsScalar()) fail(item, key, "each entry must be a name or a number");
+    const std::string& v = item.Scalar();
+    if (auto n = parse_int(v); n && *n >= 0 && *n <= 0xfffffffe) {
+      ids.push_back(static_cast<std::uint32_t>(*n));
+      continue;
+    }
+    if (groups) {
+      group* g = ::getgrnam(v.c_str());
+      if (g == nullptr) fail(item, key, "no group named '" + v + "'");
+      ids.push_back(g->gr_gid);
+    } else {
+      passwd* pw = ::getpwnam(v.c_str());
+      if (pw == nullptr) fail(item, key, "no user named '" + v + "'");
+      ids.push_back(pw->pw_uid);
+    }
+  }
+  return ids;
+}
+
 std::uint64_t YamlWalker::size(const Field& f, const std::string& key, std::uint64_t unit) const {
   const std::string& v = scalar(f, key, "a size");
   auto n = parse_size(v, unit);
@@ -299,6 +329,11 @@ void YamlWalker::apply_socket(const Field& f, Settings* s) const {
         mode > 0777) {
       fail(it->second.value, "socket.mode",
            "bad mode '" + v + "'; expected octal permission bits like \"0660\"");
+    }
+    if ((mode & 0002) != 0) {  // anyone could connect and use every database
+      fail(it->second.value, "socket.mode",
+           "mode '" + v + "' lets every user write to the socket; use a group (socket.group) "
+           "and a mode like \"0660\"");
     }
     s->socket_mode = static_cast<mode_t>(mode);
   }
@@ -408,7 +443,8 @@ void YamlWalker::apply_entry(const Field& f, const std::string& path, bool type_
   }
   Fields fs = fields(f.value, path, entry_line,
                      {"type", "name", "host", "port", "user", "password", "password_file", "path",
-                      "sslmode", "driver", "pool", "sqlite", DBMGR_POOL_KNOBS, DBMGR_SQLITE_KNOBS});
+                      "sslmode", "driver", "pool", "sqlite", "allow_uids", "allow_gids",
+                      DBMGR_POOL_KNOBS, DBMGR_SQLITE_KNOBS});
   auto get = [&](std::string_view name) -> const Field* {
     auto it = fs.find(name);
     return it == fs.end() ? nullptr : &it->second;
@@ -454,6 +490,8 @@ void YamlWalker::apply_entry(const Field& f, const std::string& path, bool type_
     db->sslmode = std::move(mode);
   }
   if (const Field* v = get("driver")) db->driver = string(*v, join(path, "driver"));
+  if (const Field* v = get("allow_uids")) db->allow_uids = id_list(*v, join(path, "allow_uids"), false);
+  if (const Field* v = get("allow_gids")) db->allow_gids = id_list(*v, join(path, "allow_gids"), true);
   const Field* password = get("password");
   const Field* password_file = get("password_file");
   if (password != nullptr && password_file != nullptr) {
@@ -495,8 +533,11 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
   }
   Fields fs =
       fields(root, "", 1,
-             {"socket", "admin_group", "max_frame_bytes", "drain_timeout", "engine_idle_timeout", "log_level",
-              "worker_threads", "pool", "sqlite", "default", "databases", "prefixes", "metrics"});
+             {"socket", "admin_group", "max_frame_bytes", "drain_timeout", "engine_idle_timeout",
+              "max_clients", "handshake_timeout", "max_sessions_per_client",
+              "max_client_buffered_bytes", "max_buffered_bytes", "stream_stall_timeout",
+              "max_engines", "max_engines_per_client", "log_level", "worker_threads", "pool",
+              "sqlite", "default", "databases", "prefixes", "metrics"});
   auto get = [&](std::string_view name) -> const Field* {
     auto it = fs.find(name);
     return it == fs.end() ? nullptr : &it->second;
@@ -515,6 +556,50 @@ void YamlWalker::apply(const YAML::Node& root, Settings* s) {
   if (const Field* v = get("drain_timeout")) s->drain_timeout = duration(*v, "drain_timeout");
   if (const Field* v = get("engine_idle_timeout")) {
     s->engine_idle_timeout = duration(*v, "engine_idle_timeout");
+  }
+  if (const Field* v = get("max_clients")) {
+    s->max_clients = static_cast<int>(integer(*v, "max_clients", 1, 10'000'000));
+  }
+  if (const Field* v = get("handshake_timeout")) {
+    s->handshake_timeout = duration(*v, "handshake_timeout");
+  }
+  if (const Field* v = get("max_sessions_per_client")) {
+    s->max_sessions_per_client =
+        static_cast<int>(integer(*v, "max_sessions_per_client", 1, 10'000'000));
+  }
+  if (const Field* v = get("max_client_buffered_bytes")) {
+    s->max_client_buffered_bytes = size(*v, "max_client_buffered_bytes", 1);
+  }
+  if (const Field* v = get("max_buffered_bytes")) {
+    s->max_buffered_bytes = size(*v, "max_buffered_bytes", 1);
+  }
+  if (const Field* v = get("stream_stall_timeout")) {
+    s->stream_stall_timeout = duration(*v, "stream_stall_timeout");
+  }
+  if (const Field* v = get("max_engines")) {
+    s->max_engines = static_cast<int>(integer(*v, "max_engines", 1, 10'000'000));
+  }
+  if (const Field* v = get("max_engines_per_client")) {
+    s->max_engines_per_client =
+        static_cast<int>(integer(*v, "max_engines_per_client", 1, 10'000'000));
+  }
+  // One frame must fit what a connection may hold, or no large request could ever arrive.
+  // Not given: room for two frames (and the defaults' floor).
+  if (get("max_client_buffered_bytes") == nullptr) {
+    s->max_client_buffered_bytes =
+        std::max<std::uint64_t>(s->max_client_buffered_bytes, 2ull * s->max_frame_bytes + 65536);
+  }
+  if (get("max_buffered_bytes") == nullptr) {
+    s->max_buffered_bytes = std::max(s->max_buffered_bytes, s->max_client_buffered_bytes);
+  }
+  if (s->max_client_buffered_bytes < s->max_frame_bytes + 16 ||
+      s->max_buffered_bytes < s->max_client_buffered_bytes) {
+    const Field* v = get("max_client_buffered_bytes");
+    if (v == nullptr) v = get("max_buffered_bytes");
+    if (v == nullptr) v = get("max_frame_bytes");
+    fail(v != nullptr ? v->value : root, v != nullptr ? "max_client_buffered_bytes" : "",
+         "max_client_buffered_bytes must be at least max_frame_bytes plus a header, and "
+         "max_buffered_bytes at least max_client_buffered_bytes");
   }
   if (const Field* v = get("log_level")) {
     const std::string& level = scalar(*v, "log_level", "a log level");

@@ -184,7 +184,13 @@ std::string Server::status_json() {
         {"protocol_errors", totals_.protocol_errors},
         {"internal_errors", internal_errors().load()},
         {"engines_created", totals_.engines_created},
-        {"engines_disposed", totals_.engines_disposed}}},
+        {"engines_disposed", totals_.engines_disposed},
+        {"clients_refused", totals_.clients_refused},
+        {"handshake_timeouts", totals_.handshake_timeouts},
+        {"input_limit_closes", totals_.input_limit_closes},
+        {"stalled_streams", totals_.stalled_streams}}},
+      {"max_clients", max_clients_},
+      {"buffered_bytes", buffered_bytes_},
   };
   return dump(j);
 }

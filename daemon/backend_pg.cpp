@@ -508,6 +508,23 @@ bool PgConn::send_exec() {
   // its last row (one more round trip, for these statements only).
   const bool late_commit = req_.commit_after && req_.begin == TxBegin::kNone && scan.returning;
   const bool begin = req_.begin != TxBegin::kNone || late_commit;
+  // PostgreSQL text cannot hold a NUL byte, and libpq would cut the value at it: refuse the
+  // statement, as psycopg does, before anything is sent (blobs carry NULs).
+  {
+    std::uint32_t i = 0;
+    for (const proto::Value& v : req_.params) {
+      ++i;
+      if (v.tag == proto::ValueTag::kText && v.bytes.find('\0') != std::string_view::npos) {
+        result_.in_transaction = PQtransactionStatus(conn_) != PQTRANS_IDLE;
+        deliver_async(Status(proto::ErrorCategory::kData,
+                             fmt::format("text parameter {} contains a NUL byte, which "
+                                         "PostgreSQL text cannot hold (send it as a blob)",
+                                         i),
+                             "22021"));
+        return false;
+      }
+    }
+  }
   if (scan.multi_statement) {
     if (pgsql::changes_session_state(req_.sql)) dirty_ = true;
     if (req_.params.size() > 0) {

@@ -72,6 +72,9 @@ class SqliteConn final : public BackendConn {
   // first keyword is INSERT, UPDATE, DELETE, REPLACE or WITH (a CTE before DML). A textual
   // check for the loop thread; the worker checks again after preparing (one statement).
   static bool groupable_sql(std::string_view sql);
+  // True for SQL that only reads: one SELECT or VALUES statement, or WITH ... SELECT (no
+  // INSERT/UPDATE/DELETE/REPLACE word outside quotes). A one-shot of it runs on a reader.
+  static bool read_only_sql(std::string_view sql);
   // VACUUM: SQLite refuses it inside a transaction, so a one-shot VACUUM runs in autocommit.
   static bool autocommit_only_sql(std::string_view sql);
   // Per item: frames a group keeps in memory before a statement is deferred to run alone
@@ -124,6 +127,10 @@ class SqliteConn final : public BackendConn {
   void finish_statement();
   Status error_status(int rc, std::string_view what, SqlitePhase phase = SqlitePhase::kStep);
   static int on_progress(void* self);  // statement_timeout via the progress handler
+  // sqlite3_set_authorizer(): no ATTACH, VACUUM INTO, DETACH, load_extension(), directory
+  // pragmas; the reason goes to denied_ for the error message.
+  static int authorize(void* self, int action, const char* a1, const char* a2, const char* db,
+                       const char* trigger);
 
   uv_loop_t* loop_;
   const TimeSource& clock_;
@@ -143,6 +150,8 @@ class SqliteConn final : public BackendConn {
   sqlite3* db_ = nullptr;
   bool in_tx_ = false;
   ExecRequest req_;
+  std::string script_;  // worker: the rest of a multi-statement script, NUL-terminated
+  const char* denied_ = nullptr;  // worker: why the authorizer refused the last statement
   sqlite3_stmt* stmt_ = nullptr;  // the statement being streamed
   bool stmt_cached_ = false;
   bool columns_sent_ = false;

@@ -1,6 +1,8 @@
 // ClientConn: framing, handshake, request routing and batched, backpressured replies.
 #include "client_conn.hpp"
 
+#include <grp.h>
+#include <pwd.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "backend_sqlite.hpp"
 #include "engine.hpp"
 #include "server.hpp"
 #include "session.hpp"
@@ -22,7 +25,10 @@ constexpr std::string_view kServerVersion = "dbmgrd 0.1.0";
 }  // namespace
 
 ClientConn::ClientConn(Server& server, std::uint64_t id)
-    : server_(server), id_(id), decoder_(server.settings().max_frame_bytes) {
+    : server_(server),
+      id_(id),
+      decoder_(server.settings().max_frame_bytes),
+      connected_at_(server.clock().now()) {
   pipe_.data = this;
 }
 
@@ -76,30 +82,64 @@ void ClientConn::read(ssize_t n, const uv_buf_t* buf) {
                                  static_cast<std::size_t>(n),
                                  [self](const proto::FrameView& f) { return self->on_frame(f); });
   if (err != proto::DecodeError::kOk && !self->shutting_down_ && !self->closing_) {
-    std::string what(proto::to_string(err));
-    if (err == proto::DecodeError::kOversizedFrame) {
-      what += fmt::format(" ({} bytes)", self->server_.settings().max_frame_bytes);
+    if (err == proto::DecodeError::kOversizedFrame) {  // docs/protocol.md section 12
+      self->protocol_error(0, fmt::format("frame of {} bytes exceeds max_frame_bytes {}",
+                                          self->decoder_.failed_length(),
+                                          self->server_.settings().max_frame_bytes));
+    } else {
+      self->protocol_error(0, "malformed frame: " + std::string(proto::to_string(err)));
     }
-    self->protocol_error(0, "malformed frame: " + what);
   }
   if (!self->closing_) {
     if (self->decoder_.idle()) self->decoder_.release();
+    if (!self->account_input()) return;
     self->update_reading();
   }
+}
+
+bool ClientConn::account_input() {
+  const std::size_t held =
+      decoder_.buffer_capacity() + decoder_.pending_bytes() + queued_bytes_;
+  server_.add_buffered(static_cast<std::int64_t>(held) - static_cast<std::int64_t>(held_bytes_));
+  held_bytes_ = held;
+  if (closing_ || shutting_down_) return !closing_;
+  const auto& st = server_.settings();
+  const char* which = nullptr;
+  std::uint64_t limit = 0;
+  if (held > st.max_client_buffered_bytes) {
+    which = "max_client_buffered_bytes";
+    limit = st.max_client_buffered_bytes;
+  } else if (server_.buffered_bytes() > st.max_buffered_bytes) {
+    which = "max_buffered_bytes";
+    limit = st.max_buffered_bytes;
+  }
+  if (which == nullptr) return true;
+  server_.count_input_limit_close();
+  protocol_error(0, fmt::format("input limit: {} bytes held for this connection ({} is {})", held,
+                                which, limit));
+  return !closing_;
+}
+
+void ClientConn::schedule_resume() {
+  if (closing_ || resume_pending_) return;
+  resume_pending_ = true;
+  server_.ready().post(this);
 }
 
 void ClientConn::update_reading() {
   if (closing_ || shutting_down_) return;
   bool want = write_queue_bytes_ < kHighWater && pending_requests_ < kMaxPendingRequests;
-  if (want && !reading_) {
-    if (decoder_.paused()) {  // frames kept by an earlier stop go first
+  if (want) {
+    if (decoder_.paused() && !output_full()) {  // frames kept by an earlier stop go first
       decoder_.resume([this](const proto::FrameView& f) { return on_frame(f); });
       if (closing_ || shutting_down_) return;
+      if (!account_input()) return;
     }
-    if (uv_read_start(reinterpret_cast<uv_stream_t*>(&pipe_), &on_alloc, &on_read) == 0) {
+    if (!reading_ &&
+        uv_read_start(reinterpret_cast<uv_stream_t*>(&pipe_), &on_alloc, &on_read) == 0) {
       reading_ = true;
     }
-  } else if (!want && reading_) {
+  } else if (reading_) {
     uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
     reading_ = false;
   }
@@ -129,10 +169,20 @@ bool ClientConn::on_frame(const proto::FrameView& f) {
                                  proto::kMaxVersion));
       return false;
     }
-    name_.assign(hello->client_name);
+    // The name reaches logs and dbmgrctl: at most kMaxNameBytes, control characters (a
+    // newline that would forge a log line, terminal escapes) written as \xNN.
+    name_.clear();
+    for (unsigned char ch : hello->client_name.substr(0, kMaxNameBytes)) {
+      if (ch < 0x20 || ch == 0x7f) {
+        name_ += fmt::format("\\x{:02X}", ch);
+      } else {
+        name_ += static_cast<char>(ch);
+      }
+    }
     if (pid_ == 0) pid_ = static_cast<pid_t>(hello->pid);
     label_ = fmt::format("{} pid {}", name_.empty() ? "dbmgr" : name_.substr(0, 40), pid_);
     handshaken_ = true;
+    server_.on_handshake(this);
     proto::HelloOk ok;
     ok.version = *version;
     ok.server_version = kServerVersion;
@@ -143,7 +193,10 @@ bool ClientConn::on_frame(const proto::FrameView& f) {
     return true;
   }
   handle(f, msg);
-  return !closing_ && !shutting_down_ && pending_requests_ < kMaxPendingRequests;
+  // Stop taking requests while a megabyte of replies waits (admin documents, results): the
+  // rest stay in the decoder until the output drains (schedule_resume()).
+  return !closing_ && !shutting_down_ && pending_requests_ < kMaxPendingRequests &&
+         !output_full();
 }
 
 void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
@@ -174,7 +227,11 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
                                     "dbmgrd is shutting down and opens no new sessions"));
         return;
       }
-      auto engine = server_.engine_for(o.database, o.prefix);
+      if (Status s = session_room(); !s.is_ok()) {
+        send_error(rid, sid, s);
+        return;
+      }
+      auto engine = server_.engine_for(o.database, o.prefix, this);
       if (!engine.is_ok()) {
         send_error(rid, sid, engine.status());
         return;
@@ -203,13 +260,21 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
                                   "dbmgrd is shutting down and starts no new transactions"));
         return;
       }
-      auto engine = server_.engine_for(o.database, o.prefix);
+      if (Status st = session_room(); !st.is_ok()) {
+        send_error(rid, 0, st);
+        return;
+      }
+      auto engine = server_.engine_for(o.database, o.prefix, this);
       if (!engine.is_ok()) {
         send_error(rid, 0, engine.status());
         return;
       }
-      auto* s = new Session(server_, this, 0, engine.value(),
-                            (o.flags & proto::kOpenReadOnly) != 0, true);
+      // A SQLite one-shot that only reads runs on a reader connection, never holding the
+      // writer (whose lock a client that stops reading rows would keep).
+      bool read_only = (o.flags & proto::kOpenReadOnly) != 0 ||
+                       (engine.value()->config().type == config::DbType::kSqlite &&
+                        SqliteConn::read_only_sql(o.sql));
+      auto* s = new Session(server_, this, 0, engine.value(), read_only, true);
       one_shots_.push_back(s);
       enqueue_to(s, f);
       return;
@@ -222,7 +287,7 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
       return;
     case proto::MsgType::kInfo: {
       const auto& i = std::get<proto::Info>(m);
-      auto engine = server_.engine_for(i.database, i.prefix);
+      auto engine = server_.engine_for(i.database, i.prefix, this);
       if (!engine.is_ok()) {
         send_error(rid, 0, engine.status());
         return;
@@ -259,12 +324,60 @@ void ClientConn::enqueue_to(Session* s, const proto::FrameView& f) {
   auto& bytes = r->payload.bytes();
   bytes.assign(f.payload, f.payload + f.header.length);
   ++pending_requests_;
+  queued_bytes_ += bytes.size();
   s->enqueue(r);
 }
 
-void ClientConn::request_done() {
+void ClientConn::request_done(std::size_t payload_bytes) {
   --pending_requests_;
-  if (!reading_) update_reading();
+  queued_bytes_ -= std::min(queued_bytes_, payload_bytes);
+  // Called from inside sessions' callbacks: reading resumes on a later loop turn.
+  if (!reading_ || decoder_.paused()) schedule_resume();
+}
+
+Status ClientConn::session_room() const {
+  const int limit = server_.settings().max_sessions_per_client;
+  if (static_cast<int>(sessions_.size() + one_shots_.size()) < limit) return Status::ok();
+  return Status(proto::ErrorCategory::kResources,
+                fmt::format("this connection has {} sessions and one-shots open "
+                            "(max_sessions_per_client {})",
+                            sessions_.size() + one_shots_.size(), limit),
+                "53000");
+}
+
+const std::vector<gid_t>& ClientConn::groups() const {
+  if (groups_known_) return groups_;
+  groups_known_ = true;
+  groups_.push_back(gid_);
+  if (passwd* pw = ::getpwuid(uid_)) {
+    int n = 64;
+    std::vector<gid_t> gs(static_cast<std::size_t>(n));
+    if (::getgrouplist(pw->pw_name, pw->pw_gid, gs.data(), &n) < 0) {
+      gs.resize(static_cast<std::size_t>(n));
+      ::getgrouplist(pw->pw_name, pw->pw_gid, gs.data(), &n);
+    }
+    gs.resize(static_cast<std::size_t>(std::max(n, 0)));
+    groups_.insert(groups_.end(), gs.begin(), gs.end());
+  }
+  return groups_;
+}
+
+void ClientConn::refuse(Status why) {
+  if (closing_ || shutting_down_) return;
+  spdlog::warn("{}: refused: {}", tag(), why.message());
+  send_error(0, 0, why);
+  shutting_down_ = true;
+  if (reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
+    reading_ = false;
+  }
+  flush();
+  if (closing_) return;
+  shutdown_req_ = std::make_unique<uv_shutdown_t>();
+  shutdown_req_->data = this;
+  if (uv_shutdown(shutdown_req_.get(), reinterpret_cast<uv_stream_t*>(&pipe_), &on_shutdown) != 0) {
+    close("refused");
+  }
 }
 
 proto::Encoder ClientConn::encoder() {
@@ -329,6 +442,7 @@ void ClientConn::flush() {
     int n = uv_try_write(stream, &b, 1);
     if (n == static_cast<int>(out_.size())) {
       out_.release();
+      if (decoder_.paused()) schedule_resume();  // requests held back for the output
       return;
     }
     // A partial write queues the rest. An error (EPIPE: the client is gone) is not acted on
@@ -353,7 +467,11 @@ void ClientConn::flush() {
     close_soon(fmt::format("write failed: {}", uv_strerror(rc)));
     return;
   }
-  if (backed_up()) update_reading();
+  if (backed_up()) {
+    update_reading();
+  } else if (decoder_.paused()) {
+    schedule_resume();
+  }
 }
 
 void ClientConn::on_write(uv_write_t* req, int status) {
@@ -439,6 +557,8 @@ void ClientConn::close(std::string_view reason) {
   for (Session* s : one_shots) s->abandon();
   out_.release();
   server_.ready().cancel(this);
+  server_.add_buffered(-static_cast<std::int64_t>(held_bytes_));
+  held_bytes_ = 0;
   server_.on_client_closed(this);
   uv_close(reinterpret_cast<uv_handle_t*>(&pipe_), &on_close);
 }
@@ -446,10 +566,15 @@ void ClientConn::close(std::string_view reason) {
 void ClientConn::close_soon(std::string_view reason) {
   if (closing_) return;
   close_reason_.assign(reason);
+  close_pending_ = true;
   server_.ready().post(this);
 }
 
-void ClientConn::run_deferred() { close(close_reason_); }
+void ClientConn::run_deferred() {
+  if (close_pending_) return close(close_reason_);
+  resume_pending_ = false;
+  update_reading();
+}
 
 void ClientConn::on_close(uv_handle_t* h) { delete static_cast<ClientConn*>(h->data); }
 

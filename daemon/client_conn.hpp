@@ -52,6 +52,7 @@ class ClientConn final : private Deferred {
   static constexpr std::size_t kHighWater = 1024 * 1024;
   static constexpr std::size_t kLowWater = 256 * 1024;
   static constexpr int kMaxPendingRequests = 4096;
+  static constexpr std::size_t kMaxNameBytes = 64;  // of the client name in hello
 
   ClientConn(Server& server, std::uint64_t id);
   ~ClientConn();
@@ -73,7 +74,15 @@ class ClientConn final : private Deferred {
   bool backed_up() const { return write_queue_bytes_ >= kHighWater; }
   void wait_writable(Session* s) { blocked_.push_back(s); }
   void forget(Session* s);
-  void request_done();
+  void request_done(std::size_t payload_bytes);
+  // Sends `why` as an error frame (request id 0) and closes once it is written: max_clients,
+  // handshake_timeout, input limits.
+  void refuse(Status why);
+  // Primary and supplementary groups of the peer's user (for allow_gids), computed once.
+  const std::vector<gid_t>& groups() const;
+  int engines_made() const { return engines_made_; }
+  void count_engine_made() { ++engines_made_; }
+  const std::vector<Session*>& blocked() const { return blocked_; }
   void flush();  // called by the Server once per loop turn
 
   void add_probe(ConnectionProbe* p) { probes_.push_back(p); }
@@ -102,7 +111,13 @@ class ClientConn final : private Deferred {
   static void on_shutdown(uv_shutdown_t* req, int status);
   static void on_close(uv_handle_t* h);
   void read(ssize_t n, const uv_buf_t* buf);
-  void run_deferred() override;  // close_soon()
+  void run_deferred() override;  // close_soon(), or resuming a paused decoder
+  void schedule_resume();
+  // Recomputes the input held for this client and enforces max_client_buffered_bytes and
+  // max_buffered_bytes; false when it closed the connection for it.
+  bool account_input();
+  Status session_room() const;  // max_sessions_per_client
+  bool output_full() const { return write_queue_bytes_ + out_.size() >= kHighWater; }
 
   bool on_frame(const proto::FrameView& f);
   void handle(const proto::FrameView& f, const proto::Message& m);
@@ -133,7 +148,14 @@ class ClientConn final : private Deferred {
   std::string name_;
   std::string label_;
   std::string close_reason_;  // close_soon()
-  std::chrono::steady_clock::time_point connected_at_ = std::chrono::steady_clock::now();
+  bool close_pending_ = false;
+  bool resume_pending_ = false;
+  std::size_t queued_bytes_ = 0;  // payloads of requests queued in sessions
+  std::size_t held_bytes_ = 0;    // what this client adds to Server::buffered_bytes()
+  int engines_made_ = 0;
+  mutable std::vector<gid_t> groups_;
+  mutable bool groups_known_ = false;
+  std::chrono::steady_clock::time_point connected_at_;
 };
 
 }  // namespace dbmgr::daemon

@@ -1,4 +1,6 @@
 // dbmgrd: the command line, logging set-up and the Server's run; nothing else lives here.
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -46,6 +48,21 @@ int main(int argc, char** argv) {
   }
   auto level = spdlog::level::from_str(settings->log_level);
   spdlog::set_level(level);
+
+  // Every client and backend connection is a descriptor: take all the hard limit allows
+  // (a plain start gets a soft limit of 1024, about 990 clients).
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    rlim_t was = nofile.rlim_cur;
+    if (nofile.rlim_cur < nofile.rlim_max) {
+      nofile.rlim_cur = nofile.rlim_max;
+      if (setrlimit(RLIMIT_NOFILE, &nofile) != 0) nofile.rlim_cur = was;
+    }
+    spdlog::info("file descriptors: soft limit {} (was {}), hard limit {}",
+                 static_cast<unsigned long long>(nofile.rlim_cur),
+                 static_cast<unsigned long long>(was),
+                 static_cast<unsigned long long>(nofile.rlim_max));
+  }
 
   // SQLite and ODBC calls run on libuv's worker pool; its size is fixed at first use.
   if (std::getenv("UV_THREADPOOL_SIZE") == nullptr) {

@@ -3,6 +3,7 @@
 
 #include <grp.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
@@ -60,6 +61,11 @@ Server::Server(config::Settings settings, config::CommandLine cli, config::EnvLo
 }
 
 Server::~Server() {
+  for (uv_signal_t* h : {&sigterm_, &sigint_, &sighup_}) {
+    if (h->loop != nullptr && uv_is_closing(reinterpret_cast<uv_handle_t*>(h)) == 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+    }
+  }
   for (PendingRequest* r : free_requests_) delete r;
   for (WriteReq* w : free_writes_) delete w;
   engines_.clear();
@@ -98,6 +104,12 @@ Status Server::bind_socket() {
     }
     struct stat st{};
     if (::lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return Status::internal(fmt::format(
+            "{} exists and is not a socket; refusing to replace it (remove it, or choose "
+            "another socket path)",
+            path));
+      }
       if (socket_answers(path)) {
         return Status::internal(
             fmt::format("another dbmgrd is already listening on {}; refusing to start", path));
@@ -129,6 +141,19 @@ Status Server::bind_socket() {
 }
 
 Status Server::start() {
+  // Each client costs a descriptor; backends and the daemon itself need some too.
+  max_clients_ = settings_.max_clients;
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    constexpr rlim_t kReserve = 256;
+    rlim_t room = rl.rlim_cur > kReserve ? rl.rlim_cur - kReserve : 1;
+    if (static_cast<rlim_t>(max_clients_) > room) {
+      max_clients_ = static_cast<int>(room);
+      spdlog::warn("max_clients {} is more than the descriptor limit allows ({}); serving at "
+                   "most {} clients",
+                   settings_.max_clients, rl.rlim_cur, max_clients_);
+    }
+  }
   if (Status s = bind_socket(); !s.is_ok()) {
     if (!listening_) uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
     uv_run(&loop_, UV_RUN_NOWAIT);
@@ -200,11 +225,30 @@ void Server::on_connection(uv_stream_t* listener, int status) {
       return;
     }
     ++self->totals_.clients_accepted;
+    if (static_cast<int>(self->clients_.size()) > self->max_clients_) {
+      ++self->totals_.clients_refused;
+      c->refuse(Status(proto::ErrorCategory::kResources,
+                       fmt::format("dbmgrd serves at most {} clients (max_clients); try again "
+                                   "later",
+                                   self->max_clients_),
+                       "53300"));
+      return;
+    }
+    self->unshaken_.push_back(c);
   });
+}
+
+void Server::on_handshake(ClientConn* c) {
+  auto it = std::find(unshaken_.begin(), unshaken_.end(), c);
+  if (it != unshaken_.end()) {
+    *it = unshaken_.back();
+    unshaken_.pop_back();
+  }
 }
 
 void Server::on_client_closed(ClientConn* c) {
   clients_.erase(std::remove(clients_.begin(), clients_.end(), c), clients_.end());
+  on_handshake(c);
   if (c->dirty_) {
     dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), c), dirty_.end());
     c->dirty_ = false;
@@ -258,6 +302,7 @@ PendingRequest* Server::take_request() {
 }
 
 void Server::free_request(PendingRequest* r, ClientConn* owner) {
+  const std::size_t bytes = r->payload.size();
   r->payload.release();
   r->next = nullptr;
   if (free_requests_.size() < 4096) {
@@ -265,22 +310,52 @@ void Server::free_request(PendingRequest* r, ClientConn* owner) {
   } else {
     delete r;
   }
-  if (owner != nullptr) owner->request_done();
+  if (owner != nullptr) owner->request_done(bytes);
 }
 
-Result<Engine*> Server::engine_for(std::string_view database, std::string_view prefix) {
+Result<Engine*> Server::engine_for(std::string_view database, std::string_view prefix,
+                                   ClientConn* client) {
   // Every one-shot and session asks; the answer for a (database, prefix) pair only changes
   // with a reload, so it is remembered without allocating per request.
   cache_key_.assign(database);
   cache_key_.push_back('\0');
   cache_key_.append(prefix);
-  if (auto hit = engine_cache_.find(cache_key_); hit != engine_cache_.end()) return hit->second;
-  auto found = resolve_engine(database, prefix);  // leaves cache_key_ alone
-  if (found.is_ok()) engine_cache_.emplace(cache_key_, found.value());
-  return found;
+  Engine* e = nullptr;
+  if (auto hit = engine_cache_.find(cache_key_); hit != engine_cache_.end()) {
+    e = hit->second;
+  } else {
+    auto found = resolve_engine(database, prefix, client);  // leaves cache_key_ alone
+    if (!found.is_ok()) return found;
+    e = found.value();
+    engine_cache_.emplace(cache_key_, e);
+  }
+  if (client != nullptr) {
+    if (Status s = check_access(*e, *client); !s.is_ok()) return s;
+  }
+  return e;
 }
 
-Result<Engine*> Server::resolve_engine(std::string_view database, std::string_view prefix) {
+Status Server::check_access(const Engine& e, const ClientConn& c) const {
+  const config::DatabaseConfig& db = e.config();
+  if (db.allow_uids.empty() && db.allow_gids.empty()) return Status::ok();
+  if (std::find(db.allow_uids.begin(), db.allow_uids.end(), c.uid()) != db.allow_uids.end()) {
+    return Status::ok();
+  }
+  for (gid_t g : c.groups()) {
+    if (std::find(db.allow_gids.begin(), db.allow_gids.end(), g) != db.allow_gids.end()) {
+      return Status::ok();
+    }
+  }
+  spdlog::warn("{}: refused database {} (uid {} is not in its allow_uids/allow_gids)", c.tag(),
+               e.name(), c.uid());
+  return Status(proto::ErrorCategory::kPermission,
+                fmt::format("uid {} may not use database {} (allow_uids/allow_gids)", c.uid(),
+                            e.name()),
+                "42501");
+}
+
+Result<Engine*> Server::resolve_engine(std::string_view database, std::string_view prefix,
+                                       ClientConn* client) {
   if (!prefix.empty()) {
     auto p = config::validate_prefix(prefix);
     if (!p.ok()) return Status::invalid(p.error().to_string());
@@ -298,9 +373,35 @@ Result<Engine*> Server::resolve_engine(std::string_view database, std::string_vi
   auto it = engines_.find(key);
   if (it != engines_.end()) return it->second.get();
   if (draining_) return Status(proto::ErrorCategory::kShuttingDown, "dbmgrd is shutting down");
+  if (static_cast<int>(engines_.size()) >= settings_.max_engines) {
+    return Status(proto::ErrorCategory::kResources,
+                  fmt::format("dbmgrd has {} databases open (max_engines); {} is not opened",
+                              engines_.size(), *resolved),
+                  "53000");
+  }
+  if (client != nullptr && client->engines_made() >= settings_.max_engines_per_client) {
+    return Status(proto::ErrorCategory::kResources,
+                  fmt::format("this connection has opened {} databases (max_engines_per_client); "
+                              "{} is not opened",
+                              client->engines_made(), *resolved),
+                  "53000");
+  }
   config::DatabaseConfig db = *base;
   db.name = *resolved;
   bool create = !prefix.empty() && settings_.prefixes.allows_create(prefix);
+  // A database the configuration names is made on first use; any other name only under a
+  // prefix the policy lets create (prefixes.create_on_demand), or if it exists already.
+  const bool configured = database.empty() || settings_.databases.count(std::string(database)) != 0;
+  if (db.type == config::DbType::kSqlite && !configured && !create) {
+    auto file = config::db_name_to_path(db.path, db.name);
+    struct stat st{};
+    if (file.ok() && ::stat(file->c_str(), &st) != 0) {
+      return Status::not_found(fmt::format(
+          "database {} does not exist, and it is not created on demand (neither in the "
+          "configuration nor under a prefix of prefixes.create_on_demand)",
+          db.name));
+    }
+  }
   auto engine = make_engine_(&loop_, *ready_, clock_, base->key, std::move(db),
                              settings_.max_frame_bytes, create);
   if (!engine.is_ok()) return engine.status();
@@ -308,6 +409,7 @@ Result<Engine*> Server::resolve_engine(std::string_view database, std::string_vi
   spdlog::info("engine {}: created ({}, {})", e->name(), config::to_string(e->config().type),
                e->info().uri);
   ++totals_.engines_created;
+  if (client != nullptr) client->count_engine_made();
   engines_.emplace(key, std::move(engine.value()));
   return e;
 }
@@ -410,9 +512,49 @@ void Server::dispose_idle_engines(Clock::time_point now) {
   }
 }
 
+void Server::check_streams(Clock::time_point now) {
+  if (paused_sessions_ <= 0) return;
+  for (ClientConn* c : std::vector<ClientConn*>(clients_)) {
+    for (Session* s : std::vector<Session*>(c->blocked())) s->check_stall(now);
+  }
+}
+
+void Server::force_close_stuck(Clock::time_point now) {
+  // Past drain_timeout the rollbacks were asked for; a backend that answers neither them nor
+  // the cancel would keep the daemon from ever exiting. A second later, its connections are
+  // closed (the server rolls back what was open when the connection goes).
+  if (forced_ || now < drain_deadline_ + std::chrono::seconds(1)) return;
+  forced_ = true;
+  int closed = 0;
+  for (ClientConn* c : std::vector<ClientConn*>(clients_)) {
+    std::vector<Session*> sessions;
+    for (auto& [id, s] : c->sessions()) sessions.push_back(s);
+    for (Session* s : c->one_shots()) sessions.push_back(s);
+    for (Session* s : sessions) closed += s->force_close_backend() ? 1 : 0;
+  }
+  if (closed > 0) {
+    spdlog::warn("drain_timeout passed: closed {} backend connection(s) that did not answer "
+                 "their rollback or cancel",
+                 closed);
+  }
+}
+
 void Server::janitor_tick() {
   auto now = clock_.now();
   dispose_idle_engines(now);
+  if (!unshaken_.empty() && settings_.handshake_timeout.count() > 0) {
+    for (ClientConn* c : std::vector<ClientConn*>(unshaken_)) {
+      if (now - c->connected_at() >= settings_.handshake_timeout) {
+        on_handshake(c);
+        ++totals_.handshake_timeouts;
+        c->refuse(Status(proto::ErrorCategory::kTimeout,
+                         fmt::format("no hello within handshake_timeout ({} ms)",
+                                     settings_.handshake_timeout.count()),
+                         ""));
+      }
+    }
+  }
+  check_streams(now);
   bool idle_timeouts = false;
   for (auto& [key, engine] : engines_) {
     engine->expire(now);
@@ -437,7 +579,11 @@ void Server::janitor_tick() {
     busy = busy || !c->one_shots().empty();
   }
   if (busy && now >= drain_deadline_) {
-    spdlog::warn("drain_timeout reached: rolling back the transactions still open");
+    if (!drain_warned_) {
+      drain_warned_ = true;
+      spdlog::warn("drain_timeout reached: rolling back the transactions still open");
+    }
+    force_close_stuck(now);
     for (ClientConn* c : std::vector<ClientConn*>(clients_)) {
       std::vector<Session*> sessions;
       for (auto& [id, s] : c->sessions()) sessions.push_back(s);
@@ -462,9 +608,12 @@ void Server::finish_shutdown() {
   for (ClientConn* c : std::vector<ClientConn*>(clients_)) c->close("dbmgrd shut down");
   for (auto& [key, engine] : engines_) engine->dispose();
   if (socket_owned_) ::unlink(settings_.socket_path.c_str());
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
+  // The signal handlers stay installed until the Server is destroyed (a second SIGTERM in
+  // these last moments must not kill the process with the default action); unreferenced,
+  // they do not keep the loop running.
+  uv_unref(reinterpret_cast<uv_handle_t*>(&sigterm_));
+  uv_unref(reinterpret_cast<uv_handle_t*>(&sigint_));
+  uv_unref(reinterpret_cast<uv_handle_t*>(&sighup_));
   uv_close(reinterpret_cast<uv_handle_t*>(&janitor_), nullptr);
   // Grants and results still queued run now; then the flusher writes the last replies, and
   // both go with the rest.

@@ -47,6 +47,10 @@ struct Totals {
   std::uint64_t protocol_errors = 0;
   std::uint64_t engines_created = 0;
   std::uint64_t engines_disposed = 0;  // by engine_idle_timeout
+  std::uint64_t clients_refused = 0;   // over max_clients
+  std::uint64_t handshake_timeouts = 0;
+  std::uint64_t input_limit_closes = 0;  // max_client_buffered_bytes / max_buffered_bytes
+  std::uint64_t stalled_streams = 0;     // ended by stream_stall_timeout
 };
 
 class Server {
@@ -87,8 +91,11 @@ class Server {
   void guarded(std::string_view where, ClientConn* client, F&& f) noexcept;
   void on_callback_exception(std::string_view where, ClientConn* client) noexcept;
 
-  // The engine for `database` with `prefix`, created on first use.
-  Result<Engine*> engine_for(std::string_view database, std::string_view prefix);
+  // The engine for `database` with `prefix`, created on first use (counted against the
+  // client's max_engines_per_client; `client` may be null). Checks the database's
+  // allow_uids/allow_gids against `client`.
+  Result<Engine*> engine_for(std::string_view database, std::string_view prefix,
+                             ClientConn* client = nullptr);
 
   // Requests waiting or running in a session; pooled.
   WriteReq* take_write_req();
@@ -98,6 +105,13 @@ class Server {
 
   void mark_dirty(ClientConn* c);
   void on_client_closed(ClientConn* c);
+  void on_handshake(ClientConn* c);  // the client's hello arrived (handshake_timeout)
+  // Input held for clients (decoders and queued requests), for max_buffered_bytes.
+  std::uint64_t buffered_bytes() const { return buffered_bytes_; }
+  void add_buffered(std::int64_t delta) { buffered_bytes_ += static_cast<std::uint64_t>(delta); }
+  // Sessions whose rows wait for their client (the janitor checks stream_stall_timeout).
+  void count_paused(int delta) { paused_sessions_ += delta; }
+  int effective_max_clients() const { return max_clients_; }
   void on_session_gone(Session* s);
   char* read_buffer() { return read_buffer_.data(); }
   std::size_t read_buffer_size() const { return read_buffer_.size(); }
@@ -110,6 +124,8 @@ class Server {
   void count_error() { ++totals_.errors; }
   void count_rollback_on_disconnect() { ++totals_.rollbacks_on_disconnect; }
   void count_protocol_error() { ++totals_.protocol_errors; }
+  void count_input_limit_close() { ++totals_.input_limit_closes; }
+  void count_stalled_stream() { ++totals_.stalled_streams; }
   void count_session() { ++totals_.sessions_opened; }
   const Totals& totals() const { return totals_; }
 
@@ -120,7 +136,11 @@ class Server {
   static void on_prepare(uv_prepare_t* p);
 
   // engine_for() without its cache: resolves the name and creates the engine if needed.
-  Result<Engine*> resolve_engine(std::string_view database, std::string_view prefix);
+  Result<Engine*> resolve_engine(std::string_view database, std::string_view prefix,
+                                 ClientConn* client);
+  Status check_access(const Engine& e, const ClientConn& c) const;
+  void check_streams(Clock::time_point now);
+  void force_close_stuck(Clock::time_point now);
   Status bind_socket();
   void dispose_idle_engines(Clock::time_point now);
   void finish_shutdown();
@@ -154,6 +174,12 @@ class Server {
   Clock::time_point started_at_;
   std::uint64_t next_client_id_ = 1;
   std::vector<ClientConn*> clients_;
+  std::vector<ClientConn*> unshaken_;  // accepted, no hello yet (handshake_timeout)
+  std::uint64_t buffered_bytes_ = 0;
+  int paused_sessions_ = 0;
+  int max_clients_ = 0;           // max_clients, capped by the descriptor limit
+  bool drain_warned_ = false;     // "drain_timeout reached" is logged once
+  bool forced_ = false;           // backend connections that did not answer were closed
   std::vector<ClientConn*> dirty_;
   std::vector<ClientConn*> flushing_;  // on_prepare's copy of dirty_ while it flushes
   std::map<std::string, std::unique_ptr<Engine>> engines_;  // by "key|resolved name"

@@ -83,7 +83,70 @@ void Session::set_state(State next) {
     spdlog::error("session {}: illegal state change {} -> {}", id_, to_string(state_),
                   to_string(next));
   }
+  if (next == State::kPaused && state_ != State::kPaused) {
+    server_.count_paused(1);
+    paused_since_ = now();
+  } else if (state_ == State::kPaused && next != State::kPaused) {
+    server_.count_paused(-1);
+  }
   state_ = next;
+}
+
+void Session::check_stall(Clock::time_point t) {
+  if (state_ != State::kPaused || abort_) return;
+  const auto stall = server_.settings().stream_stall_timeout;
+  const auto stmt = engine_->config().pool.statement_timeout;
+  std::string why;
+  if (stall.count() > 0 && t - paused_since_ >= stall) {
+    why = fmt::format("stream_stall_timeout: the client read none of the result for {:.1f} s; "
+                      "the statement was ended and its transaction rolled back",
+                      std::chrono::duration<double>(stall).count());
+  } else if (stmt.count() > 0 && t - exec_started_ >= stmt) {
+    why = fmt::format("statement_timeout ({:.1f} s) reached while the client was reading the "
+                      "result; the transaction was rolled back",
+                      std::chrono::duration<double>(stmt).count());
+  } else {
+    return;
+  }
+  server_.count_stalled_stream();
+  if (conn_ != nullptr) spdlog::info("{} session {} {}: {}", conn_->tag(), id_, engine_->name(), why);
+  abort_transaction(Status(proto::ErrorCategory::kTimeout, std::move(why), "57014"));
+}
+
+bool Session::force_close_backend() {
+  if (lease_ == nullptr) return false;
+  switch (state_) {
+    case State::kExecuting:
+    case State::kPaused:
+    case State::kEnding:
+    case State::kAborting:
+    case State::kInTx:
+      break;
+    default:
+      return false;
+  }
+  // The backend answers neither the rollback nor the cancel: close the connection (its
+  // server rolls back what was open), and end the session's transaction without it.
+  BackendConn* c = lease_;
+  lease_ = nullptr;
+  c->set_listener(nullptr);
+  pool().release(c, false);
+  if (state_ == State::kPaused) set_state(State::kExecuting);
+  if (state_ == State::kInTx) set_state(State::kAborting);
+  Status why(proto::ErrorCategory::kShuttingDown,
+             "dbmgrd shut down: the backend did not answer within drain_timeout and its "
+             "connection was closed; the transaction was rolled back");
+  if (current_ != nullptr) reply_error(why);
+  drop_current();
+  abort_.reset();
+  if (one_shot_ || abandoned_) {
+    set_state(State::kIdle);
+    maybe_delete();
+    return true;
+  }
+  fail(std::move(why));
+  pump();
+  return true;
 }
 
 // ---- the request queue ----
@@ -151,7 +214,14 @@ void Session::maybe_delete() {
     return;
   }
   if (conn_ != nullptr) conn_->forget(this);
-  while (PendingRequest* r = pop()) server_.free_request(r, conn_);
+  while (PendingRequest* r = pop()) {
+    // Pipelined behind kClose: the session they name is gone (protocol.md section 8).
+    if (conn_ != nullptr) {
+      conn_->send_error(r->header.request_id, id_,
+                        Status::not_found(fmt::format("session {} is closed", id_)));
+    }
+    server_.free_request(r, conn_);
+  }
   server_.on_session_gone(this);
   delete this;
 }
@@ -307,6 +377,7 @@ void Session::run_execute(bool begin) {
   req.read_only = read_only_;
   if (conn_ != nullptr) req.client_label = conn_->label();
   began_tx_ = begin;
+  exec_started_ = now();
   set_state(State::kExecuting);
   lease_->set_listener(this);
   lease_->execute(req);

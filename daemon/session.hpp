@@ -89,6 +89,12 @@ class Session final : public PoolWaiter, public BackendListener {
   void resume_stream();
   // Janitor: ends a transaction idle for longer than idle_in_transaction_timeout.
   void check_idle(Clock::time_point now);
+  // Janitor: ends a paused stream the client has not read for stream_stall_timeout, or
+  // whose statement passed statement_timeout.
+  void check_stall(Clock::time_point now);
+  // Drain: the backend answers nothing; close its connection and end the transaction.
+  // True when there was one to close.
+  bool force_close_backend();
 
   std::uint32_t id() const { return id_; }
   Engine* engine() const { return engine_; }
@@ -179,6 +185,8 @@ class Session final : public PoolWaiter, public BackendListener {
   Clock::time_point created_at_;
   Clock::time_point tx_started_{};
   Clock::time_point idle_since_{};
+  Clock::time_point paused_since_{};
+  Clock::time_point exec_started_{};
 };
 
 }  // namespace dbmgr::daemon

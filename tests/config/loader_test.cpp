@@ -145,7 +145,11 @@ TEST_CASE("socket.mode is octal in every spelling") {
   CHECK(loaded("socket: {mode: 0640}").socket_mode == 0640);
   CHECK(loaded("socket: {mode: 640}").socket_mode == 0640);
   CHECK(loaded("socket: {mode: 0o600}").socket_mode == 0600);
-  CHECK(loaded("socket: {mode: \"0777\"}").socket_mode == 0777);
+  CHECK(loaded("socket: {mode: \"0770\"}").socket_mode == 0770);
+  // Never world-writable: anyone could connect and use every database.
+  Error w = load_error("socket:\n  mode: \"0666\"\n");
+  CHECK(w.key == "socket.mode");
+  CHECK(w.message.find("every user") != std::string::npos);
   Error e = load_error("socket:\n  mode: \"0999\"\n");
   CHECK(e.line == 2);
   CHECK(e.key == "socket.mode");

@@ -399,7 +399,15 @@ TEST_CASE("engine_idle_timeout: an engine without sessions is disposed and made 
   CHECK(fds() > before);
   REQUIRE(eventually([&] { return !listed("test.idle1"); }));
   CHECK(d.admin(Cmd::kStatus)["totals"]["engines_disposed"] == 1);
-  CHECK(eventually([&] { return fds() == before; }));  // its descriptors are closed
+  bool closed = eventually([&] { return fds() == before; }, 30s);
+  if (!closed) {
+    std::string open;
+    for (auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(d.pid()) + "/fd")) {
+      open += std::filesystem::read_symlink(e.path()).string() + " ";
+    }
+    MESSAGE("open descriptors (" << before << " before): " << open);
+  }
+  CHECK(closed);  // its descriptors are closed
   dbmgr::DatabaseManager again(d.options("test", "idle1"));
   CHECK(count(again, "SELECT count(*) FROM t") == 2);  // the same file, made again
   CHECK(d.admin(Cmd::kStatus)["totals"]["engines_created"] == 2);

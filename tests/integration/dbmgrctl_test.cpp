@@ -134,7 +134,7 @@ bool eventually(F pred) {
 
 std::string pool_yaml(int size, int overflow, const std::string& timeout,
                       const std::string& extra = {}) {
-  return "socket:\n  mode: \"0666\"\npool:\n  pool_size: " + std::to_string(size) +
+  return "socket:\n  mode: \"0660\"\n  group: nogroup\npool:\n  pool_size: " + std::to_string(size) +
          "\n  max_overflow: " + std::to_string(overflow) + "\n  pool_timeout: " + timeout + "\n" +
          extra;
 }
@@ -568,7 +568,7 @@ TEST_CASE("kill ends a session: its transaction rolls back, its next request say
 }
 
 TEST_CASE("a non-admin uid may read but is refused reload, kill, drain and shutdown") {
-  Daemon d({.config_yaml = "socket:\n  mode: \"0666\"\n"});
+  Daemon d({.config_yaml = "socket:\n  mode: \"0660\"\n  group: nogroup\n"});  // nobody's group
   make_reachable_for_nobody(d);
   dbmgr::DatabaseManager m(d.options("test", "perm"));
   auto s = m.get_session();

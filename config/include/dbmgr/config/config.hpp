@@ -110,6 +110,10 @@ struct DatabaseConfig {
   std::string driver;      // ODBC driver name (MariaDB/MySQL/MSSQL through unixODBC)
   PoolSettings pool;
   SqliteSettings sqlite;
+  // Who may use this database (SO_PEERCRED): a peer whose uid is in allow_uids, or whose
+  // primary or supplementary group is in allow_gids. Both empty: anyone who can connect.
+  std::vector<std::uint32_t> allow_uids;
+  std::vector<std::uint32_t> allow_gids;
   friend bool operator==(const DatabaseConfig&, const DatabaseConfig&) = default;
 };
 
@@ -147,6 +151,15 @@ struct Settings {
   // An engine with no session and no connection in use for this long is disposed (its
   // connections and descriptors closed) and made again on next use; 0 = never.
   Millis engine_idle_timeout{600'000};
+  // Limits (docs/admin.md "Limits"). Each refusal is a clear error and touches nobody else.
+  int max_clients = 10'000;            // client connections at once (also capped by the fd limit)
+  Millis handshake_timeout{5'000};     // a connection must complete its hello within this
+  int max_sessions_per_client = 16'384;  // sessions and one-shots in flight on one connection
+  std::uint64_t max_client_buffered_bytes = 64ull << 20;  // input held for one connection
+  std::uint64_t max_buffered_bytes = 512ull << 20;        // input held for all connections
+  Millis stream_stall_timeout{30'000};  // rows unread by the client this long end the statement
+  int max_engines = 1'000;              // databases open at once
+  int max_engines_per_client = 64;      // engines one client connection may cause to be made
   std::string log_level = "info";
   int worker_threads = 4;  // blocking backends (SQLite, ODBC)
   PoolSettings pool;       // global defaults for every database

@@ -354,6 +354,8 @@ class FrameDecoder {
   // Bytes kept for resume() that were not yet delivered.
   std::size_t pending_bytes() const { return pending_.size() - pending_pos_; }
   DecodeError error() const { return failed_; }
+  // The length field of the header that failed (kOversizedFrame names it), else 0.
+  std::uint32_t failed_length() const { return failed_length_; }
   std::uint32_t max_frame_bytes() const { return max_frame_bytes_; }
   // E.g. the client adopts the limit announced in kHelloOk. Applies to the next header.
   void set_max_frame_bytes(std::uint32_t n) { max_frame_bytes_ = n; }
@@ -368,8 +370,13 @@ class FrameDecoder {
   template <typename OnFrame>
   Step process(const std::uint8_t* data, std::size_t n, OnFrame& on_frame);
 
+  static std::uint32_t load_length(const std::uint8_t* p) {
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+           std::uint32_t{p[3]};
+  }
   std::uint32_t max_frame_bytes_;
   DecodeError failed_ = DecodeError::kOk;
+  std::uint32_t failed_length_ = 0;
   // A header split across chunks is collected here, so nothing is allocated before the
   // header has been checked.
   std::array<std::uint8_t, kHeaderSize> header_buf_{};

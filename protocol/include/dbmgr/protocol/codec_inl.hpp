@@ -64,6 +64,7 @@ FrameDecoder::Step FrameDecoder::process(const std::uint8_t* data, std::size_t n
       const DecodeError e = parse_header(header_buf_.data(), max_frame_bytes_, &h);
       if (e != DecodeError::kOk) {
         failed_ = e;
+        failed_length_ = load_length(header_buf_.data());
         st.error = e;
         st.consumed = pos;
         return st;
@@ -98,6 +99,7 @@ FrameDecoder::Step FrameDecoder::process(const std::uint8_t* data, std::size_t n
     const DecodeError e = parse_header(data + pos, max_frame_bytes_, &h);
     if (e != DecodeError::kOk) {
       failed_ = e;
+      failed_length_ = load_length(data + pos);
       st.error = e;
       st.consumed = pos;
       return st;
