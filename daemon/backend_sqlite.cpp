@@ -447,13 +447,11 @@ Status SqliteConn::error_status(int rc, std::string_view what, SqlitePhase phase
   SqliteErrorKind kind = classify_sqlite_error(ext, raw, phase, role_ == Role::kReader);
   std::string msg = what.empty() ? raw : fmt::format("{}: {}", what, raw);
   using C = proto::ErrorCategory;
+  if (denied_ != nullptr) {  // the authorizer refused this statement: say why
+    msg = std::exchange(denied_, nullptr);
+    return {C::kPermission, std::move(msg), "42501"};
+  }
   switch (rc & 0xff) {
-    case SQLITE_AUTH:
-      if (denied_ != nullptr) {
-        msg = std::exchange(denied_, nullptr);
-        return {C::kPermission, std::move(msg), "42501"};
-      }
-      break;
     case SQLITE_INTERRUPT:
       if (timed_out_) return {C::kTimeout, "statement_timeout reached: " + msg, "57014"};
       return {C::kCancelled, "statement cancelled", "57014"};
@@ -563,6 +561,7 @@ Status SqliteConn::exec_simple(const char* sql) {
 
 Status SqliteConn::prepare(std::string_view sql, sqlite3_stmt** out, bool* cached,
                            bool* script) {
+  denied_ = nullptr;
   for (auto& c : cache_) {
     if (c.stmt != nullptr && c.sql == sql) {
       c.used = ++use_counter_;

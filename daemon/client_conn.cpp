@@ -97,11 +97,16 @@ void ClientConn::read(ssize_t n, const uv_buf_t* buf) {
   }
 }
 
-bool ClientConn::account_input() {
+std::size_t ClientConn::sync_held() {
   const std::size_t held =
       decoder_.buffer_capacity() + decoder_.pending_bytes() + queued_bytes_;
   server_.add_buffered(static_cast<std::int64_t>(held) - static_cast<std::int64_t>(held_bytes_));
   held_bytes_ = held;
+  return held;
+}
+
+bool ClientConn::account_input() {
+  const std::size_t held = sync_held();
   if (closing_ || shutting_down_) return !closing_;
   const auto& st = server_.settings();
   const char* which = nullptr;
@@ -331,6 +336,7 @@ void ClientConn::enqueue_to(Session* s, const proto::FrameView& f) {
 void ClientConn::request_done(std::size_t payload_bytes) {
   --pending_requests_;
   queued_bytes_ -= std::min(queued_bytes_, payload_bytes);
+  if (!closing_) sync_held();
   // Called from inside sessions' callbacks: reading resumes on a later loop turn.
   if (!reading_ || decoder_.paused()) schedule_resume();
 }

@@ -116,6 +116,7 @@ class ClientConn final : private Deferred {
   // Recomputes the input held for this client and enforces max_client_buffered_bytes and
   // max_buffered_bytes; false when it closed the connection for it.
   bool account_input();
+  std::size_t sync_held();  // account_input() without the limits
   Status session_room() const;  // max_sessions_per_client
   bool output_full() const { return write_queue_bytes_ + out_.size() >= kHighWater; }
 
