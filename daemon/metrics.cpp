@@ -192,6 +192,14 @@ std::string render_prometheus(const json& status, const json& pools, const json&
       {"engines_created", "dbmgr_engines_created_total", "counter", "Engines made."},
       {"engines_disposed", "dbmgr_engines_disposed_total", "counter",
        "Engines disposed after engine_idle_timeout without sessions."},
+      {"clients_refused", "dbmgr_clients_refused_total", "counter",
+       "Clients refused over max_clients."},
+      {"handshake_timeouts", "dbmgr_handshake_timeouts_total", "counter",
+       "Connections closed for sending no hello within handshake_timeout."},
+      {"input_limit_closes", "dbmgr_input_limit_closes_total", "counter",
+       "Connections closed over max_client_buffered_bytes or max_buffered_bytes."},
+      {"stalled_streams", "dbmgr_stalled_streams_total", "counter",
+       "Statements ended because their client did not read the rows (stream_stall_timeout)."},
   };
   const json totals = status.value("totals", json::object());
   for (const auto& m : kTotals) {
