@@ -750,7 +750,9 @@ TEST_CASE("/metrics over loopback TCP: parseable, the same numbers as --json poo
   CHECK(samples["dbmgr_pool_size{database=\"test.metrics\",type=\"sqlite\",role=\"reader\"}"] == 2);
   CHECK(samples["dbmgr_sessions{database=\"test.metrics\",state=\"idle in transaction\"}"] == 2);
   for (const char* t : {"transactions", "statements", "errors", "rollbacks_on_disconnect",
-                        "internal_errors", "engines_created", "engines_disposed"}) {
+                        "internal_errors", "engines_created", "engines_disposed",
+                        "clients_refused", "handshake_timeouts", "input_limit_closes",
+                        "stalled_streams"}) {
     std::string key = std::string("dbmgr_") + t + "_total";
     REQUIRE_MESSAGE(samples.count(key) == 1, key);
     CHECK_MESSAGE(samples[key] == status["totals"][t].get<double>(), key);
