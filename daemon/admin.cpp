@@ -188,7 +188,8 @@ std::string Server::status_json() {
         {"clients_refused", totals_.clients_refused},
         {"handshake_timeouts", totals_.handshake_timeouts},
         {"input_limit_closes", totals_.input_limit_closes},
-        {"stalled_streams", totals_.stalled_streams}}},
+        {"stalled_streams", totals_.stalled_streams},
+        {"accept_errors", totals_.accept_errors}}},
       {"max_clients", max_clients_},
       {"buffered_bytes", buffered_bytes_},
   };

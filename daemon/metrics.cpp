@@ -198,6 +198,8 @@ std::string render_prometheus(const json& status, const json& pools, const json&
        "Connections closed for sending no hello within handshake_timeout."},
       {"input_limit_closes", "dbmgr_input_limit_closes_total", "counter",
        "Connections closed over max_client_buffered_bytes or max_buffered_bytes."},
+      {"accept_errors", "dbmgr_accept_errors_total", "counter",
+       "Accepts that failed (out of descriptors)."},
       {"stalled_streams", "dbmgr_stalled_streams_total", "counter",
        "Statements ended because their client did not read the rows (stream_stall_timeout)."},
   };

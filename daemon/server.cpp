@@ -145,8 +145,9 @@ Status Server::start() {
   max_clients_ = settings_.max_clients;
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-    constexpr rlim_t kReserve = 256;
-    rlim_t room = rl.rlim_cur > kReserve ? rl.rlim_cur - kReserve : 1;
+    // Backend connections (a SQLite connection takes 2-3 descriptors) and the daemon's own.
+    const rlim_t reserve = std::min<rlim_t>(256, rl.rlim_cur / 4);
+    rlim_t room = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 1;
     if (static_cast<rlim_t>(max_clients_) > room) {
       max_clients_ = static_cast<int>(room);
       spdlog::warn("max_clients {} is more than the descriptor limit allows ({}); serving at "
@@ -213,7 +214,16 @@ void Server::on_connection(uv_stream_t* listener, int status) {
   auto* self = static_cast<Server*>(listener->data);
   self->guarded("accept", nullptr, [&] {
     if (status != 0) {
-      spdlog::warn("accept failed: {}", uv_strerror(status));
+      // Out of descriptors (EMFILE/ENFILE): libuv closes the waiting connections with a
+      // descriptor it keeps in reserve (they see EOF) and goes on listening; the listener is
+      // never lost. Said at most once a second.
+      ++self->totals_.accept_errors;
+      auto now = self->clock_.now();
+      if (now - self->last_accept_warning_ >= std::chrono::seconds(1)) {
+        self->last_accept_warning_ = now;
+        spdlog::warn("accept failed: {} ({} so far); connections waiting were closed",
+                     uv_strerror(status), self->totals_.accept_errors);
+      }
       return;
     }
     auto* c = new ClientConn(*self, self->next_client_id_++);

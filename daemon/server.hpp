@@ -51,6 +51,7 @@ struct Totals {
   std::uint64_t handshake_timeouts = 0;
   std::uint64_t input_limit_closes = 0;  // max_client_buffered_bytes / max_buffered_bytes
   std::uint64_t stalled_streams = 0;     // ended by stream_stall_timeout
+  std::uint64_t accept_errors = 0;       // accept failed (out of descriptors)
 };
 
 class Server {
@@ -180,6 +181,7 @@ class Server {
   int max_clients_ = 0;           // max_clients, capped by the descriptor limit
   bool drain_warned_ = false;     // "drain_timeout reached" is logged once
   bool forced_ = false;           // backend connections that did not answer were closed
+  Clock::time_point last_accept_warning_{};
   std::vector<ClientConn*> dirty_;
   std::vector<ClientConn*> flushing_;  // on_prepare's copy of dirty_ while it flushes
   std::map<std::string, std::unique_ptr<Engine>> engines_;  // by "key|resolved name"

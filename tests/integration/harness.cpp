@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -83,6 +84,10 @@ Daemon::Daemon(DaemonOptions opts) : socket_name_(opts.socket_name) {
     setenv("DATABASE_PATH", data_dir().c_str(), 1);
     if (!opts.config_yaml.empty()) setenv("DBMGR_CONFIG", config_path().c_str(), 1);
     for (auto& [k, v] : opts.env) setenv(k.c_str(), v.c_str(), 1);
+    if (opts.nofile != 0) {
+      rlimit rl{opts.nofile, opts.nofile};
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(126);
+    }
     std::string sock = socket();
     execl(exe, exe, "--socket", sock.c_str(), "--log-level", opts.log_level.c_str(),
           static_cast<char*>(nullptr));

@@ -37,6 +37,7 @@ struct DaemonOptions {
   std::map<std::string, std::string> env;     // extra environment for the daemon
   std::string log_level = "debug";
   std::string socket_name = "dbmgrd.sock";   // in the daemon's folder (any bytes but '/')
+  unsigned long nofile = 0;                   // RLIMIT_NOFILE (soft and hard) for it; 0: inherit
 };
 
 class Daemon {

@@ -18,6 +18,11 @@
 #include <sstream>
 #include <thread>
 
+#include <sqlite3.h>
+
+#include <atomic>
+#include <set>
+
 #include <doctest/doctest.h>
 
 #include "dbmgr/protocol/codec.hpp"
@@ -500,4 +505,170 @@ TEST_CASE("PostgreSQL: SIGTERM with a backend that answers nothing exits after d
     ++warnings;
   }
   CHECK(warnings == 1);
+}
+
+// ---- a full disk, a read-only file system ----
+
+namespace {
+
+// A small tmpfs of its own (the tests run as root); unmounted at the end.
+struct SmallDisk {
+  dbmgr::test::TempDir dir;
+  std::string path = dir.path() + "/disk";
+  explicit SmallDisk(const char* size) {
+    std::filesystem::create_directories(path);
+    std::string cmd = "mount -t tmpfs -o size=" + std::string(size) + " dbmgr-test " + path;
+    REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "cannot mount a tmpfs (root needed)");
+  }
+  ~SmallDisk() { std::system(("umount -l " + path).c_str()); }
+  void remount(const char* opts) {
+    REQUIRE(std::system(("mount -o remount," + std::string(opts) + " " + path).c_str()) == 0);
+  }
+};
+
+std::int64_t direct_count(const std::string& file, const std::string& sql, std::string* integrity) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  std::int64_t n = -1;
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  REQUIRE(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, nullptr) == SQLITE_OK);
+  if (sqlite3_step(st) == SQLITE_ROW) *integrity = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("SQLite on a full disk: clear resources errors, every acknowledged commit kept, intact after") {
+  SmallDisk disk("3m");
+  DaemonOptions o;
+  o.env = {{"DATABASE_PATH", disk.path}};
+  Daemon d(o);
+  dbmgr::DatabaseManager m(d.options("test", "full"));
+  m.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, pad BLOB)");
+  std::ofstream(disk.path + "/filler", std::ios::binary) << std::string(2'000'000, 'f');
+  std::vector<int> acked, failed;
+  std::set<std::string> categories;
+  auto attempt = [&](int id, bool session) {
+    try {
+      if (session) {
+        auto s = m.get_session();
+        s.execute("INSERT INTO t VALUES (?, randomblob(4000))", {id});
+        s.commit();
+      } else {
+        m.execute("INSERT INTO t VALUES (?, randomblob(4000))", {id});
+      }
+      acked.push_back(id);
+    } catch (const dbmgr::Error& e) {
+      failed.push_back(id);
+      categories.insert(std::string(dbmgr::to_string(e.category())) + "/" + e.sqlstate());
+    }
+  };
+  int id = 0;
+  for (; id < 400 && failed.size() < 20; ++id) attempt(id, id % 2 == 0);
+  REQUIRE(!failed.empty());  // the disk filled up
+  for (const auto& c : categories) {
+    CHECK_MESSAGE((c == "resources/53100" || c.rfind("io/", 0) == 0), "category ", c);
+  }
+  std::filesystem::remove(disk.path + "/filler");  // space returns
+  for (int k = 0; k < 20; ++k, ++id) attempt(id, k % 2 == 0);
+  CHECK(m.execute("SELECT count(*) FROM t").scalar<std::int64_t>() ==
+        static_cast<std::int64_t>(acked.size()));
+  d.stop();
+  std::string integrity;
+  std::string file = disk.path + "/test.full.db";
+  CHECK(direct_count(file, "SELECT count(*) FROM t", &integrity) ==
+        static_cast<std::int64_t>(acked.size()));
+  CHECK(integrity == "ok");
+  for (int f : failed) {
+    std::string ignored;
+    CHECK(direct_count(file, "SELECT count(*) FROM t WHERE id = " + std::to_string(f), &ignored) == 0);
+  }
+}
+
+TEST_CASE("SQLite on a read-only file system: a clear io error, not 'the session is read-only'") {
+  SmallDisk disk("4m");
+  DaemonOptions o;
+  o.env = {{"DATABASE_PATH", disk.path}};
+  {
+    Daemon d(o);
+    dbmgr::DatabaseManager m(d.options("test", "rofs"));
+    m.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    m.execute("INSERT INTO t VALUES (1)");
+  }  // stopped: nothing holds the files open any more
+  disk.remount("ro");
+  Daemon d(o);
+  dbmgr::DatabaseManager m(d.options("test", "rofs"));
+  dbmgr::Error e = error_of([&] { m.execute("INSERT INTO t VALUES (2)"); });
+  CHECK_MESSAGE(e.category() == dbmgr::ErrorCategory::kIo, e.what());
+  CHECK(std::string(e.message()).find("session is read-only") == std::string::npos);
+  m.ping();  // the daemon goes on serving
+  CHECK(d.admin(Cmd::kStatus)["totals"]["internal_errors"] == 0);
+}
+
+// ---- out of descriptors ----
+
+TEST_CASE("out of descriptors: SQLite readers that cannot open fail cleanly; accept recovers") {
+  DaemonOptions o = yaml("pool:\n  pool_size: 60\n  max_overflow: 60\n  pool_timeout: 5s\n"
+                         "sqlite:\n  readers: 60\n");
+  o.nofile = 160;  // soft = hard: dbmgrd cannot raise it; max_clients becomes 120
+  Daemon d(o);
+  CHECK(d.admin(Cmd::kStatus)["max_clients"] == 120);
+  {
+    dbmgr::DatabaseManager m(d.options("test", "fds"));
+    m.execute("CREATE TABLE t (x INTEGER)");
+    m.execute("INSERT INTO t VALUES (1)");
+  }
+  std::vector<std::unique_ptr<RawConn>> idle;
+  for (int i = 0; i < 60; ++i) {
+    idle.push_back(std::make_unique<RawConn>(d.socket()));
+    idle.back()->hello();
+  }
+  // 60 read-only sessions at once: reader connections until the descriptors run out.
+  std::atomic<int> ok{0}, clean_errors{0}, other{0};
+  std::atomic<bool> release{false};
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 60; ++i) {
+    readers.emplace_back([&] {
+      try {
+        dbmgr::DatabaseManager m(d.options("test", "fds"));
+        auto s = m.get_session(dbmgr::Access::kReadOnly);
+        s.execute("SELECT count(*) FROM t");
+        ++ok;
+        while (!release) std::this_thread::sleep_for(10ms);
+        s.commit();
+      } catch (const dbmgr::Error& e) {
+        auto c = e.category();
+        if (c == dbmgr::ErrorCategory::kIo || c == dbmgr::ErrorCategory::kResources ||
+            c == dbmgr::ErrorCategory::kConnection || c == dbmgr::ErrorCategory::kPoolExhausted) {
+          ++clean_errors;
+        } else {
+          ++other;
+          MESSAGE("unexpected: " << e.what());
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(2s);
+  release = true;
+  for (auto& t : readers) t.join();
+  MESSAGE("readers: " << ok.load() << " ok, " << clean_errors.load() << " clean errors");
+  CHECK(ok + clean_errors == 60);
+  CHECK(other == 0);
+  CHECK(clean_errors > 0);  // the limit was reached
+  idle.clear();
+  // The listener was never lost: new clients are served again.
+  CHECK(eventually([&] {
+    try {
+      dbmgr::DatabaseManager m(d.options("test", "fds"));
+      return m.execute("SELECT count(*) FROM t").scalar<std::int64_t>() == 1;
+    } catch (const dbmgr::Error&) {
+      return false;
+    }
+  }, 20s));
+  CHECK(d.admin(Cmd::kStatus)["totals"]["internal_errors"] == 0);
 }
