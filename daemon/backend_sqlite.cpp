@@ -173,39 +173,53 @@ bool is_keyword(std::string_view word, std::string_view keyword) {
   return true;
 }
 
-}  // namespace
+// Skips a quoted string or identifier, or a comment, starting at i (SQLite's quoting: '...'
+// with '', "...", `...`, [...]). kSkipped: i is after it; kNone: nothing opaque at i;
+// kUnterminated: it never ends.
+enum class Opaque { kNone, kSkipped, kUnterminated };
+Opaque skip_opaque(std::string_view sql, std::size_t& i) {
+  char c = sql[i];
+  if (c == '\'' || c == '"' || c == '`' || c == '[') {
+    char close = c == '[' ? ']' : c;
+    auto end = sql.find(close, i + 1);
+    if (end == std::string_view::npos) return Opaque::kUnterminated;
+    i = end + 1;  // a doubled quote is two strings back to back: same result
+    return Opaque::kSkipped;
+  }
+  if ((c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') ||
+      (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*')) {
+    return skip_blank(sql, i) ? Opaque::kSkipped : Opaque::kUnterminated;
+  }
+  return Opaque::kNone;
+}
 
 // True when nothing but blanks, comments and semicolons follows the first statement, whose
-// text starts at `from` (a textual check; quotes as in groupable_sql()).
-static bool single_statement(std::string_view sql, std::size_t from) {
+// text goes on from `from` (a textual check).
+bool single_statement(std::string_view sql, std::size_t from) {
   std::size_t i = from;
   while (i < sql.size()) {
-    char c = sql[i];
-    if (c == '\'' || c == '"' || c == '`' || c == '[') {
-      char close = c == '[' ? ']' : c;
-      auto end = sql.find(close, i + 1);
-      if (end == std::string_view::npos) return false;
-      i = end + 1;
-    } else if ((c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') ||
-               (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*')) {
-      if (!skip_blank(sql, i)) return false;
-    } else if (c == ';') {
+    Opaque o = skip_opaque(sql, i);
+    if (o == Opaque::kUnterminated) return false;
+    if (o == Opaque::kSkipped) continue;
+    if (sql[i] != ';') {
       ++i;
-      for (;;) {
-        if (!skip_blank(sql, i)) return false;
-        if (i < sql.size() && sql[i] == ';') {
-          ++i;
-          continue;
-        }
-        break;
-      }
-      return i == sql.size();
-    } else {
-      ++i;
+      continue;
     }
+    ++i;
+    for (;;) {
+      if (!skip_blank(sql, i)) return false;
+      if (i < sql.size() && sql[i] == ';') {
+        ++i;
+        continue;
+      }
+      break;
+    }
+    return i == sql.size();
   }
   return true;
 }
+
+}  // namespace
 
 bool SqliteConn::autocommit_only_sql(std::string_view sql) {
   std::size_t i = 0;
@@ -222,16 +236,11 @@ bool SqliteConn::read_only_sql(std::string_view sql) {
   // WITH ... SELECT reads; WITH ... INSERT/UPDATE/DELETE/REPLACE writes: look for those
   // words outside quotes and comments.
   while (i < sql.size()) {
+    Opaque o = skip_opaque(sql, i);
+    if (o == Opaque::kUnterminated) return false;
+    if (o == Opaque::kSkipped) continue;
     char c = sql[i];
-    if (c == '\'' || c == '"' || c == '`' || c == '[') {
-      char close = c == '[' ? ']' : c;
-      auto end = sql.find(close, i + 1);
-      if (end == std::string_view::npos) return false;
-      i = end + 1;
-    } else if ((c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') ||
-               (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*')) {
-      if (!skip_blank(sql, i)) return false;
-    } else if (std::isalpha(static_cast<unsigned char>(c)) != 0) {
+    if (std::isalpha(static_cast<unsigned char>(c)) != 0) {
       std::size_t start = i;
       while (i < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[i])) != 0 || sql[i] == '_')) ++i;
       std::string_view w = sql.substr(start, i - start);
@@ -256,33 +265,8 @@ bool SqliteConn::groupable_sql(std::string_view sql) {
     return false;
   }
   // One statement: nothing but blanks, comments and semicolons after the first `;` outside
-  // quotes and comments (SQLite's quoting: '...' with '', "...", `...`, [...]).
-  while (i < sql.size()) {
-    char c = sql[i];
-    if (c == '\'' || c == '"' || c == '`' || c == '[') {
-      char close = c == '[' ? ']' : c;
-      auto end = sql.find(close, i + 1);
-      if (end == std::string_view::npos) return false;
-      i = end + 1;  // a doubled quote is two strings back to back: same result
-    } else if ((c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') ||
-               (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*')) {
-      if (!skip_blank(sql, i)) return false;
-    } else if (c == ';') {
-      ++i;
-      for (;;) {
-        if (!skip_blank(sql, i)) return false;
-        if (i < sql.size() && sql[i] == ';') {
-          ++i;
-          continue;
-        }
-        break;
-      }
-      return i == sql.size();
-    } else {
-      ++i;
-    }
-  }
-  return true;
+  // quotes and comments.
+  return single_statement(sql, i);
 }
 
 SqliteConn::SqliteConn(uv_loop_t* loop, const TimeSource& clock, std::string path,

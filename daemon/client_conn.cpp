@@ -372,18 +372,7 @@ void ClientConn::refuse(Status why) {
   if (closing_ || shutting_down_) return;
   spdlog::warn("{}: refused: {}", tag(), why.message());
   send_error(0, 0, why);
-  shutting_down_ = true;
-  if (reading_) {
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
-    reading_ = false;
-  }
-  flush();
-  if (closing_) return;
-  shutdown_req_ = std::make_unique<uv_shutdown_t>();
-  shutdown_req_->data = this;
-  if (uv_shutdown(shutdown_req_.get(), reinterpret_cast<uv_stream_t*>(&pipe_), &on_shutdown) != 0) {
-    close("refused");
-  }
+  close_after_error();
 }
 
 proto::Encoder ClientConn::encoder() {
@@ -507,8 +496,11 @@ void ClientConn::on_drained() {
 void ClientConn::protocol_error(std::uint32_t request_id, std::string message) {
   server_.count_protocol_error();
   spdlog::warn("{}: protocol error: {}", tag(), message);
-  Status s = Status::protocol(std::move(message));
-  send_error(request_id, 0, s);
+  send_error(request_id, 0, Status::protocol(std::move(message)));
+  close_after_error();
+}
+
+void ClientConn::close_after_error() {
   shutting_down_ = true;
   if (reading_) {
     uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
@@ -521,13 +513,13 @@ void ClientConn::protocol_error(std::uint32_t request_id, std::string message) {
   shutdown_req_->data = this;
   if (uv_shutdown(shutdown_req_.get(), reinterpret_cast<uv_stream_t*>(&pipe_), &on_shutdown) !=
       0) {
-    close("protocol error");
+    close("error sent");
   }
 }
 
 void ClientConn::on_shutdown(uv_shutdown_t* req, int /*status*/) {
   auto* self = static_cast<ClientConn*>(req->data);
-  self->server_.guarded("closing", self, [self] { self->close("protocol error"); });
+  self->server_.guarded("closing", self, [self] { self->close("error sent"); });
 }
 
 void ClientConn::forget(Session* s) {

@@ -78,6 +78,8 @@ class ClientConn final : private Deferred {
   // Sends `why` as an error frame (request id 0) and closes once it is written: max_clients,
   // handshake_timeout, input limits.
   void refuse(Status why);
+  // Stops reading, writes what is queued (the error), then closes.
+  void close_after_error();
   // Primary and supplementary groups of the peer's user (for allow_gids), computed once.
   const std::vector<gid_t>& groups() const;
   int engines_made() const { return engines_made_; }

@@ -33,3 +33,20 @@ TEST_CASE("everything else runs alone") {
     CHECK_FALSE(SqliteConn::groupable_sql(sql));
   }
 }
+
+TEST_CASE("read-only SQL (one-shots of it run on a reader)") {
+  for (const char* sql : {"SELECT 1", "  select * from t where x = ';'", "VALUES (1), (2)",
+                          "WITH c(x) AS (SELECT 1) SELECT x FROM c",
+                          "WITH c(x) AS (SELECT 'insert') SELECT x FROM c;",
+                          "/* c */ SELECT \"update\" FROM t -- delete"}) {
+    CAPTURE(sql);
+    CHECK(SqliteConn::read_only_sql(sql));
+  }
+  for (const char* sql : {"INSERT INTO t VALUES (1)", "WITH c(x) AS (SELECT 1) INSERT INTO t SELECT x FROM c",
+                          "WITH c AS (SELECT 1) DELETE FROM t", "SELECT 1; DELETE FROM t",
+                          "PRAGMA user_version = 3", "SELECT 'unterminated", "EXPLAIN SELECT 1",
+                          "BEGIN", ""}) {
+    CAPTURE(sql);
+    CHECK_FALSE(SqliteConn::read_only_sql(sql));
+  }
+}

@@ -24,30 +24,9 @@ using Cmd = dbmgr::proto::AdminCommand;
 
 namespace {
 
-// No skipping: the test command always starts PostgreSQL; a missing variable is a broken
-// set-up and fails the test (as in pg_e2e).
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') {
-    throw std::runtime_error(std::string(name) + " is not set: run the tests through "
-                             "scripts/test.sh, which starts PostgreSQL");
-  }
-  return v;
-}
+std::string env(const char* name) { return dbmgr::test::required_env(name); }
 
-DaemonOptions pg_daemon(std::string yaml = {}) {
-  DaemonOptions o;
-  o.env = {
-      {"DATABASE_TYPE", "postgresql"},
-      {"DATABASE_HOST", env("DBMGR_TEST_PG_HOST")},
-      {"DATABASE_PORT", env("DBMGR_TEST_PG_PORT")},
-      {"DATABASE_USER", env("DBMGR_TEST_PG_USER")},
-      {"DATABASE_PASSWORD", env("DBMGR_TEST_PG_PASSWORD")},
-      {"DATABASE_NAME", env("DBMGR_TEST_PG_DB")},
-  };
-  o.config_yaml = std::move(yaml);
-  return o;
-}
+DaemonOptions pg_daemon(std::string yaml = {}) { return dbmgr::test::pg_daemon_options(std::move(yaml)); }
 
 // A table name of this process, so the two builds' runs never meet on the shared server.
 std::string tname(const char* base) { return std::string(base) + "_" + std::to_string(getpid()); }

@@ -262,6 +262,30 @@ void RawConn::hello() {
   }
 }
 
+std::string required_env(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') {
+    throw std::runtime_error(std::string(name) +
+                             " is not set: run the tests through scripts/test.sh, which starts "
+                             "PostgreSQL (scripts/test-servers.sh)");
+  }
+  return v;
+}
+
+DaemonOptions pg_daemon_options(std::string yaml) {
+  DaemonOptions o;
+  o.env = {
+      {"DATABASE_TYPE", "postgresql"},
+      {"DATABASE_HOST", required_env("DBMGR_TEST_PG_HOST")},
+      {"DATABASE_PORT", required_env("DBMGR_TEST_PG_PORT")},
+      {"DATABASE_USER", required_env("DBMGR_TEST_PG_USER")},
+      {"DATABASE_PASSWORD", required_env("DBMGR_TEST_PG_PASSWORD")},
+      {"DATABASE_NAME", required_env("DBMGR_TEST_PG_DB")},
+  };
+  o.config_yaml = std::move(yaml);
+  return o;
+}
+
 pid_t fork_child(const std::function<void()>& f) {
   std::cout.flush();
   std::cerr.flush();

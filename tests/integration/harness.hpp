@@ -88,6 +88,12 @@ class RawConn {
   std::vector<std::uint8_t> in_;
 };
 
+// A variable the test command always sets (scripts/test.sh starts PostgreSQL); missing
+// means a broken set-up, and throws (no skipping).
+std::string required_env(const char* name);
+// A daemon whose default database is the test PostgreSQL (DBMGR_TEST_PG_*), with `yaml`.
+DaemonOptions pg_daemon_options(std::string yaml = {});
+
 // Runs f in a forked child; the child exits 0 if f returns, 1 if it throws (the message
 // goes to stderr). Returns the child's pid.
 pid_t fork_child(const std::function<void()>& f);

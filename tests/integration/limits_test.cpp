@@ -38,28 +38,8 @@ namespace proto = dbmgr::proto;
 
 namespace {
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') {
-    throw std::runtime_error(std::string(name) + " is not set: run the tests through "
-                             "scripts/test.sh, which starts PostgreSQL");
-  }
-  return v;
-}
 
-DaemonOptions pg_daemon(std::string yaml = {}) {
-  DaemonOptions o;
-  o.env = {
-      {"DATABASE_TYPE", "postgresql"},
-      {"DATABASE_HOST", env("DBMGR_TEST_PG_HOST")},
-      {"DATABASE_PORT", env("DBMGR_TEST_PG_PORT")},
-      {"DATABASE_USER", env("DBMGR_TEST_PG_USER")},
-      {"DATABASE_PASSWORD", env("DBMGR_TEST_PG_PASSWORD")},
-      {"DATABASE_NAME", env("DBMGR_TEST_PG_DB")},
-  };
-  o.config_yaml = std::move(yaml);
-  return o;
-}
+DaemonOptions pg_daemon(std::string yaml = {}) { return dbmgr::test::pg_daemon_options(std::move(yaml)); }
 
 DaemonOptions yaml(std::string text) {
   DaemonOptions o;

@@ -21,30 +21,9 @@ using Cmd = dbmgr::proto::AdminCommand;
 
 namespace {
 
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') {
-    // No skipping: the test command always starts the server. Missing means broken set-up.
-    throw std::runtime_error(std::string(name) +
-                             " is not set: run the tests through scripts/test.sh, which starts "
-                             "PostgreSQL (scripts/test-servers.sh)");
-  }
-  return v;
-}
+std::string env(const char* name) { return dbmgr::test::required_env(name); }
 
-DaemonOptions pg_daemon(std::string extra_yaml = {}) {
-  DaemonOptions o;
-  o.env = {
-      {"DATABASE_TYPE", "postgresql"},
-      {"DATABASE_HOST", env("DBMGR_TEST_PG_HOST")},
-      {"DATABASE_PORT", env("DBMGR_TEST_PG_PORT")},
-      {"DATABASE_USER", env("DBMGR_TEST_PG_USER")},
-      {"DATABASE_PASSWORD", env("DBMGR_TEST_PG_PASSWORD")},
-      {"DATABASE_NAME", env("DBMGR_TEST_PG_DB")},
-  };
-  o.config_yaml = std::move(extra_yaml);
-  return o;
-}
+DaemonOptions pg_daemon(std::string yaml = {}) { return dbmgr::test::pg_daemon_options(std::move(yaml)); }
 
 // A manager on the unprefixed server database, for looking at pg_stat_activity and friends.
 dbmgr::DatabaseManager admin_db(const Daemon& d) { return dbmgr::DatabaseManager(d.options()); }
