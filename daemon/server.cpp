@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 
@@ -63,7 +64,12 @@ Server::Server(config::Settings settings, config::CommandLine cli, config::EnvLo
 Server::~Server() {
   for (uv_signal_t* h : {&sigterm_, &sigint_, &sighup_}) {
     if (h->loop != nullptr && uv_is_closing(reinterpret_cast<uv_handle_t*>(h)) == 0) {
+      const int signum = h->signum;  // uv_close() clears it
       uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+      // Closing the last handle of a signal gives it back its default action (libuv), and
+      // the default of SIGTERM kills: a second SIGTERM between here and exit() would turn
+      // a clean stop into death by signal. What is left of the process only exits.
+      if (signum != 0) std::signal(signum, SIG_IGN);
     }
   }
   for (PendingRequest* r : free_requests_) delete r;

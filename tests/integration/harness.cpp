@@ -82,6 +82,9 @@ Daemon::Daemon(DaemonOptions opts) : socket_name_(opts.socket_name) {
       unsetenv(v);
     }
     setenv("DATABASE_PATH", data_dir().c_str(), 1);
+    // Relative paths (a `databases:` entry without `path:` means the working folder) land
+    // in the daemon's own temp folder, never in the tree the tests run from.
+    if (chdir(dir().c_str()) != 0) _exit(125);
     if (!opts.config_yaml.empty()) setenv("DBMGR_CONFIG", config_path().c_str(), 1);
     for (auto& [k, v] : opts.env) setenv(k.c_str(), v.c_str(), 1);
     if (opts.nofile != 0) {
