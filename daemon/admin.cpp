@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cmath>
+#include <iterator>
+#include <type_traits>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -60,6 +63,80 @@ std::string text(std::string_view s) {
 }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// The long lists (sessions, clients: one entry per session or connection, thousands of them)
+// are written straight into their string, in the same compact form as dump(): building an
+// nlohmann tree of them cost about 7 ms per 1,500 sessions on the loop thread, this a tenth.
+class ListWriter {
+ public:
+  ListWriter() { out_.reserve(4096); out_ += '['; }
+  void begin() {
+    if (entries_++ != 0) out_ += ',';
+    out_ += '{';
+    fields_ = 0;
+  }
+  void end() { out_ += '}'; }
+  void field(std::string_view k, std::string_view v) {
+    key(k);
+    quoted(text(v));
+  }
+  void field(std::string_view k, const char* v) { field(k, std::string_view(v)); }
+  void field(std::string_view k, bool v) {
+    key(k);
+    out_ += v ? "true" : "false";
+  }
+  template <typename Int>
+    requires std::is_integral_v<Int>
+  void field(std::string_view k, Int v) {
+    key(k);
+    fmt::format_to(std::back_inserter(out_), "{}", v);
+  }
+  void field(std::string_view k, double v) {
+    key(k);
+    if (!std::isfinite(v)) {
+      out_ += "null";
+      return;
+    }
+    const std::size_t at = out_.size();
+    fmt::format_to(std::back_inserter(out_), "{}", v);  // shortest round trip, as dump()
+    if (out_.find_first_of(".eE", at) == std::string::npos) out_ += ".0";
+  }
+  std::string finish() {
+    out_ += ']';
+    return std::move(out_);
+  }
+
+ private:
+  void key(std::string_view k) {
+    if (fields_++ != 0) out_ += ',';
+    quoted(k);
+    out_ += ':';
+  }
+  // s is valid UTF-8 (text() made it so); JSON needs '"', '\\' and control characters escaped.
+  void quoted(std::string_view s) {
+    out_ += '"';
+    std::size_t run = 0;  // start of the bytes not yet copied
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      const auto u = static_cast<unsigned char>(s[i]);
+      if (u >= 0x20 && u != '"' && u != '\\') continue;
+      out_.append(s.data() + run, i - run);
+      run = i + 1;
+      switch (u) {
+        case '"': out_ += "\\\""; break;
+        case '\\': out_ += "\\\\"; break;
+        case '\n': out_ += "\\n"; break;
+        case '\r': out_ += "\\r"; break;
+        case '\t': out_ += "\\t"; break;
+        default: fmt::format_to(std::back_inserter(out_), "\\u{:04x}", u);
+      }
+    }
+    out_.append(s.data() + run, s.size() - run);
+    out_ += '"';
+  }
+  std::string out_;
+  std::size_t entries_ = 0;
+  std::size_t fields_ = 0;
+};
 
 // Group commit counters of a SQLite engine (on its writer pool and on the engine).
 void add_group_counters(const GroupCommit& g, json& j) {
@@ -231,45 +308,45 @@ std::string Server::pools_json() {
 
 std::string Server::sessions_json() {
   auto now = clock_.now();
-  json arr = json::array();
+  ListWriter w;
   auto add = [&](ClientConn* c, Session* s) {
     bool in_tx = s->in_transaction();
-    arr.push_back(json{
-        {"id", fmt::format("{}:{}", c->id(), s->id())},
-        {"client_id", c->id()},
-        {"session_id", s->id()},
-        {"database", s->engine()->name()},
-        {"client_pid", c->pid()},
-        {"client_name", text(c->name())},
-        {"state", s->state_name()},
-        {"read_only", s->read_only()},
-        {"age_s", seconds_since(s->created_at(), now)},
-        {"in_transaction_s", in_tx ? seconds_since(s->tx_started(), now) : 0.0},
-    });
+    w.begin();
+    w.field("id", fmt::format("{}:{}", c->id(), s->id()));
+    w.field("client_id", c->id());
+    w.field("session_id", s->id());
+    w.field("database", s->engine()->name());
+    w.field("client_pid", c->pid());
+    w.field("client_name", c->name());
+    w.field("state", s->state_name());
+    w.field("read_only", s->read_only());
+    w.field("age_s", seconds_since(s->created_at(), now));
+    w.field("in_transaction_s", in_tx ? seconds_since(s->tx_started(), now) : 0.0);
+    w.end();
   };
   for (ClientConn* c : clients_) {
     for (auto& [id, s] : c->sessions()) add(c, s);
     for (Session* s : c->one_shots()) add(c, s);
   }
-  return dump(arr);
+  return w.finish();
 }
 
 std::string Server::clients_json() {
   auto now = clock_.now();
-  json arr = json::array();
+  ListWriter w;
   for (ClientConn* c : clients_) {
-    arr.push_back(json{
-        {"id", c->id()},
-        {"pid", c->pid()},
-        {"uid", c->uid()},
-        {"gid", c->gid()},
-        {"name", text(c->name())},
-        {"sessions", c->sessions().size()},
-        {"age_s", seconds_since(c->connected_at(), now)},
-        {"write_queue_bytes", c->write_queue_bytes()},
-    });
+    w.begin();
+    w.field("id", c->id());
+    w.field("pid", c->pid());
+    w.field("uid", c->uid());
+    w.field("gid", c->gid());
+    w.field("name", c->name());
+    w.field("sessions", c->sessions().size());
+    w.field("age_s", seconds_since(c->connected_at(), now));
+    w.field("write_queue_bytes", c->write_queue_bytes());
+    w.end();
   }
-  return dump(arr);
+  return w.finish();
 }
 
 std::string Server::servers_json() {

@@ -39,13 +39,18 @@ std::string ClientConn::tag() const {
 
 ClientConn::~ClientConn() = default;
 
-int ClientConn::accept(uv_stream_t* listener) {
+int ClientConn::adopt(int fd) {
   int rc = uv_pipe_init(server_.loop(), &pipe_, 0);
-  if (rc != 0) return rc;
-  rc = uv_accept(listener, reinterpret_cast<uv_stream_t*>(&pipe_));
-  if (rc != 0) return rc;
-  uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&pipe_), &fd) == 0) {
+  if (rc != 0) {
+    ::close(fd);
+    return rc;
+  }
+  rc = uv_pipe_open(&pipe_, fd);
+  if (rc != 0) {
+    ::close(fd);
+    return rc;
+  }
+  {
     ucred cred{};
     socklen_t len = sizeof(cred);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
@@ -135,7 +140,9 @@ void ClientConn::update_reading() {
   if (closing_ || shutting_down_) return;
   bool want = write_queue_bytes_ < kHighWater && pending_requests_ < kMaxPendingRequests;
   if (want) {
-    if (decoder_.paused() && !output_full()) {  // frames kept by an earlier stop go first
+    // Frames kept by an earlier stop go first; with a resume queued (an admin document's
+    // turn is over) they wait for it.
+    if (decoder_.paused() && !output_full() && !resume_pending_) {
       decoder_.resume([this](const proto::FrameView& f) { return on_frame(f); });
       if (closing_ || shutting_down_) return;
       if (!account_input()) return;
@@ -198,6 +205,15 @@ bool ClientConn::on_frame(const proto::FrameView& f) {
     return true;
   }
   handle(f, msg);
+  if (f.header.type == proto::MsgType::kAdmin && !closing_ && !shutting_down_) {
+    // An admin document is rendered on the loop (a `sessions` list of thousands of sessions
+    // takes a millisecond or more): one per connection per loop turn, so that a client
+    // pipelining hundreds of them takes turns with everyone else instead of holding the loop.
+    server_.ready().cancel(this);  // a resume already queued for this turn waits too
+    resume_pending_ = true;
+    server_.ready().post_next_turn(this);
+    return false;
+  }
   // Stop taking requests while a megabyte of replies waits (admin documents, results): the
   // rest stay in the decoder until the output drains (schedule_resume()).
   return !closing_ && !shutting_down_ && pending_requests_ < kMaxPendingRequests &&

@@ -60,7 +60,8 @@ class ClientConn final : private Deferred {
   ClientConn& operator=(const ClientConn&) = delete;
 
   // Accepts a pending connection of `listener`; returns a libuv error code.
-  int accept(uv_stream_t* listener);
+  // Takes an accepted socket (closed on failure); 0 or a libuv error.
+  int adopt(int fd);
   // Abandons every session (rolled back) and closes the socket; freed from the close callback.
   void close(std::string_view reason);
   // close() on a later loop turn: safe from inside any callback of this client's sessions.

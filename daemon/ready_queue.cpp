@@ -50,21 +50,54 @@ void ReadyQueue::post(Deferred* d) {
   }
 }
 
+void ReadyQueue::post_next_turn(Deferred* d) {
+  if (d->queued_) return;
+  d->queued_ = true;
+  d->next_ = nullptr;
+  if (later_tail_ != nullptr) later_tail_->next_ = d; else later_head_ = d;
+  later_tail_ = d;
+  if (has_handles_ && !idle_active_) {
+    uv_idle_start(&idle_, &ReadyQueue::on_idle);
+    idle_active_ = true;
+  }
+}
+
+namespace {
+// Unlinks d from the list head..tail; true when it was there.
+bool unlink(Deferred*& head, Deferred*& tail, Deferred* d, Deferred* (*next)(Deferred*),
+            void (*set_next)(Deferred*, Deferred*)) {
+  Deferred* prev = nullptr;
+  for (Deferred* p = head; p != nullptr; prev = p, p = next(p)) {
+    if (p != d) continue;
+    if (prev != nullptr) set_next(prev, next(p)); else head = next(p);
+    if (tail == p) tail = prev;
+    return true;
+  }
+  return false;
+}
+}  // namespace
+
 void ReadyQueue::cancel(Deferred* d) {
   if (!d->queued_) return;
-  Deferred* prev = nullptr;
-  for (Deferred* p = head_; p != nullptr; prev = p, p = p->next_) {
-    if (p != d) continue;
-    if (prev != nullptr) prev->next_ = p->next_; else head_ = p->next_;
-    if (tail_ == p) tail_ = prev;
-    break;
-  }
+  auto next = [](Deferred* p) { return p->next_; };
+  auto set_next = [](Deferred* p, Deferred* n) { p->next_ = n; };
+  if (!unlink(head_, tail_, d, next, set_next)) unlink(later_head_, later_tail_, d, next, set_next);
   d->queued_ = false;
   d->next_ = nullptr;
 }
 
 void ReadyQueue::drain() {
   if (draining_) return;  // an item that drains runs the rest from the outer loop
+  if (later_head_ != nullptr) {  // what waited for this turn goes after what is queued
+    if (tail_ != nullptr) tail_->next_ = later_head_; else head_ = later_head_;
+    tail_ = later_tail_;
+    later_head_ = later_tail_ = nullptr;
+  }
+  drain_queue();
+}
+
+void ReadyQueue::drain_queue() {
+  if (draining_) return;
   draining_ = true;
   while (Deferred* d = head_) {
     head_ = d->next_;
@@ -74,7 +107,7 @@ void ReadyQueue::drain() {
     guard_callback("deferred work", [d] { d->run_deferred(); });
   }
   draining_ = false;
-  if (idle_active_) {
+  if (idle_active_ && later_head_ == nullptr) {  // work for the next turn keeps poll from blocking
     uv_idle_stop(&idle_);
     idle_active_ = false;
   }
@@ -82,8 +115,9 @@ void ReadyQueue::drain() {
 
 void ReadyQueue::on_check(uv_check_t* h) { static_cast<ReadyQueue*>(h->data)->drain(); }
 
-// The idle handle only keeps poll from blocking; the next check phase drains.
-void ReadyQueue::on_idle(uv_idle_t* h) { static_cast<ReadyQueue*>(h->data)->drain(); }
+// The idle handle keeps poll from blocking. It runs what timers posted; what waits for the
+// next turn stays for the check phase, after this iteration's I/O.
+void ReadyQueue::on_idle(uv_idle_t* h) { static_cast<ReadyQueue*>(h->data)->drain_queue(); }
 
 std::atomic<std::uint64_t>& internal_errors() {
   static std::atomic<std::uint64_t> n{0};

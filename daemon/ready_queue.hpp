@@ -9,7 +9,9 @@
 //
 // A Deferred is an intrusive node (no allocation per post). Posting one that is already
 // queued does nothing; cancel() takes it out again. Items posted while the queue drains run
-// in the same drain, after the ones before them (FIFO).
+// in the same drain, after the ones before them (FIFO). post_next_turn() is for work that
+// must let the rest of the loop go first (a client that asked for many large admin documents
+// gets one per turn): it runs in the check phase after the next poll for I/O.
 //
 // Threading: loop thread only. Ownership: the Server owns the queue; a Deferred must cancel()
 // itself (or be run) before it is destroyed.
@@ -45,10 +47,13 @@ class ReadyQueue {
   ReadyQueue& operator=(const ReadyQueue&) = delete;
 
   void post(Deferred* d);
+  // Runs d in the check phase of the next loop iteration, after that iteration's I/O.
+  void post_next_turn(Deferred* d);
   void cancel(Deferred* d);
-  // Runs every queued item, and those they post, until the queue is empty.
+  // Runs every queued item (those posted for this turn too), and those they post, until the
+  // queue is empty; what they post for the next turn waits for the next drain().
   void drain();
-  bool empty() const { return head_ == nullptr; }
+  bool empty() const { return head_ == nullptr && later_head_ == nullptr; }
   // True while drain() runs an item (assertions of the completion contract use it).
   bool draining() const { return draining_; }
   // Closes the libuv handles (before the loop closes).
@@ -65,6 +70,9 @@ class ReadyQueue {
   bool draining_ = false;
   Deferred* head_ = nullptr;
   Deferred* tail_ = nullptr;
+  Deferred* later_head_ = nullptr;  // post_next_turn(): moved to the queue by the next check
+  Deferred* later_tail_ = nullptr;
+  void drain_queue();
 };
 
 }  // namespace dbmgr::daemon

@@ -62,6 +62,7 @@ Server::Server(config::Settings settings, config::CommandLine cli, config::EnvLo
 }
 
 Server::~Server() {
+  stop_listening();
   for (uv_signal_t* h : {&sigterm_, &sigint_, &sighup_}) {
     if (h->loop != nullptr && uv_is_closing(reinterpret_cast<uv_handle_t*>(h)) == 0) {
       const int signum = h->signum;  // uv_close() clears it
@@ -140,10 +141,34 @@ Status Server::bind_socket() {
       }
     }
   }
-  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 1024, &Server::on_connection);
-  if (rc != 0) return Status::internal(fmt::format("cannot listen: {}", uv_strerror(rc)));
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&listener_), &fd) != 0 || fd < 0) {
+    return Status::internal("the listening socket has no descriptor");
+  }
+  if (::listen(fd, 1024) != 0) {
+    return Status::internal(fmt::format("cannot listen: {}", std::strerror(errno)));
+  }
+  if (int rc = uv_poll_init(&loop_, &accept_poll_, fd); rc != 0) {
+    return Status::internal(fmt::format("cannot watch the socket: {}", uv_strerror(rc)));
+  }
+  accept_poll_.data = this;
+  uv_timer_init(&loop_, &accept_pause_);
+  accept_pause_.data = this;
+  listen_fd_ = fd;
   listening_ = true;
+  uv_poll_start(&accept_poll_, UV_READABLE, &Server::on_acceptable);
   return Status::ok();
+}
+
+void Server::stop_listening() {
+  if (!listening_) return;
+  listening_ = false;
+  uv_poll_stop(&accept_poll_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&accept_poll_), nullptr);
+  uv_timer_stop(&accept_pause_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);  // closes the descriptor
+  listen_fd_ = -1;
 }
 
 Status Server::start() {
@@ -175,8 +200,7 @@ Status Server::start() {
     });
     if (Status s = metrics_->start(settings_.metrics); !s.is_ok()) {
       metrics_->close();
-      uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-      listening_ = false;
+      stop_listening();
       if (socket_owned_) ::unlink(settings_.socket_path.c_str());
       uv_run(&loop_, UV_RUN_NOWAIT);
       return s;
@@ -216,42 +240,65 @@ int Server::run() {
   return exit_code_;
 }
 
-void Server::on_connection(uv_stream_t* listener, int status) {
-  auto* self = static_cast<Server*>(listener->data);
+void Server::on_acceptable(uv_poll_t* h, int status, int /*events*/) {
+  auto* self = static_cast<Server*>(h->data);
   self->guarded("accept", nullptr, [&] {
-    if (status != 0) {
-      // Out of descriptors (EMFILE/ENFILE): libuv closes the waiting connections with a
-      // descriptor it keeps in reserve (they see EOF) and goes on listening; the listener is
-      // never lost. Said at most once a second.
-      ++self->totals_.accept_errors;
-      auto now = self->clock_.now();
-      if (now - self->last_accept_warning_ >= std::chrono::seconds(1)) {
-        self->last_accept_warning_ = now;
-        spdlog::warn("accept failed: {} ({} so far); connections waiting were closed",
-                     uv_strerror(status), self->totals_.accept_errors);
-      }
-      return;
+    if (status < 0) return self->pause_accepting(status);
+    self->accept_ready();
+  });
+}
+
+void Server::on_accept_resume(uv_timer_t* t) {
+  auto* self = static_cast<Server*>(t->data);
+  if (self->listening_) uv_poll_start(&self->accept_poll_, UV_READABLE, &Server::on_acceptable);
+}
+
+void Server::pause_accepting(int err) {
+  // Out of descriptors (EMFILE/ENFILE) or memory: stop accepting for a moment. The waiting
+  // connections stay in the listen backlog (their connect() has succeeded; their hello is
+  // answered once accepted); the listener is never lost and the loop never spins on it.
+  // Said at most once a second.
+  ++totals_.accept_errors;
+  uv_poll_stop(&accept_poll_);
+  uv_timer_start(&accept_pause_, &Server::on_accept_resume, kAcceptPauseMs, 0);
+  auto now = clock_.now();
+  if (now - last_accept_warning_ >= std::chrono::seconds(1)) {
+    last_accept_warning_ = now;
+    spdlog::warn("accept failed: {} ({} so far); accepting again in {} ms, waiting connections "
+                 "stay queued",
+                 uv_strerror(err), totals_.accept_errors, kAcceptPauseMs);
+  }
+}
+
+void Server::accept_ready() {
+  for (int i = 0; i < kAcceptBatch && listening_; ++i) {
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      const int e = errno;
+      if (e == EAGAIN || e == EWOULDBLOCK) return;
+      if (e == EINTR || e == ECONNABORTED) continue;
+      return pause_accepting(-e);
     }
-    auto* c = new ClientConn(*self, self->next_client_id_++);
-    self->clients_.push_back(c);
-    int rc = c->accept(listener);
+    auto* c = new ClientConn(*this, next_client_id_++);
+    clients_.push_back(c);
+    int rc = c->adopt(fd);
     if (rc != 0) {
       spdlog::warn("accept failed: {}", uv_strerror(rc));
       c->close("accept failed");
-      return;
+      continue;
     }
-    ++self->totals_.clients_accepted;
-    if (static_cast<int>(self->clients_.size()) > self->max_clients_) {
-      ++self->totals_.clients_refused;
+    ++totals_.clients_accepted;
+    if (static_cast<int>(clients_.size()) > max_clients_) {
+      ++totals_.clients_refused;
       c->refuse(Status(proto::ErrorCategory::kResources,
                        fmt::format("dbmgrd serves at most {} clients (max_clients); try again "
                                    "later",
-                                   self->max_clients_),
+                                   max_clients_),
                        "53300"));
-      return;
+      continue;
     }
-    self->unshaken_.push_back(c);
-  });
+    unshaken_.push_back(c);
+  }
 }
 
 void Server::on_handshake(ClientConn* c) {
@@ -493,10 +540,7 @@ void Server::begin_shutdown(std::string_view why) {
   spdlog::info("{}: draining; {} transaction(s) in flight get up to {} ms", why, open_tx,
                settings_.drain_timeout.count());
   sd_notify(0, "STOPPING=1");
-  if (listening_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-    listening_ = false;
-  }
+  stop_listening();
   // [issue 6] The first tick runs on the next loop turn, so the reply to an admin shutdown
   // is encoded (and flushed by finish_shutdown) before the clients are closed.
   uv_timer_start(&janitor_, &Server::on_janitor, 0, kJanitorMs);

@@ -131,7 +131,11 @@ class Server {
   const Totals& totals() const { return totals_; }
 
  private:
-  static void on_connection(uv_stream_t* server, int status);
+  static void on_acceptable(uv_poll_t* h, int status, int events);
+  static void on_accept_resume(uv_timer_t* t);
+  void accept_ready();
+  void pause_accepting(int err);
+  void stop_listening();
   static void on_signal(uv_signal_t* h, int signum);
   static void on_janitor(uv_timer_t* t);
   static void on_prepare(uv_prepare_t* p);
@@ -160,7 +164,15 @@ class Server {
   EngineFactory make_engine_;
   uv_loop_t loop_{};
   std::unique_ptr<ReadyQueue> ready_;  // after loop_: its handles live on it
+  // The listening socket: bound by a pipe handle (the path, systemd's socket), accepted from
+  // by hand through a poll handle, so that running out of descriptors pauses accepting for
+  // kAcceptPauseMs (the connections wait in the backlog) instead of spinning in libuv.
   uv_pipe_t listener_{};
+  uv_poll_t accept_poll_{};
+  uv_timer_t accept_pause_{};
+  int listen_fd_ = -1;
+  static constexpr int kAcceptBatch = 64;  // accepts per loop turn, then the others go
+  static constexpr std::uint64_t kAcceptPauseMs = 100;
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   uv_timer_t janitor_{};
   uv_prepare_t flusher_{};

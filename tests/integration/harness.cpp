@@ -63,8 +63,10 @@ bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds tim
 }
 
 Daemon::Daemon(DaemonOptions opts) : socket_name_(opts.socket_name) {
-  const char* exe = std::getenv("DBMGRD");
-  if (exe == nullptr) throw std::runtime_error("$DBMGRD is not set (run the tests with meson test)");
+  const char* exe_env = std::getenv("DBMGRD");
+  if (exe_env == nullptr) throw std::runtime_error("$DBMGRD is not set (run the tests with meson test)");
+  const std::string exe_path = std::filesystem::absolute(exe_env).string();  // the child chdirs
+  const char* exe = exe_path.c_str();
   std::filesystem::create_directories(data_dir());
   if (!opts.config_yaml.empty()) {
     std::ofstream(config_path()) << opts.config_yaml;

@@ -21,6 +21,7 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <optional>
 #include <set>
 
 #include <doctest/doctest.h>
@@ -308,8 +309,10 @@ TEST_CASE("SQLite: only configured names and create_on_demand prefixes create fi
   CHECK(known.execute("SELECT 1").scalar<std::int64_t>() == 1);  // configured: made
   std::string uri = known.database_uri();
   REQUIRE(uri.rfind("sqlite:///", 0) == 0);
-  CHECK(std::filesystem::exists(uri.substr(std::string("sqlite:///").size())));
-  std::filesystem::remove(uri.substr(std::string("sqlite:///").size()));
+  // A `databases:` entry without `path:` is a file in dbmgrd's working folder.
+  const std::string file = d.dir() + "/" + uri.substr(std::string("sqlite:///").size());
+  CHECK(std::filesystem::exists(file));
+  std::filesystem::remove(file);
   // One connection may cause at most 3 engines to be made.
   RawConn c(d.socket());
   c.hello();
@@ -360,7 +363,9 @@ TEST_CASE("a client name is cut to 64 bytes and its control characters escaped, 
   std::vector<std::uint8_t> out;
   proto::Encoder e(out);
   proto::Hello h;
-  std::string name = "evil\n2026-01-01 00:00:00.000 info forged line\x1b[31m" + std::string(200, 'x');
+  // Then JSON's own specials and a two-byte UTF-8 letter (strings on the wire are UTF-8).
+  std::string name = "evil\n2026-01-01 00:00:00.000 info forged line\x1b[31m" +
+                     std::string("\"q\\b\xC3\xA9") + std::string(200, 'x');
   h.client_name = name;
   h.pid = 1;
   e.hello(1, h);
@@ -375,6 +380,15 @@ TEST_CASE("a client name is cut to 64 bytes and its control characters escaped, 
   CHECK(shown.find('\x1b') == std::string::npos);
   CHECK(shown.find("evil\\x0A2026") == 0);
   CHECK(shown.find("forged line\\x1B[31m") != std::string::npos);
+  CHECK(shown.find("[31m\"q\\b\xC3\xA9xx") != std::string::npos);  // as sent
+  bool in_sessions_too = false;  // the sessions list writes names the same way
+  RawConn c2(d.socket());
+  c2.send(out);
+  REQUIRE(decode(c2.read_frame()).header.type == proto::MsgType::kHelloOk);
+  send_open(c2, 2, 1, "names");
+  REQUIRE(final_reply(c2, 2).header.type == proto::MsgType::kOk);
+  for (auto& s : d.admin(Cmd::kSessions)) in_sessions_too |= s["client_name"] == shown;
+  CHECK(in_sessions_too);
   CHECK(shown.size() < 80);  // 64 bytes and a few escapes
   CHECK(d.log().find("\n2026-01-01 00:00:00.000 info forged line") == std::string::npos);
 }
@@ -604,7 +618,7 @@ TEST_CASE("out of descriptors: SQLite readers that cannot open fail cleanly; acc
     m.execute("INSERT INTO t VALUES (1)");
   }
   std::vector<std::unique_ptr<RawConn>> idle;
-  for (int i = 0; i < 60; ++i) {
+  for (int i = 0; i < 50; ++i) {
     idle.push_back(std::make_unique<RawConn>(d.socket()));
     idle.back()->hello();
   }
@@ -614,14 +628,16 @@ TEST_CASE("out of descriptors: SQLite readers that cannot open fail cleanly; acc
   std::vector<std::thread> readers;
   for (int i = 0; i < 60; ++i) {
     readers.emplace_back([&] {
+      std::optional<dbmgr::DatabaseManager> m;  // kept until the release, failed or not
       try {
-        dbmgr::DatabaseManager m(d.options("test", "fds"));
-        auto s = m.get_session(dbmgr::Access::kReadOnly);
+        m.emplace(d.options("test", "fds"));
+        auto s = m->get_session(dbmgr::Access::kReadOnly);
         s.execute("SELECT count(*) FROM t");
         ++ok;
         while (!release) std::this_thread::sleep_for(10ms);
         s.commit();
       } catch (const dbmgr::Error& e) {
+        while (!release) std::this_thread::sleep_for(10ms);
         auto c = e.category();
         if (c == dbmgr::ErrorCategory::kIo || c == dbmgr::ErrorCategory::kResources ||
             c == dbmgr::ErrorCategory::kConnection || c == dbmgr::ErrorCategory::kPoolExhausted) {
@@ -634,8 +650,26 @@ TEST_CASE("out of descriptors: SQLite readers that cannot open fail cleanly; acc
     });
   }
   std::this_thread::sleep_for(2s);
+  // Clients that arrive while no descriptor is free wait in the backlog and are served once
+  // descriptors return: not closed, and the daemon does not spin on its listener.
+  std::vector<std::unique_ptr<RawConn>> late;
+  for (int i = 0; i < 8; ++i) {
+    late.push_back(std::make_unique<RawConn>(d.socket()));
+    std::vector<std::uint8_t> out;
+    proto::Encoder e(out);
+    proto::Hello h;
+    h.client_name = "late";
+    e.hello(1, h);
+    late.back()->send(out);
+  }
+  std::this_thread::sleep_for(1s);
   release = true;
   for (auto& t : readers) t.join();
+  for (auto& l : late) {
+    auto b = l->read_frame(20s);
+    REQUIRE_MESSAGE(!b.empty(), "a client that waited for a descriptor was closed");
+    CHECK(decode(std::move(b)).header.type == proto::MsgType::kHelloOk);
+  }
   MESSAGE("readers: " << ok.load() << " ok, " << clean_errors.load() << " clean errors");
   CHECK(ok + clean_errors == 60);
   CHECK(other == 0);
@@ -650,5 +684,108 @@ TEST_CASE("out of descriptors: SQLite readers that cannot open fail cleanly; acc
       return false;
     }
   }, 20s));
-  CHECK(d.admin(Cmd::kStatus)["totals"]["internal_errors"] == 0);
+  auto totals = d.admin(Cmd::kStatus)["totals"];
+  CHECK(totals["internal_errors"] == 0);
+  MESSAGE("accept errors: " << totals["accept_errors"]);
+  CHECK(totals["accept_errors"].get<std::int64_t>() < 1000);  // paused, not spinning (millions)
+}
+
+// ---- admin replies ----
+
+namespace {
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+}  // namespace
+
+TEST_CASE("admin: 300 pipelined 'sessions' requests of 200 KB each neither pile up nor stall others") {
+  Daemon d(yaml("max_sessions_per_client: 4000\n"));
+  // 1,500 open sessions make each `sessions` document about 200 KB.
+  RawConn owner(d.socket());
+  owner.hello();
+  {
+    std::vector<std::uint8_t> out;
+    proto::Encoder e(out);
+    for (std::uint32_t s = 1; s <= 1500; ++s) {
+      proto::Open o;
+      o.database = "adm";
+      o.prefix = "test";
+      e.open(s, s, o);
+    }
+    owner.send(out);
+    for (std::uint32_t s = 1; s <= 1500; ++s) {
+      REQUIRE(final_reply(owner, s).header.type == proto::MsgType::kOk);
+    }
+  }
+  const std::size_t doc_bytes = d.admin(Cmd::kSessions).dump().size();
+  MESSAGE("one sessions document: " << doc_bytes << " bytes");
+  REQUIRE(doc_bytes > 150'000);
+  const long rss_before = rss_kib(d.pid());
+
+  // The hog sends 300 requests at once and does not read.
+  RawConn hog(d.socket());
+  hog.hello();
+  {
+    std::vector<std::uint8_t> out;
+    proto::Encoder e(out);
+    proto::Admin a;
+    a.command = Cmd::kSessions;
+    for (std::uint32_t r = 1; r <= 300; ++r) e.admin(r, a);
+    hog.send(out);
+  }
+  // Another client keeps being served promptly meanwhile.
+  RawConn other(d.socket());
+  other.hello();
+  auto ping = [&](std::uint32_t rid) {
+    std::vector<std::uint8_t> out;
+    proto::Encoder e(out);
+    e.empty(proto::MsgType::kPing, rid, 0);
+    auto t0 = std::chrono::steady_clock::now();
+    other.send(out);
+    Frame f = final_reply(other, rid, 5s);
+    CHECK(f.header.type == proto::MsgType::kPong);
+    return dbmgr::test::seconds_since(t0);
+  };
+  double worst_idle = 0;
+  for (std::uint32_t i = 1; i <= 50; ++i) {
+    worst_idle = std::max(worst_idle, ping(i));
+    std::this_thread::sleep_for(10ms);
+  }
+  // Replies wait for the hog to read them; the daemon does not render all 300 (60 MB) ahead.
+  const long rss_held = rss_kib(d.pid());
+  MESSAGE("RSS " << rss_before << " KiB before, " << rss_held << " KiB with 300 requests unread");
+  CHECK(rss_held - rss_before < 16 * 1024);
+
+  // Now the hog reads everything, while the other client pings: its pings are answered
+  // between the hog's documents, not after all of them.
+  std::atomic<bool> hog_done{false};
+  std::atomic<int> hog_replies{0};
+  std::thread reader([&] {
+    for (std::uint32_t r = 1; r <= 300; ++r) {
+      Frame f = final_reply(hog, r, 30s);
+      if (f.header.type == proto::MsgType::kAdminResult) ++hog_replies;
+    }
+    hog_done = true;
+  });
+  int pings_during = 0;
+  double worst_busy = 0;
+  for (std::uint32_t i = 100; !hog_done; ++i) {
+    double t = ping(i);
+    if (!hog_done) {
+      ++pings_during;
+      worst_busy = std::max(worst_busy, t);
+    }
+  }
+  reader.join();
+  MESSAGE("pings: worst " << worst_idle * 1e3 << " ms while the hog waited, " << pings_during
+                          << " answered while it read, worst " << worst_busy * 1e3 << " ms");
+  CHECK(hog_replies == 300);
+  CHECK(pings_during >= 10);
+  CHECK(worst_idle < 1.0);  // a hang detector, not a speed claim
+  CHECK(worst_busy < 1.0);
 }
