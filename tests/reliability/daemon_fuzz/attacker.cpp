@@ -620,6 +620,8 @@ class Conn {
 
 }  // namespace
 
+bool waive_protocol_error_session_0 = false;
+
 void run_script(const std::string& socket_path, const Script& s, const Prediction& p,
                 KindStats& st, Findings& findings, const std::string& tag, bool verbose) {
   auto outcome = [&](const std::string& what) { ++st.outcomes[what]; };
@@ -691,7 +693,10 @@ void run_script(const std::string& socket_path, const Script& s, const Predictio
             finding("protocol error carries request id " + std::to_string(h.request_id) +
                     ", the refused frame had " + std::to_string(p.violation_rid) + " (" +
                     p.violation_why + "): " + msg);
-          } else if (h.session_id != 0 && h.session_id != p.violation_sid) {
+          } else if (h.session_id != p.violation_sid &&
+                     !(h.session_id == 0 && waive_protocol_error_session_0)) {
+            // docs/protocol.md section 12: the error carries the refused frame's request id
+            // and session id when its header could be parsed (0 and 0 when it could not).
             finding("protocol error carries session id " + std::to_string(h.session_id) +
                     ", the refused frame had " + std::to_string(p.violation_sid) + ": " + msg);
           }

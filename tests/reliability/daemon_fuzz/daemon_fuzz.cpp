@@ -2,6 +2,7 @@
 //
 //   dbmgr-daemon-fuzz [--seconds N] [--seed S] [--backend sqlite|postgresql] [--attackers N]
 //                     [--bound-ms MS] [--kinds K,...] [--replay T:N] [--verbose]
+//                     [--waive-protocol-error-session-0]
 //
 // Starts its own dbmgrd ($DBMGRD) with small limits, a checker client (checker.cpp) and
 // attacker threads (attacker.cpp) for N seconds, then checks that the daemon is alive and
@@ -150,6 +151,8 @@ Options parse(int argc, char** argv) {
       o.attackers = std::stoi(next());
     } else if (a == "--bound-ms") {
       o.reply_bound_ms = std::stoi(next());
+    } else if (a == "--waive-protocol-error-session-0") {
+      waive_protocol_error_session_0 = true;
     } else if (a == "--verbose") {
       o.verbose = true;
     } else if (a == "--kinds") {
