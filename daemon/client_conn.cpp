@@ -162,9 +162,10 @@ bool ClientConn::on_frame(const proto::FrameView& f) {
   proto::Message msg;
   auto err = proto::decode(f, &msg);
   if (err != proto::DecodeError::kOk) {
-    protocol_error(f.header.request_id,
+    protocol_error(f.header.request_id,  // the header was sound: its ids are the frame's
                    fmt::format("malformed {} frame: {}", proto::to_string(f.header.type),
-                               proto::to_string(err)));
+                               proto::to_string(err)),
+                   f.header.session_id);
     return false;
   }
   if (!handshaken_) {
@@ -334,7 +335,8 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
     }
     default:
       protocol_error(rid, fmt::format("{} is a reply; a client may not send it",
-                                      proto::to_string(f.header.type)));
+                                      proto::to_string(f.header.type)),
+                     sid);
       return;
   }
 }
@@ -509,10 +511,11 @@ void ClientConn::on_drained() {
   update_reading();
 }
 
-void ClientConn::protocol_error(std::uint32_t request_id, std::string message) {
+void ClientConn::protocol_error(std::uint32_t request_id, std::string message,
+                                std::uint32_t session_id) {
   server_.count_protocol_error();
   spdlog::warn("{}: protocol error: {}", tag(), message);
-  send_error(request_id, 0, Status::protocol(std::move(message)));
+  send_error(request_id, session_id, Status::protocol(std::move(message)));
   close_after_error();
 }
 

@@ -126,7 +126,7 @@ class ClientConn final : private Deferred {
   bool on_frame(const proto::FrameView& f);
   void handle(const proto::FrameView& f, const proto::Message& m);
   void enqueue_to(Session* s, const proto::FrameView& f);
-  void protocol_error(std::uint32_t request_id, std::string message);
+  void protocol_error(std::uint32_t request_id, std::string message, std::uint32_t session_id = 0);
   void on_drained();
   void update_reading();
 
