@@ -60,8 +60,8 @@ const char* const kSqliteSql[] = {
     "SELECT 1; SELECT 2",
     "SELECT randomblob(300000)",
     "SELECT zeroblob(1100000)",
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000) "
-    "SELECT x, hex(randomblob(40)) FROM c",
+    ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000) "
+     "SELECT x, hex(randomblob(40)) FROM c"),
     "PRAGMA table_info(t)",
     "ATTACH 'x.db' AS x",
     "SELECT load_extension('x')",
