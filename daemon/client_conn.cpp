@@ -86,19 +86,21 @@ void ClientConn::read(ssize_t n, const uv_buf_t* buf) {
   auto err = self->decoder_.feed(reinterpret_cast<const std::uint8_t*>(buf->base),
                                  static_cast<std::size_t>(n),
                                  [self](const proto::FrameView& f) { return self->on_frame(f); });
-  if (err != proto::DecodeError::kOk && !self->shutting_down_ && !self->closing_) {
-    if (err == proto::DecodeError::kOversizedFrame) {  // docs/protocol.md section 12
-      self->protocol_error(0, fmt::format("frame of {} bytes exceeds max_frame_bytes {}",
-                                          self->decoder_.failed_length(),
-                                          self->server_.settings().max_frame_bytes));
-    } else {
-      self->protocol_error(0, "malformed frame: " + std::string(proto::to_string(err)));
-    }
-  }
+  self->decode_failed(err);
   if (!self->closing_) {
     if (self->decoder_.idle()) self->decoder_.release();
     if (!self->account_input()) return;
     self->update_reading();
+  }
+}
+
+void ClientConn::decode_failed(proto::DecodeError err) {
+  if (err == proto::DecodeError::kOk || shutting_down_ || closing_) return;
+  if (err == proto::DecodeError::kOversizedFrame) {  // docs/protocol.md section 12
+    protocol_error(0, fmt::format("frame of {} bytes exceeds max_frame_bytes {}",
+                                  decoder_.failed_length(), server_.settings().max_frame_bytes));
+  } else {
+    protocol_error(0, "malformed frame: " + std::string(proto::to_string(err)));
   }
 }
 
@@ -143,7 +145,8 @@ void ClientConn::update_reading() {
     // Frames kept by an earlier stop go first; with a resume queued (an admin document's
     // turn is over) they wait for it.
     if (decoder_.paused() && !output_full() && !resume_pending_) {
-      decoder_.resume([this](const proto::FrameView& f) { return on_frame(f); });
+      // Bytes kept by the stop may hold a malformed frame: the same error as when read.
+      decode_failed(decoder_.resume([this](const proto::FrameView& f) { return on_frame(f); }));
       if (closing_ || shutting_down_) return;
       if (!account_input()) return;
     }

@@ -124,6 +124,7 @@ class ClientConn final : private Deferred {
   bool output_full() const { return write_queue_bytes_ + out_.size() >= kHighWater; }
 
   bool on_frame(const proto::FrameView& f);
+  void decode_failed(proto::DecodeError err);  // a protocol error unless kOk
   void handle(const proto::FrameView& f, const proto::Message& m);
   void enqueue_to(Session* s, const proto::FrameView& f);
   void protocol_error(std::uint32_t request_id, std::string message, std::uint32_t session_id = 0);

@@ -789,3 +789,23 @@ TEST_CASE("admin: 300 pipelined 'sessions' requests of 200 KB each neither pile 
   CHECK(worst_idle < 1.0);  // a hang detector, not a speed claim
   CHECK(worst_busy < 1.0);
 }
+
+TEST_CASE("a malformed frame behind an admin request still gets its protocol error and close") {
+  Daemon d;
+  RawConn c(d.socket());
+  c.hello();
+  std::vector<std::uint8_t> out;
+  proto::Encoder e(out);
+  proto::Admin a;
+  a.command = Cmd::kStatus;
+  e.admin(7, a);
+  const std::size_t good = out.size();
+  e.admin(8, a);
+  out[good + 6] = 0x5a;  // a reserved header byte set: the frame is malformed (kBadHeader)
+  c.send(out);  // one write: the bad frame waits in the decoder while the admin reply goes out
+  CHECK(decode(c.read_frame()).header.type == proto::MsgType::kAdminResult);
+  Frame f = decode(c.read_frame());
+  CHECK(f.header.type == proto::MsgType::kError);
+  CHECK(error_text(f).rfind("protocol: malformed frame", 0) == 0);
+  CHECK(c.closed_by_peer());
+}
