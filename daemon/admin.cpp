@@ -199,10 +199,15 @@ Result<std::string> Server::admin(ClientConn& from, proto::AdminCommand cmd, std
       auto colon = arg.find(':');
       std::uint64_t cid = 0;
       std::uint32_t sid = 0;
+      // Each number must be the whole of its part: "1x:2", "1:2:3" and "1:2garbage" are
+      // malformed, not session 1:2.
+      auto whole = [](const char* b, const char* e, auto& out) {
+        auto r = std::from_chars(b, e, out);
+        return b != e && r.ec == std::errc() && r.ptr == e;
+      };
       bool ok = colon != std::string_view::npos &&
-                std::from_chars(arg.data(), arg.data() + colon, cid).ec == std::errc() &&
-                std::from_chars(arg.data() + colon + 1, arg.data() + arg.size(), sid).ec ==
-                    std::errc();
+                whole(arg.data(), arg.data() + colon, cid) &&
+                whole(arg.data() + colon + 1, arg.data() + arg.size(), sid);
       if (!ok) {
         return Status::invalid(
             fmt::format("kill wants CLIENT:SESSION, got '{}'", text(arg.substr(0, 64))));

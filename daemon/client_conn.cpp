@@ -336,6 +336,9 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
       }
       return;
     }
+    case proto::MsgType::kHello:
+      protocol_error(rid, "a second hello: the handshake is done", sid);
+      return;
     default:
       protocol_error(rid, fmt::format("{} is a reply; a client may not send it",
                                       proto::to_string(f.header.type)),

@@ -557,7 +557,15 @@ TEST_CASE("kill ends a session: its transaction rolls back, its next request say
     if (x["state"] == "idle in transaction") id2 = x["id"];
   }
   REQUIRE(!id2.empty());
-  CHECK(ctl_json(d, {"kill", id2})["killed"] == id2);
+  // A real id with something around it is malformed, and kills nothing.
+  const std::string cid2 = id2.substr(0, id2.find(':'));
+  for (const std::string& bad : {id2 + "garbage", id2 + ":3", cid2 + "x" + id2.substr(cid2.size()),
+                                 ":" + id2.substr(cid2.size() + 1), cid2 + ":"}) {
+    Run r2 = ctl(d, {"kill", bad});
+    CHECK_MESSAGE(r2.code == 1, bad);
+    CHECK_MESSAGE(contains(r2.err, "CLIENT:SESSION"), bad);
+  }
+  CHECK(ctl_json(d, {"kill", id2})["killed"] == id2);  // still there to be killed
   Run unknown = ctl(d, {"kill", "999:1"});
   CHECK(unknown.code == 5);
   CHECK(count_lines(unknown.err) == 1);

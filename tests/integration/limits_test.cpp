@@ -809,3 +809,18 @@ TEST_CASE("a malformed frame behind an admin request still gets its protocol err
   CHECK(error_text(f).rfind("protocol: malformed frame", 0) == 0);
   CHECK(c.closed_by_peer());
 }
+
+TEST_CASE("a second hello is a protocol error that says so") {
+  Daemon d;
+  RawConn c(d.socket());
+  c.hello();
+  std::vector<std::uint8_t> out;
+  proto::Encoder e(out);
+  proto::Hello h;
+  e.hello(5, h);
+  c.send(out);
+  Frame f = decode(c.read_frame());
+  CHECK(f.header.request_id == 5);
+  CHECK(error_text(f) == "protocol: a second hello: the handshake is done");
+  CHECK(c.closed_by_peer());
+}
