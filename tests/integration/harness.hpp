@@ -102,6 +102,14 @@ int wait_child(pid_t pid);
 
 double seconds_since(std::chrono::steady_clock::time_point t);
 
+// True when something accepts connections on the Unix socket `path`.
+bool can_connect(const std::string& path);
+// A process seen from /proc: its open descriptors and resident memory (-1 when it is gone).
+int open_fds(pid_t pid);
+long rss_kib(pid_t pid);
+// The nonempty value of an environment variable, or nullptr.
+const char* env_value(const char* name);
+
 // Polls `cond` every few milliseconds until it is true (returns true) or `timeout` passes
 // (returns false). For waiting on the daemon's state (a waiter queued, an engine gone).
 bool eventually(const std::function<bool()>& cond,

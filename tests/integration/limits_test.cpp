@@ -692,17 +692,6 @@ TEST_CASE("out of descriptors: SQLite readers that cannot open fail cleanly; acc
 
 // ---- admin replies ----
 
-namespace {
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
-}
-}  // namespace
-
 TEST_CASE("admin: 300 pipelined 'sessions' requests of 200 KB each neither pile up nor stall others") {
   Daemon d(yaml("max_sessions_per_client: 4000\n"));
   // 1,500 open sessions make each `sessions` document about 200 KB.
@@ -725,7 +714,7 @@ TEST_CASE("admin: 300 pipelined 'sessions' requests of 200 KB each neither pile 
   const std::size_t doc_bytes = d.admin(Cmd::kSessions).dump().size();
   MESSAGE("one sessions document: " << doc_bytes << " bytes");
   REQUIRE(doc_bytes > 150'000);
-  const long rss_before = rss_kib(d.pid());
+  const long rss_before = dbmgr::test::rss_kib(d.pid());
 
   // The hog sends 300 requests at once and does not read.
   RawConn hog(d.socket());
@@ -757,7 +746,7 @@ TEST_CASE("admin: 300 pipelined 'sessions' requests of 200 KB each neither pile 
     std::this_thread::sleep_for(10ms);
   }
   // Replies wait for the hog to read them; the daemon does not render all 300 (60 MB) ahead.
-  const long rss_held = rss_kib(d.pid());
+  const long rss_held = dbmgr::test::rss_kib(d.pid());
   MESSAGE("RSS " << rss_before << " KiB before, " << rss_held << " KiB with 300 requests unread");
   CHECK(rss_held - rss_before < 16 * 1024);
 

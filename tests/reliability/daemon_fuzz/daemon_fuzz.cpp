@@ -15,7 +15,6 @@
 #define DOCTEST_CONFIG_IMPLEMENT  // the harness's ~Daemon uses CHECK; no doctest main here
 #include <doctest/doctest.h>
 
-#include <dirent.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -235,16 +234,7 @@ Target target_for(const Options& o) {
   return t;
 }
 
-int count_fds(pid_t pid) {
-  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-  if (d == nullptr) return -1;
-  int n = 0;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] != '.') ++n;
-  }
-  closedir(d);
-  return n;
-}
+int count_fds(pid_t pid) { return dbmgr::test::open_fds(pid); }
 
 Kind choose_kind(Rng& rng, const Options& o) {
   int total = 0;

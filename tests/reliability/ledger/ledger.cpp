@@ -30,6 +30,10 @@
 #include <sstream>
 #include <thread>
 
+#define DOCTEST_CONFIG_IMPLEMENT  // the harness is linked (can_connect, env_value); no doctest main here
+#include <doctest/doctest.h>
+
+#include "harness.hpp"
 #include "ledger.hpp"
 
 namespace ledger {
@@ -62,10 +66,7 @@ constexpr auto kGrace = std::chrono::seconds(60);        // for the clients afte
 constexpr auto kStopTimeout = std::chrono::seconds(20);  // for dbmgrd after SIGTERM
 constexpr auto kQuietEnd = std::chrono::seconds(3);      // no daemon restart this close to the end
 
-const char* env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? v : nullptr;
-}
+using dbmgr::test::env_value;
 
 void usage(std::ostream& o) {
   o << "usage: dbmgr-ledger --backend sqlite|postgresql [--seconds N] [--seed S] [--clients N]\n"
@@ -128,12 +129,12 @@ bool parse(int argc, char** argv, Config& cfg) {
         throw std::invalid_argument("unknown argument " + a);
       }
     }
-    if (const char* s = env("DBMGR_LEDGER_SECONDS")) cfg.seconds = std::stod(s);
-    if (const char* s = env("DBMGR_LEDGER_SEED")) {
+    if (const char* s = env_value("DBMGR_LEDGER_SECONDS")) cfg.seconds = std::stod(s);
+    if (const char* s = env_value("DBMGR_LEDGER_SEED")) {
       cfg.seed = std::stoull(s);
       seed_given = true;
     }
-    if (const char* k = env("DBMGR_LEDGER_KEEP")) cfg.keep = std::string(k) != "0";
+    if (const char* k = env_value("DBMGR_LEDGER_KEEP")) cfg.keep = std::string(k) != "0";
   } catch (const std::exception& e) {
     std::cerr << "dbmgr-ledger: " << e.what() << "\n";
     usage(std::cerr);
@@ -164,15 +165,7 @@ std::string tail(const std::string& text, std::size_t lines) {
   return text.substr(pos + 1);
 }
 
-bool can_connect(const std::string& path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
-}
+using dbmgr::test::can_connect;
 
 // dbmgrd as a child that can be killed and started again on the same socket, data and
 // configuration (the integration harness's Daemon owns a fresh folder per start, so it
@@ -369,7 +362,7 @@ void drop_stale_tables(torture::Direct& db) {
 int run(Config& cfg) {
   const auto started = Clock::now();
   {
-    const char* base = env("TMPDIR");
+    const char* base = env_value("TMPDIR");
     std::string tmpl = std::string(base != nullptr ? base : "/tmp") + "/dbmgr-ledger-XXXXXX";
     if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     cfg.dir = tmpl;
@@ -395,8 +388,8 @@ int run(Config& cfg) {
                                             "sqlite:\n  readers: 2\n";
   std::map<std::string, std::string> daemon_env;
   if (cfg.backend == Backend::kPostgres) {
-    cfg.pg = torture::PgParams{env("DBMGR_TEST_PG_HOST"), env("DBMGR_TEST_PG_PORT"), env("DBMGR_TEST_PG_USER"),
-                               env("DBMGR_TEST_PG_PASSWORD"), env("DBMGR_TEST_PG_DB")};
+    cfg.pg = torture::PgParams{env_value("DBMGR_TEST_PG_HOST"), env_value("DBMGR_TEST_PG_PORT"), env_value("DBMGR_TEST_PG_USER"),
+                               env_value("DBMGR_TEST_PG_PASSWORD"), env_value("DBMGR_TEST_PG_DB")};
     daemon_env = {{"DATABASE_TYPE", "postgresql"},        {"DATABASE_HOST", cfg.pg.host},
                   {"DATABASE_PORT", cfg.pg.port},         {"DATABASE_USER", cfg.pg.user},
                   {"DATABASE_PASSWORD", cfg.pg.password}, {"DATABASE_NAME", cfg.pg.dbname}};
@@ -570,14 +563,14 @@ int run(Config& cfg) {
 int main(int argc, char** argv) {
   ledger::Config cfg;
   if (!ledger::parse(argc, argv, cfg)) return ledger::kExitBroken;
-  if (ledger::env("DBMGRD") == nullptr) {
+  if (dbmgr::test::env_value("DBMGRD") == nullptr) {
     std::cerr << "dbmgr-ledger: $DBMGRD is not set (the dbmgrd binary; meson test sets it)\n";
     return ledger::kExitBroken;
   }
   if (cfg.backend == ledger::Backend::kPostgres) {
     for (const char* var : {"DBMGR_TEST_PG_HOST", "DBMGR_TEST_PG_PORT", "DBMGR_TEST_PG_USER",
                             "DBMGR_TEST_PG_PASSWORD", "DBMGR_TEST_PG_DB"}) {
-      if (ledger::env(var) == nullptr) {
+      if (dbmgr::test::env_value(var) == nullptr) {
         std::cout << "dbmgr-ledger: SKIP: " << var << " is not set (start the test servers: docs/testing.md)\n";
         return ledger::kExitSkip;
       }

@@ -27,7 +27,6 @@
 #define DOCTEST_CONFIG_IMPLEMENT  // the harness's ~Daemon uses CHECK; no doctest main here
 #include <doctest/doctest.h>
 
-#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -77,10 +76,7 @@ struct Config {
   bool rss_check = true;
 };
 
-const char* env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? v : nullptr;
-}
+using dbmgr::test::env_value;
 
 void usage(std::ostream& o) {
   o << "usage: dbmgr-soak [--backend sqlite] [--seconds N] [--clients N] [--think-ms MIN-MAX]\n"
@@ -123,7 +119,7 @@ bool parse(int argc, char** argv, Config& cfg) {
         throw std::invalid_argument("unknown argument " + a);
       }
     }
-    if (const char* s = env("DBMGR_SOAK_SECONDS")) cfg.seconds = std::stod(s);
+    if (const char* s = env_value("DBMGR_SOAK_SECONDS")) cfg.seconds = std::stod(s);
   } catch (const std::exception& e) {
     std::cerr << "dbmgr-soak: " << e.what() << "\n";
     usage(std::cerr);
@@ -253,26 +249,6 @@ void run_client(Shared& sh, int id) {
 }
 
 // ---- the daemon seen from /proc ----
-
-long vm_rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
-  }
-  return -1;
-}
-
-int open_fds(pid_t pid) {
-  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-  if (d == nullptr) return -1;
-  int n = 0;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] != '.') ++n;
-  }
-  closedir(d);
-  return n;
-}
 
 struct Sample {
   int second = 0;
@@ -441,8 +417,8 @@ int run(Config& cfg) {
     if (Clock::now() >= sh.deadline + std::chrono::milliseconds(500)) break;
     Sample x;
     x.second = s;
-    x.rss_kib = vm_rss_kib(d.pid());
-    x.fds = open_fds(d.pid());
+    x.rss_kib = dbmgr::test::rss_kib(d.pid());
+    x.fds = dbmgr::test::open_fds(d.pid());
     x.clients = daemon_clients(d);
     std::int64_t ops = sh.ops.load();
     x.ops = ops - last_ops;
@@ -473,10 +449,10 @@ int run(Config& cfg) {
   int idle_clients = -1, idle_fds = -1;
   dbmgr::test::eventually([&] {
     idle_clients = daemon_clients(d);
-    idle_fds = open_fds(d.pid());
+    idle_fds = dbmgr::test::open_fds(d.pid());
     return idle_clients == 0;
   });
-  const long end_rss = vm_rss_kib(d.pid());
+  const long end_rss = dbmgr::test::rss_kib(d.pid());
 
   if (!cfg.csv.empty()) {
     std::ofstream out(cfg.csv);
@@ -600,12 +576,10 @@ int main(int argc, char** argv) {
   });
   Config cfg;
   if (!parse(argc, argv, cfg)) return kExitBroken;
-  if (env("DBMGRD") == nullptr) {
+  if (env_value("DBMGRD") == nullptr) {
     std::cerr << "dbmgr-soak: $DBMGRD is not set (the dbmgrd binary; meson test sets it)\n";
     return kExitBroken;
   }
-  // The harness starts dbmgrd from inside its temp folder: a relative path would not resolve.
-  setenv("DBMGRD", std::filesystem::absolute(env("DBMGRD")).c_str(), 1);
   try {
     return run(cfg);
   } catch (const std::exception& e) {
