@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "fleet.hpp"
 #include "torture.hpp"
 
 namespace {
@@ -190,64 +191,23 @@ void drop_databases(const std::string& mine, bool only_mine) {
 
 // ---- processes ----
 
-class Processes {
+// The clients and the schema worker (incarnation 0).
+class Processes : public Fleet {
  public:
-  Processes(const Config& cfg, int sfd, sigset_t old_mask) : cfg_(cfg), sfd_(sfd), old_mask_(old_mask) {}
+  Processes(const Config& cfg, int sfd, sigset_t old_mask)
+      : Fleet("dbmgr-torture process",
+              [&cfg](int incarnation) {
+                return incarnation == 0 ? run_schema_worker(cfg) : run_client(cfg, incarnation);
+              },
+              [sfd, old_mask] {
+                sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+                close(sfd);
+              }) {}
 
-  void spawn(int incarnation) {
-    std::cout.flush();
-    std::cerr.flush();
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-    if (pid == 0) {
-      sigprocmask(SIG_SETMASK, &old_mask_, nullptr);
-      close(sfd_);
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(3);
-      int rc = 3;
-      try {
-        rc = incarnation == 0 ? run_schema_worker(cfg_) : run_client(cfg_, incarnation);
-      } catch (const std::exception& e) {
-        std::cerr << "dbmgr-torture process " << incarnation << ": " << e.what() << "\n";
-      }
-      std::cerr.flush();
-      _exit(rc);
-    }
-    ProcessFate f;
-    f.incarnation = incarnation;
-    f.pid = pid;
-    fates_.push_back(f);
-    live_[pid] = fates_.size() - 1;
-  }
-
-  // Reaps whatever has exited (never the daemon: only our own pids).
-  void reap() {
-    for (auto it = live_.begin(); it != live_.end();) {
-      int status = 0;
-      if (waitpid(it->first, &status, WNOHANG) == it->first) {
-        fates_[it->second].status = status;
-        it = live_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-
-  // SIGKILLs one running client (not the schema worker); returns false if none runs.
+  // SIGKILLs one running client (the schema worker too when stuck); false if none runs.
   bool kill_one(Rng& rng, bool stuck = false) {
-    std::vector<pid_t> clients;
-    for (const auto& [pid, idx] : live_) {
-      if (stuck || fates_[idx].incarnation != 0) clients.push_back(pid);
-    }
-    if (clients.empty()) return false;
-    pid_t pid = rng.pick(clients);
-    ProcessFate& f = fates_[live_[pid]];
-    (stuck ? f.stuck : f.killed) = true;
-    kill(pid, SIGKILL);
-    waitpid(pid, &f.status, 0);
-    live_.erase(pid);
-    return true;
+    return Fleet::kill_one(rng, stuck,
+                           [stuck](const ProcessFate& f) { return stuck || f.incarnation != 0; });
   }
 
   void kill_all(Rng& rng, bool stuck) {
@@ -255,41 +215,16 @@ class Processes {
     }
   }
 
-  bool empty() const { return live_.empty(); }
-  std::size_t running() const { return live_.size(); }
   std::vector<std::string> running_names() const {
     std::vector<std::string> v;
-    for (const auto& [pid, idx] : live_) {
-      v.push_back((fates_[idx].incarnation == 0 ? std::string("schema worker")
-                                                 : "client " + std::to_string(fates_[idx].incarnation)) +
+    for (const auto& [pid, f] : live()) {
+      v.push_back((f->incarnation == 0 ? std::string("schema worker")
+                                       : "client " + std::to_string(f->incarnation)) +
                   " (pid " + std::to_string(pid) + ")");
     }
     return v;
   }
-  const std::vector<ProcessFate>& fates() const { return fates_; }
-
- private:
-  const Config& cfg_;
-  int sfd_;
-  sigset_t old_mask_;
-  std::vector<ProcessFate> fates_;
-  std::map<pid_t, std::size_t> live_;
 };
-
-std::string status_words(int status) {
-  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("signal ") + strsignal(WTERMSIG(status));
-  return "status " + std::to_string(status);
-}
-
-std::string tail(const std::string& text, std::size_t lines) {
-  std::size_t pos = text.size();
-  for (std::size_t n = 0; n <= lines && pos > 0; ++n) {
-    pos = text.rfind('\n', pos - 1);
-    if (pos == std::string::npos) return text;
-  }
-  return text.substr(pos + 1);
-}
 
 // The pools of the run's database as the daemon reports them.
 std::vector<nlohmann::json> my_pools(const Daemon& d, const Config& cfg) {

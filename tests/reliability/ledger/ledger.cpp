@@ -33,6 +33,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT  // the harness is linked (can_connect, env_value); no doctest main here
 #include <doctest/doctest.h>
 
+#include "fleet.hpp"
 #include "harness.hpp"
 #include "ledger.hpp"
 
@@ -150,20 +151,8 @@ bool parse(int argc, char** argv, Config& cfg) {
   return true;
 }
 
-std::string status_words(int status) {
-  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("signal ") + strsignal(WTERMSIG(status));
-  return "status " + std::to_string(status);
-}
-
-std::string tail(const std::string& text, std::size_t lines) {
-  std::size_t pos = text.size();
-  for (std::size_t n = 0; n <= lines && pos > 0; ++n) {
-    pos = text.rfind('\n', pos - 1);
-    if (pos == std::string::npos) return text;
-  }
-  return text.substr(pos + 1);
-}
+using torture::status_words;
+using torture::tail;
 
 using dbmgr::test::can_connect;
 
@@ -276,75 +265,6 @@ class DaemonProcess {
   DaemonFate fate_;
 };
 
-class Clients {
- public:
-  explicit Clients(const Config& cfg) : cfg_(cfg) {}
-  ~Clients() {
-    for (auto& [pid, idx] : live_) {
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-  }
-
-  void spawn(int incarnation) {
-    std::cout.flush();
-    std::cerr.flush();
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(3);
-      int rc = 3;
-      try {
-        rc = run_client(cfg_, incarnation);
-      } catch (const std::exception& e) {
-        std::cerr << "dbmgr-ledger client " << incarnation << ": " << e.what() << "\n";
-      }
-      std::cerr.flush();
-      _exit(rc);
-    }
-    ClientFate f;
-    f.incarnation = incarnation;
-    f.pid = pid;
-    fates_.push_back(f);
-    live_[pid] = fates_.size() - 1;
-  }
-
-  void reap() {
-    for (auto it = live_.begin(); it != live_.end();) {
-      int status = 0;
-      if (waitpid(it->first, &status, WNOHANG) == it->first) {
-        fates_[it->second].status = status;
-        it = live_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-
-  bool kill_one(Rng& rng, bool stuck = false) {
-    if (live_.empty()) return false;
-    std::vector<pid_t> pids;
-    for (const auto& [pid, idx] : live_) pids.push_back(pid);
-    pid_t pid = rng.pick(pids);
-    ClientFate& f = fates_[live_[pid]];
-    (stuck ? f.stuck : f.killed) = true;
-    kill(pid, SIGKILL);
-    waitpid(pid, &f.status, 0);
-    live_.erase(pid);
-    return true;
-  }
-
-  bool empty() const { return live_.empty(); }
-  const std::vector<ClientFate>& fates() const { return fates_; }
-
- private:
-  const Config& cfg_;
-  std::vector<ClientFate> fates_;
-  std::map<pid_t, std::size_t> live_;
-};
-
 // PostgreSQL: the tables of earlier runs whose process is gone (a killed run cannot drop its
 // own); runs of other builds are alive and keep theirs.
 void drop_stale_tables(torture::Direct& db) {
@@ -440,7 +360,8 @@ int run(Config& cfg) {
   Violations v;
   Rng rng(cfg.seed);
   cfg.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.seconds));
-  Clients clients(cfg);
+  torture::Fleet clients("dbmgr-ledger client",
+                         [&cfg](int incarnation) { return run_client(cfg, incarnation); });
   int incarnation = 0;
   for (int i = 0; i < cfg.clients; ++i) clients.spawn(++incarnation);
 

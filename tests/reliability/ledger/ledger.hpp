@@ -60,13 +60,7 @@ struct Config {
 int run_client(const Config& cfg, int incarnation);
 
 // What the parent knows about each client process it started.
-struct ClientFate {
-  int incarnation = 0;
-  pid_t pid = 0;
-  bool killed = false;  // SIGKILLed by the parent on purpose
-  bool stuck = false;   // killed because it did not finish after the deadline
-  int status = 0;       // waitpid() status
-};
+using ClientFate = torture::ProcessFate;  // a client process: killed, stuck, its status
 
 // What the parent did to the daemon, for the summary and the coverage checks.
 struct DaemonFate {
