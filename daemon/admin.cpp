@@ -287,7 +287,7 @@ std::string Server::pools_json() {
       json j{
           {"database", e->name()},
           {"type", config::to_string(e->config().type)},
-          {"role", e->role(p)},
+          {"role", to_string(e->role(p))},
           {"size", p->settings().pool_size},
           {"max_overflow", p->settings().max_overflow},
           {"in_use", p->in_use()},
@@ -304,7 +304,7 @@ std::string Server::pools_json() {
           {"closed", st.closed},
       };
       const GroupCommit* g = e->group_commit();
-      if (g != nullptr && e->role(p) == "writer") add_group_counters(*g, j);
+      if (g != nullptr && p == g->pool()) add_group_counters(*g, j);
       arr.push_back(std::move(j));
     }
   }
@@ -364,7 +364,7 @@ std::string Server::servers_json() {
         json j{
             {"database", e->name()},
             {"type", config::to_string(e->config().type)},
-            {"role", e->role(p)},
+            {"role", to_string(e->role(p))},
             {"id", c.id},
             {"state", Pool::to_string(c.state)},
             {"backend_pid", c.conn->backend_id()},

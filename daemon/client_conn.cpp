@@ -11,7 +11,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "backend_sqlite.hpp"
 #include "engine.hpp"
 #include "server.hpp"
 #include "session.hpp"
@@ -297,8 +296,7 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
       // A SQLite one-shot that only reads runs on a reader connection, never holding the
       // writer (whose lock a client that stops reading rows would keep).
       bool read_only = (o.flags & proto::kOpenReadOnly) != 0 ||
-                       (engine.value()->config().type == config::DbType::kSqlite &&
-                        SqliteConn::read_only_sql(o.sql));
+                       engine.value()->driver().one_shot_only_reads(o.sql);
       auto* s = new Session(server_, this, 0, engine.value(), read_only, true);
       one_shots_.push_back(s);
       enqueue_to(s, f);

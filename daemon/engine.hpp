@@ -5,12 +5,12 @@
 // session and no connection leased, opening or awaited for engine_idle_timeout is disposed
 // by the janitor (its connections and descriptors closed) and made again on next use; the
 // rest live until shutdown.
-// SQLite engines have two pools: the writer (exactly one connection; write transactions
-// queue for it FIFO and begin with BEGIN IMMEDIATE, so no client ever sees SQLITE_BUSY from
-// another) and the readers (pool_size + max_overflow query_only connections for read-only
-// sessions, which run concurrently: min(pool_size, sqlite.readers) kept, max_overflow more
-// under load). Server engines have one pool. Queued one-shot writes to a SQLite engine may
-// be group-committed (group_commit.hpp).
+// Its pools are its driver's plan (backend/driver.hpp): SQLite engines have two, the writer
+// (exactly one connection; write transactions queue for it FIFO and begin with BEGIN
+// IMMEDIATE, so no client ever sees SQLITE_BUSY from another) and the readers (query_only
+// connections for read-only sessions, which run concurrently: min(pool_size, sqlite.readers)
+// kept, max_overflow more under load). Server engines have one pool. Queued one-shot writes
+// may be group-committed where the driver offers it (SQLite; group_commit.hpp).
 //
 // Threading: loop thread only.
 #pragma once
@@ -21,7 +21,7 @@
 
 #include <uv.h>
 
-#include "backend.hpp"
+#include "backend/driver.hpp"
 #include "dbmgr/config/config.hpp"
 #include "group_commit.hpp"
 #include "pool.hpp"
@@ -36,26 +36,31 @@ class Engine {
                                                 config::DatabaseConfig db,
                                                 std::uint32_t max_frame_bytes,
                                                 bool create_if_missing);
-  // An engine whose pools make connections with the given factories (tests: a fake
-  // backend). `readers` may be empty: then there is one pool.
-  static std::unique_ptr<Engine> with_factories(ReadyQueue& ready, const TimeSource& clock,
-                                                std::string key, config::DatabaseConfig db,
-                                                Pool::Factory writer, Pool::Factory readers);
+  // An engine of one pool whose connections `factory` makes (tests: a fake backend), with
+  // no group commit.
+  static std::unique_ptr<Engine> with_factory(ReadyQueue& ready, const TimeSource& clock,
+                                              std::string key, config::DatabaseConfig db,
+                                              Pool::Factory factory);
 
+  const Driver& driver() const { return *driver_; }
   Pool& pool_for(bool read_only);
-  TxBegin begin_mode(bool read_only) const;
-  TxBegin one_shot_begin(bool read_only, std::string_view sql) const;
+  // Whether a one-shot's statement runs inside BEGIN ... COMMIT (Driver::one_shot_begins).
+  bool one_shot_begins(bool read_only, std::string_view sql) const {
+    return driver_->one_shot_begins(read_only, sql);
+  }
   std::vector<Pool*> pools();
-  // Group commit of queued one-shot writes (SQLite engines only; null otherwise).
+  // Group commit of queued one-shot writes (drivers that offer it; null otherwise).
   GroupCommit* group_commit() { return group_.get(); }
   const GroupCommit* group_commit() const { return group_.get(); }
-  // The role of a pool for people: "writer", "reader" or "main".
-  std::string_view role(const Pool* p) const;
+  PoolRole role(const Pool* p) const;
 
   const std::string& key() const { return key_; }
   const config::DatabaseConfig& config() const { return db_; }
   const std::string& name() const { return db_.name; }
   const config::DatabaseInfo& info() const { return info_; }
+  // The server told its version: the database info (PK type) follows it (MariaDB 10.7+ has
+  // a native UUID type).
+  void learn_server_version(std::string_view version);
   Clock::time_point created_at() const { return created_at_; }
 
   void apply(const config::PoolSettings& s);
@@ -74,15 +79,18 @@ class Engine {
 
  private:
   Engine(std::string key, config::DatabaseConfig db, const TimeSource& clock);
-  static config::PoolSettings reader_settings(const config::PoolSettings& pool,
-                                              const config::SqliteSettings& sqlite);
+  void build(std::vector<PoolPlan> plans, ReadyQueue& ready, const TimeSource& clock,
+             bool group_commit);
 
   std::string key_;
   config::DatabaseConfig db_;
+  const Driver* driver_;
   config::DatabaseInfo info_;
-  std::unique_ptr<Pool> writer_;   // SQLite writer, or the only pool of a server engine
-  std::unique_ptr<Pool> readers_;  // SQLite only
-  std::unique_ptr<GroupCommit> group_;  // SQLite only; uses writer_
+  bool version_known_ = false;
+  std::vector<std::unique_ptr<Pool>> pools_;  // the driver's plan, in its order
+  std::vector<PoolRole> roles_;
+  Pool* readers_ = nullptr;             // a kReader pool, if the plan has one
+  std::unique_ptr<GroupCommit> group_;  // on pools_[0], if the driver offers group commit
   Clock::time_point created_at_;
   Clock::time_point last_session_end_;
   int sessions_ = 0;  // Session objects (named and one-shot) on this engine

@@ -37,7 +37,7 @@ bool GroupCommit::start(Session* leader, BackendConn* conn) {
   job_.count = count_;
   pool_.set_holder(conn, LeaseHolder{0, 0, "group commit"});
   conn->set_listener(this);
-  static_cast<SqliteConn*>(conn)->execute_group(&job_);  // GroupCommit exists for SQLite only
+  conn->execute_group(&job_);  // the driver offers group commit (Driver::group_commit())
   return true;
 }
 

@@ -29,8 +29,7 @@
 #include <array>
 #include <cstdint>
 
-#include "backend.hpp"
-#include "backend_sqlite.hpp"
+#include "backend/backend.hpp"
 #include "pool.hpp"
 
 namespace dbmgr::daemon {
@@ -53,6 +52,7 @@ class GroupCommit final : private BackendListener {
   // A member's request is cancelled (cancel, kill, drain, disconnect).
   void cancel(const Session* s);
   bool running() const { return count_ > 0; }
+  const Pool* pool() const { return &pool_; }
 
   std::uint64_t commits() const { return commits_; }        // committed groups
   std::uint64_t statements() const { return statements_; }  // statements committed in them

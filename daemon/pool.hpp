@@ -35,7 +35,7 @@
 #include <string>
 #include <string_view>
 
-#include "backend.hpp"
+#include "backend/backend.hpp"
 #include "clock.hpp"
 #include "dbmgr/config/config.hpp"
 #include "ready_queue.hpp"

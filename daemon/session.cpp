@@ -7,7 +7,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "backend_sqlite.hpp"
 #include "client_conn.hpp"
 #include "engine.hpp"
 #include "server.hpp"
@@ -276,7 +275,7 @@ void Session::start_current() {
             proto::FrameView frame{current_->header, current_->payload.data()};
             if (proto::decode(frame, &msg) == proto::DecodeError::kOk) {
               if (auto* o = std::get_if<proto::OneShot>(&msg)) {
-                groupable_ = SqliteConn::groupable_sql(o->sql);
+                groupable_ = engine_->driver().groupable_sql(o->sql);
                 group_sql_ = o->sql;
                 group_params_ = o->params;
               }
@@ -371,8 +370,8 @@ void Session::run_execute(bool begin) {
     req.commit_after = true;
   }
   if (begin) {
-    req.begin =
-        one_shot_ ? engine_->one_shot_begin(read_only_, req.sql) : engine_->begin_mode(read_only_);
+    req.begin = !one_shot_ || engine_->one_shot_begins(read_only_, req.sql) ? TxBegin::kBegin
+                                                                             : TxBegin::kNone;
   }
   req.read_only = read_only_;
   if (conn_ != nullptr) req.client_label = conn_->label();

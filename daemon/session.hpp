@@ -41,7 +41,7 @@
 #include <optional>
 #include <string>
 
-#include "backend.hpp"
+#include "backend/backend.hpp"
 #include "buffer_pool.hpp"
 #include "pool.hpp"
 

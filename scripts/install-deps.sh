@@ -12,7 +12,7 @@ build_pkgs=(
 test_pkgs=(
   clang libclang-rt-14-dev libbenchmark-dev sqlite3 procps
   postgresql postgresql-client
-  mariadb-server mariadb-client pgbouncer odbc-mariadb unixodbc
+  mariadb-server mariadb-client pgbouncer odbc-mariadb odbc-postgresql tdsodbc libsqliteodbc unixodbc
 )
 
 want=("${build_pkgs[@]}")

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "backend.hpp"
+#include "backend/backend.hpp"
 #include "pool.hpp"
 
 namespace dbmgr::daemon::test {

@@ -1,7 +1,7 @@
 // Which one-shot SQL may join a SQLite group commit (SqliteConn::groupable_sql).
 #include <doctest/doctest.h>
 
-#include "backend_sqlite.hpp"
+#include "backend/sqlite/sqlite_conn.hpp"
 
 using dbmgr::daemon::SqliteConn;
 

@@ -227,8 +227,8 @@ class InProc {
       factory = [this](uv_loop_t*, ReadyQueue& ready, const TimeSource& clock, std::string key,
                        config::DatabaseConfig db, std::uint32_t, bool)
           -> Result<std::unique_ptr<Engine>> {
-        return Engine::with_factories(ready, clock, std::move(key), std::move(db),
-                                      fake.factory(), {});
+        return Engine::with_factory(ready, clock, std::move(key), std::move(db),
+                                    fake.factory());
       };
     }
     server = std::make_unique<Server>(std::move(*settings), config::CommandLine{}, lookup, clock,

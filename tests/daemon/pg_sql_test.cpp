@@ -1,7 +1,7 @@
 // `?` placeholder rewriting and session-state detection for PostgreSQL.
 #include <doctest/doctest.h>
 
-#include "pg_sql.hpp"
+#include "backend/postgres/pg_sql.hpp"
 
 using namespace dbmgr::daemon::pgsql;
 

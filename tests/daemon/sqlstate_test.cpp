@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "sqlstate.hpp"
+#include "backend/sqlstate.hpp"
 
 using dbmgr::daemon::category_of_sqlstate;
 using dbmgr::daemon::classify_sqlite_error;

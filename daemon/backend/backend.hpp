@@ -32,7 +32,9 @@
 // its own bookkeeping of each connection (its pool state and list links) in `pool_`.
 #pragma once
 
+#include <atomic>
 #include <cassert>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -49,9 +51,8 @@ std::string_view to_string(BackendOp op);
 
 // How an execute starts its transaction.
 enum class TxBegin : std::uint8_t {
-  kNone,       // a transaction is already open (or autocommit for a one-shot)
-  kDeferred,   // BEGIN
-  kImmediate,  // SQLite writer: BEGIN IMMEDIATE
+  kNone,   // a transaction is already open (or autocommit for a one-shot)
+  kBegin,  // the dialect's BEGIN for a read-only or read-write transaction (driver.hpp)
 };
 
 struct ExecRequest {
@@ -60,7 +61,7 @@ struct ExecRequest {
   std::string_view sql;       // valid until the operation completes
   proto::ValueList params;    // ditto
   TxBegin begin = TxBegin::kNone;
-  bool read_only = false;     // the transaction may not write (PostgreSQL: BEGIN READ ONLY)
+  bool read_only = false;     // the transaction may not write (Dialect::begin_read_only)
   bool commit_after = false;  // one-shot: COMMIT when the statement succeeded
   std::string_view client_label;  // "name pid N": PostgreSQL shows it as application_name
 };
@@ -75,6 +76,32 @@ struct BackendResult {
 };
 
 class BackendConn;
+
+// One one-shot write of a group commit (group_commit.hpp). The loop thread fills the request
+// half before BackendConn::execute_group() and reads the result half after the group
+// completes; the worker writes the result half; `cancel` may be set by the loop at any time.
+struct GroupItem {
+  // Request (valid until the group completes).
+  std::uint32_t request_id = 0;
+  std::string_view sql;
+  proto::ValueList params;
+  std::atomic<bool> cancel{false};
+  // Result.
+  Status status;                // this statement's error, or the COMMIT's
+  std::size_t frames_begin = 0;  // its reply frames in GroupJob::frames
+  std::size_t frames_end = 0;
+  bool deferred = false;  // not run in the group: it must run alone (script, large result)
+  bool final = false;     // worker: failed for good, skipped if the group restarts
+  bool ran = false;       // a statement was executed (and committed with the group if ok)
+};
+
+struct GroupJob {
+  GroupItem* items = nullptr;
+  std::size_t count = 0;
+  Buffer frames;           // every item's reply frames, back to back
+  bool committed = false;  // COMMIT succeeded
+  int restarts = 0;        // an item's error ended the whole transaction; the rest re-ran
+};
 
 class BackendListener {
  public:
@@ -126,6 +153,10 @@ class BackendConn {
   }
   void ping() { Call c(this, State::kIdle); do_ping(); }
   void reset() { Call c(this, State::kIdle); do_reset(); }  // undo session state before reuse
+  // Runs every item of `job` in one transaction (a driver that offers group commit:
+  // Driver::group_commit()); completes with BackendOp::kGroup, the per-item results in `job`,
+  // which must outlive the operation.
+  void execute_group(GroupJob* job) { Call c(this, State::kIdle); do_group(job); }
   // Best effort; the running op completes with kCancelled. No state change.
   void cancel() {
     ++depth_;
@@ -158,6 +189,9 @@ class BackendConn {
   virtual void do_reset() = 0;
   virtual void do_cancel() = 0;
   virtual void do_close() = 0;
+  virtual void do_group(GroupJob* /*job*/) {
+    assert(false && "execute_group() on a driver without group commit");
+  }
 
   // The operation in flight is done. Must run on a later loop turn than the call that
   // started it (asserted). `r` is moved to the listener; the object may be deleted by the
@@ -169,8 +203,7 @@ class BackendConn {
     BackendResult mine(std::move(r));
     if (listener_ != nullptr) listener_->on_backend_result(this, op, std::move(mine));
   }
-  // For backend-specific operations (SQLite's group commit): the same bookkeeping as the
-  // public calls above.
+  // The bookkeeping of the public calls above.
   class Call {
    public:
     Call(BackendConn* c, State expected) : c_(c) {

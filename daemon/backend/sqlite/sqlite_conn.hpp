@@ -17,42 +17,16 @@
 
 #include <uv.h>
 
-#include "backend.hpp"
+#include "backend/worker_conn.hpp"
 #include "dbmgr/config/config.hpp"
-#include "sqlstate.hpp"
+#include "backend/sqlstate.hpp"
 
 struct sqlite3;
 struct sqlite3_stmt;
 
 namespace dbmgr::daemon {
 
-// One one-shot write of a group commit (see group_commit.hpp). The loop thread fills the
-// request half before SqliteConn::execute_group() and reads the result half after the group
-// completes; the worker writes the result half; `cancel` may be set by the loop at any time.
-struct GroupItem {
-  // Request (valid until the group completes).
-  std::uint32_t request_id = 0;
-  std::string_view sql;
-  proto::ValueList params;
-  std::atomic<bool> cancel{false};
-  // Result.
-  Status status;                // this statement's error, or the COMMIT's
-  std::size_t frames_begin = 0;  // its reply frames in GroupJob::frames
-  std::size_t frames_end = 0;
-  bool deferred = false;  // not run in the group: it must run alone (script, large result)
-  bool final = false;     // worker: failed for good, skipped if the group restarts
-  bool ran = false;       // a statement was executed (and committed with the group if ok)
-};
-
-struct GroupJob {
-  GroupItem* items = nullptr;
-  std::size_t count = 0;
-  Buffer frames;           // every item's reply frames, back to back
-  bool committed = false;  // COMMIT succeeded
-  int restarts = 0;        // an item's error ended the whole transaction; the rest re-ran
-};
-
-class SqliteConn final : public BackendConn {
+class SqliteConn final : public WorkerConn {
  public:
   enum class Role { kWriter, kReader };
 
@@ -62,11 +36,6 @@ class SqliteConn final : public BackendConn {
   ~SqliteConn() override;
 
   std::string server_version() const override;
-
-  // Runs every item of `job` in one transaction: BEGIN IMMEDIATE, then per item SAVEPOINT,
-  // the statement, RELEASE (ROLLBACK TO on its error), then COMMIT. Completes with
-  // BackendOp::kGroup; the per-item results are in `job`, which must outlive the operation.
-  void execute_group(GroupJob* job);
 
   // True for SQL that may share a transaction with other one-shots: one statement whose
   // first keyword is INSERT, UPDATE, DELETE, REPLACE or WITH (a CTE before DML). A textual
@@ -88,7 +57,6 @@ class SqliteConn final : public BackendConn {
   static Status ensure_file(const std::string& path);
 
  protected:
-  void do_open() override;
   void do_execute(const ExecRequest& req) override;
   void do_resume() override;
   void do_commit() override;
@@ -96,7 +64,9 @@ class SqliteConn final : public BackendConn {
   void do_ping() override;
   void do_reset() override;
   void do_cancel() override;
-  void do_close() override;
+  // Every item of `job` in one transaction: BEGIN IMMEDIATE, then per item SAVEPOINT, the
+  // statement, RELEASE (ROLLBACK TO on its error), then COMMIT.
+  void do_group(GroupJob* job) override;
 
  private:
   struct Cached {
@@ -106,10 +76,10 @@ class SqliteConn final : public BackendConn {
   };
   static constexpr std::size_t kStmtCacheSize = 32;
 
-  void queue(BackendOp op);
-  static void work_cb(uv_work_t* req);
-  void run_job();  // work_cb's body, on the worker
-  static void after_work_cb(uv_work_t* req, int status);
+  void start(BackendOp op);  // queue() after the statement deadline of an execute ended
+  void work(BackendOp op) override;
+  void work_close() override;
+  bool has_handle() const override { return db_ != nullptr; }
 
   // Worker-thread halves of the operations.
   void work_open();
@@ -132,19 +102,12 @@ class SqliteConn final : public BackendConn {
   static int authorize(void* self, int action, const char* a1, const char* a2, const char* db,
                        const char* trigger);
 
-  uv_loop_t* loop_;
   const TimeSource& clock_;
   std::string path_;
   config::SqliteSettings settings_;
   config::Millis statement_timeout_;
   std::uint32_t max_frame_bytes_;
   Role role_;
-
-  uv_work_t work_{};
-  BackendOp op_ = BackendOp::kOpen;
-  bool job_running_ = false;  // work_ is queued or running on a worker
-  bool closing_ = false;
-  BackendResult result_;
 
   // Touched by the worker inside a job, by the loop thread only between jobs.
   sqlite3* db_ = nullptr;

@@ -1,5 +1,5 @@
 // SQL text helpers for PostgreSQL: placeholder rewriting, script and session-state detection.
-#include "pg_sql.hpp"
+#include "backend/postgres/pg_sql.hpp"
 
 #include <cctype>
 

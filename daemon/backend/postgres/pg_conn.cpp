@@ -1,5 +1,5 @@
 // PostgreSQL backend: non-blocking libpq in the loop, pipelined, prepared, streamed.
-#include "backend_pg.hpp"
+#include "backend/postgres/pg_conn.hpp"
 
 #include <cstdlib>
 #include <cstring>
@@ -8,8 +8,8 @@
 #include <spdlog/spdlog.h>
 
 #include "guard.hpp"
-#include "pg_sql.hpp"
-#include "sqlstate.hpp"
+#include "backend/postgres/pg_sql.hpp"
+#include "backend/sqlstate.hpp"
 
 namespace dbmgr::daemon {
 namespace {

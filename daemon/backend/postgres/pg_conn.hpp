@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "backend.hpp"
+#include "backend/backend.hpp"
 #include "dbmgr/config/config.hpp"
 
 namespace dbmgr::daemon {

@@ -1,5 +1,5 @@
 // SQLite backend: tuned connections, RE2 REGEXP, batched row streaming on worker threads.
-#include "backend_sqlite.hpp"
+#include "backend/sqlite/sqlite_conn.hpp"
 
 #include <fcntl.h>
 #include <sqlite3.h>
@@ -16,8 +16,7 @@
 #include <fmt/format.h>
 #include <re2/re2.h>
 
-#include "guard.hpp"
-#include "sqlstate.hpp"
+#include "backend/sqlstate.hpp"
 
 namespace dbmgr::daemon {
 namespace {
@@ -272,15 +271,13 @@ bool SqliteConn::groupable_sql(std::string_view sql) {
 SqliteConn::SqliteConn(uv_loop_t* loop, const TimeSource& clock, std::string path,
                        const config::SqliteSettings& settings, config::Millis statement_timeout,
                        std::uint32_t max_frame_bytes, Role role)
-    : loop_(loop),
+    : WorkerConn(loop, "SQLite"),
       clock_(clock),
       path_(std::move(path)),
       settings_(settings),
       statement_timeout_(statement_timeout),
       max_frame_bytes_(max_frame_bytes),
-      role_(role) {
-  work_.data = this;
-}
+      role_(role) {}
 
 SqliteConn::~SqliteConn() = default;
 
@@ -316,76 +313,37 @@ Status SqliteConn::ensure_file(const std::string& path) {
 
 std::string SqliteConn::server_version() const { return sqlite3_libversion(); }
 
-void SqliteConn::queue(BackendOp op) {
-  op_ = op;
+void SqliteConn::start(BackendOp op) {
   if (op != BackendOp::kExecute) deadline_ = Clock::time_point{};  // statement_timeout ended
-  job_running_ = true;
-  result_ = BackendResult{};
-  int rc = uv_queue_work(loop_, &work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
-  if (rc != 0) {
-    // Cannot happen with a valid loop and request (uv_queue_work only checks its arguments).
-    std::abort();
-  }
+  queue(op);
 }
 
-void SqliteConn::work_cb(uv_work_t* req) {
-  auto* self = static_cast<SqliteConn*>(req->data);
-  bool ok = guard_callback("a SQLite worker job", [self] { self->run_job(); });
-  if (!ok) {  // the connection's state is unknown: it is closed, not reused
-    self->result_.status = Status::internal("internal error while running the statement");
-    self->result_.broken = true;
-    self->result_.frames.bytes().clear();
-    self->result_.more = false;
+void SqliteConn::work_close() {
+  finish_statement();
+  for (sqlite3_stmt** st : {&savepoint_, &release_, &rollback_to_}) {
+    if (*st != nullptr) sqlite3_finalize(*st);
+    *st = nullptr;
   }
+  for (auto& c : cache_) {
+    if (c.stmt != nullptr) sqlite3_finalize(c.stmt);
+    c.stmt = nullptr;
+  }
+  if (db_ != nullptr) sqlite3_close_v2(db_);
+  db_ = nullptr;
 }
 
-void SqliteConn::run_job() {
-  SqliteConn* self = this;
-  if (self->closing_) {
-    self->finish_statement();
-    for (sqlite3_stmt** st : {&self->savepoint_, &self->release_, &self->rollback_to_}) {
-      if (*st != nullptr) sqlite3_finalize(*st);
-      *st = nullptr;
-    }
-    for (auto& c : self->cache_) {
-      if (c.stmt != nullptr) sqlite3_finalize(c.stmt);
-      c.stmt = nullptr;
-    }
-    if (self->db_ != nullptr) sqlite3_close_v2(self->db_);
-    self->db_ = nullptr;
-    return;
+void SqliteConn::work(BackendOp op) {
+  switch (op) {
+    case BackendOp::kOpen: work_open(); break;
+    case BackendOp::kExecute: work_execute(); break;
+    case BackendOp::kCommit: work_end_tx("COMMIT"); break;
+    case BackendOp::kRollback: work_end_tx("ROLLBACK"); break;
+    case BackendOp::kReset: work_end_tx(nullptr); break;
+    case BackendOp::kPing: result_.status = exec_simple("SELECT 1"); break;
+    case BackendOp::kGroup: work_group(); break;
   }
-  switch (self->op_) {
-    case BackendOp::kOpen: self->work_open(); break;
-    case BackendOp::kExecute: self->work_execute(); break;
-    case BackendOp::kCommit: self->work_end_tx("COMMIT"); break;
-    case BackendOp::kRollback: self->work_end_tx("ROLLBACK"); break;
-    case BackendOp::kReset: self->work_end_tx(nullptr); break;
-    case BackendOp::kPing: self->result_.status = self->exec_simple("SELECT 1"); break;
-    case BackendOp::kGroup: self->work_group(); break;
-  }
-  self->result_.in_transaction = self->in_tx_;
+  result_.in_transaction = in_tx_;
 }
-
-void SqliteConn::after_work_cb(uv_work_t* req, int /*status*/) {
-  auto* self = static_cast<SqliteConn*>(req->data);
-  self->job_running_ = false;
-  if (self->closing_) {
-    if (self->db_ == nullptr) {
-      delete self;
-      return;
-    }
-    // close() arrived while an operation ran: now run the close itself.
-    self->job_running_ = true;
-    uv_queue_work(self->loop_, &self->work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
-    return;
-  }
-  // The result is moved out: the worker writes result_ again only after the next queue(),
-  // which the listener may call from inside this callback.
-  guard_callback("a SQLite result", [self] { self->complete(self->op_, std::move(self->result_)); });
-}
-
-void SqliteConn::do_open() { queue(BackendOp::kOpen); }
 
 void SqliteConn::do_execute(const ExecRequest& req) {
   req_ = req;
@@ -395,31 +353,19 @@ void SqliteConn::do_execute(const ExecRequest& req) {
   queue(BackendOp::kExecute);
 }
 
-void SqliteConn::execute_group(GroupJob* job) {
-  Call c(this, State::kIdle);
+void SqliteConn::do_group(GroupJob* job) {
   group_ = job;
-  queue(BackendOp::kGroup);
+  start(BackendOp::kGroup);
 }
 
 void SqliteConn::do_resume() { queue(BackendOp::kExecute); }
-void SqliteConn::do_commit() { queue(BackendOp::kCommit); }
-void SqliteConn::do_rollback() { queue(BackendOp::kRollback); }
-void SqliteConn::do_ping() { queue(BackendOp::kPing); }
-void SqliteConn::do_reset() { queue(BackendOp::kReset); }
+void SqliteConn::do_commit() { start(BackendOp::kCommit); }
+void SqliteConn::do_rollback() { start(BackendOp::kRollback); }
+void SqliteConn::do_ping() { start(BackendOp::kPing); }
+void SqliteConn::do_reset() { start(BackendOp::kReset); }
 
 void SqliteConn::do_cancel() {
-  if (db_ != nullptr && job_running_) sqlite3_interrupt(db_);
-}
-
-void SqliteConn::do_close() {
-  closing_ = true;
-  if (job_running_) return;  // after_work_cb runs the close
-  if (db_ == nullptr) {
-    delete this;
-    return;
-  }
-  job_running_ = true;
-  uv_queue_work(loop_, &work_, &SqliteConn::work_cb, &SqliteConn::after_work_cb);
+  if (db_ != nullptr && job_running()) sqlite3_interrupt(db_);
 }
 
 Status SqliteConn::error_status(int rc, std::string_view what, SqlitePhase phase) {
@@ -686,7 +632,7 @@ void SqliteConn::work_execute() {
 
   if (stmt_ == nullptr) {  // a new statement, not a resumed stream
     if (req_.begin != TxBegin::kNone) {
-      Status s = exec_simple(req_.begin == TxBegin::kImmediate ? "BEGIN IMMEDIATE" : "BEGIN");
+      Status s = exec_simple(role_ == Role::kWriter ? "BEGIN IMMEDIATE" : "BEGIN");
       if (!s.is_ok()) return fail(std::move(s));
       in_tx_ = true;
     }

@@ -1,6 +1,6 @@
 // SQLSTATE classes -> categories, SQLite result codes and messages -> SQLSTATEs.
 // The tables here are the ones docs/protocol.md lists; change both together.
-#include "sqlstate.hpp"
+#include "backend/sqlstate.hpp"
 
 #include <sqlite3.h>
 
