@@ -315,7 +315,9 @@ void ClientConn::handle(const proto::FrameView& f, const proto::Message& m) {
         send_error(rid, 0, engine.status());
         return;
       }
-      if ((i.flags & proto::kInfoTestConnection) != 0) {
+      // A probe connection answers test_connection, and tells the server's version where the
+      // info depends on it (the PK column type of MariaDB).
+      if ((i.flags & proto::kInfoTestConnection) != 0 || engine.value()->info_pending()) {
         auto* probe = new ConnectionProbe(this, rid, engine.value());
         add_probe(probe);
         probe->start();

@@ -61,6 +61,8 @@ class Engine {
   // The server told its version: the database info (PK type) follows it (MariaDB 10.7+ has
   // a native UUID type).
   void learn_server_version(std::string_view version);
+  // The info waits for the server's version (Driver::info_needs_server()).
+  bool info_pending() const { return driver_->info_needs_server() && !version_known_; }
   Clock::time_point created_at() const { return created_at_; }
 
   void apply(const config::PoolSettings& s);

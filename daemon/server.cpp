@@ -711,6 +711,7 @@ void ConnectionProbe::on_lease(BackendConn* conn, Status status) {
 
 void ConnectionProbe::on_backend_result(BackendConn* conn, BackendOp /*op*/, BackendResult&& r) {
   conn->set_listener(nullptr);
+  if (r.status.is_ok()) engine_->learn_server_version(conn->server_version());
   engine_->pool_for(false).release(conn, r.status.is_ok() && !r.broken);
   lease_ = nullptr;
   done(r.status);

@@ -100,6 +100,10 @@ class Driver {
   // BackendConn::execute_group().
   virtual bool group_commit() const { return false; }
   virtual bool groupable_sql(std::string_view /*sql*/) const { return false; }
+
+  // The database info (its PK column type) depends on the server's version, which a
+  // connection learns (BackendConn::server_version()): an info request opens one first.
+  virtual bool info_needs_server() const { return false; }
 };
 
 // The driver for a database type (never null).
