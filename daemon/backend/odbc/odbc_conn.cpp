@@ -260,13 +260,10 @@ Status OdbcConn::create_database() {
     disconnect();
     return Status::internal("cannot make an ODBC statement handle");
   }
-  // The name was validated by the naming rules (dot-separated words of [A-Za-z0-9_-]) and
-  // is quoted as an identifier as well.
-  std::string sql = params_.flavor == OdbcParams::Flavor::kMssql
-                        ? fmt::format("IF DB_ID(N'{}') IS NULL CREATE DATABASE {}", params_.dbname,
-                                      params_.dialect->quote_ident(params_.dbname))
-                        : fmt::format("CREATE DATABASE IF NOT EXISTS {}",
-                                      params_.dialect->quote_ident(params_.dbname));
+  std::string sql = odbc::create_database_sql(
+      params_.flavor == OdbcParams::Flavor::kMssql ? config::DbType::kMssql
+                                                   : config::DbType::kMariadb,
+      params_.dbname);
   s = exec_direct(sql);
   disconnect();
   if (!s.is_ok()) {
