@@ -281,13 +281,18 @@ void OdbcConn::learn_server() {
     version_ = reinterpret_cast<char*>(buf);
   }
   if (params_.flavor == OdbcParams::Flavor::kMariadb) {
-    // The server's connection id, for dbmgrctl servers and KILL.
-    if (ok(SQLExecDirect(scratch_, reinterpret_cast<SQLCHAR*>(const_cast<char*>("SELECT CONNECTION_ID()")),
-                         SQL_NTS)) &&
+    // The server's connection id (for dbmgrctl servers and KILL), and how long it lets an
+    // idle connection live (wait_timeout): the pool retires connections before that.
+    const char* sql = "SELECT CONNECTION_ID(), @@wait_timeout";
+    if (ok(SQLExecDirect(scratch_, reinterpret_cast<SQLCHAR*>(const_cast<char*>(sql)), SQL_NTS)) &&
         ok(SQLFetch(scratch_))) {
       SQLBIGINT id = 0;
+      SQLBIGINT wait = 0;
       SQLLEN ind = 0;
       if (ok(SQLGetData(scratch_, 1, SQL_C_SBIGINT, &id, sizeof id, &ind))) backend_id_ = id;
+      if (ok(SQLGetData(scratch_, 2, SQL_C_SBIGINT, &wait, sizeof wait, &ind)) && wait > 0) {
+        idle_limit_ = std::chrono::milliseconds(wait * 900);
+      }
     }
     SQLFreeStmt(scratch_, SQL_CLOSE);
   }

@@ -65,6 +65,7 @@ class OdbcConn final : public WorkerConn {
   bool needs_reset() const override { return dirty_; }
   std::string server_version() const override { return version_; }
   std::int64_t backend_id() const override { return backend_id_; }
+  Clock::duration idle_limit() const override { return idle_limit_; }
 
   // The process-wide ODBC environment (ODBC 3, driver-manager pooling off), made once.
   static SQLHENV environment();
@@ -145,6 +146,7 @@ class OdbcConn final : public WorkerConn {
   bool dirty_ = false;  // session state changed: reset() reconnects
   std::string version_;
   std::int64_t backend_id_ = 0;
+  Clock::duration idle_limit_{};  // 90% of the server's wait_timeout (MariaDB)
   std::shared_ptr<CancelTarget> cancel_ = std::make_shared<CancelTarget>();
   SQLINTEGER last_native_ = 0;  // the native error of the last diag()
 
