@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "backend/sql_scan.hpp"
 #include "backend/sqlstate.hpp"
@@ -131,6 +132,8 @@ Status OdbcConn::diag(SQLSMALLINT type, SQLHANDLE h, std::string_view what) {
                                         "diagnostic record", what));
   }
   last_native_ = native;
+  spdlog::debug("ODBC {}: [{}] native {}: {}", what.empty() ? "error" : what,
+                reinterpret_cast<char*>(state), native, reinterpret_cast<char*>(msg));
   std::string sqlstate(reinterpret_cast<char*>(state));
   std::string message(strip_tags(reinterpret_cast<char*>(msg)));
   // Server errors that the SQLSTATE alone does not tell apart.
@@ -316,6 +319,8 @@ void OdbcConn::free_cache() {
     if (c.stmt != SQL_NULL_HSTMT) SQLFreeHandle(SQL_HANDLE_STMT, c.stmt);
   }
   cache_.clear();
+  if (direct_ != SQL_NULL_HSTMT) SQLFreeHandle(SQL_HANDLE_STMT, direct_);
+  direct_ = SQL_NULL_HSTMT;
   stmt_ = SQL_NULL_HSTMT;
   streaming_ = false;
 }
@@ -347,7 +352,19 @@ Status OdbcConn::set_autocommit(bool on) {
   return Status::ok();
 }
 
-Status OdbcConn::prepare(std::string_view sql, SQLHSTMT* out) {
+Status OdbcConn::prepare(std::string_view sql, bool cacheable, SQLHSTMT* out) {
+  if (!cacheable) {  // prepared now, on the connection's own uncached handle
+    if (direct_ == SQL_NULL_HSTMT && !ok(SQLAllocHandle(SQL_HANDLE_STMT, dbc_, &direct_))) {
+      direct_ = SQL_NULL_HSTMT;
+      return diag(SQL_HANDLE_DBC, dbc_, "cannot make a statement handle");
+    }
+    if (!ok(SQLPrepare(direct_, reinterpret_cast<SQLCHAR*>(const_cast<char*>(sql.data())),
+                       static_cast<SQLINTEGER>(sql.size())))) {
+      return diag(SQL_HANDLE_STMT, direct_, "");
+    }
+    *out = direct_;
+    return Status::ok();
+  }
   ++use_counter_;
   for (Cached& c : cache_) {
     if (c.sql == sql) {
@@ -359,6 +376,7 @@ Status OdbcConn::prepare(std::string_view sql, SQLHSTMT* out) {
   if (cache_.size() >= kStmtCacheSize) {  // evict the least recently used
     auto lru = std::min_element(cache_.begin(), cache_.end(),
                                 [](const Cached& a, const Cached& b) { return a.used < b.used; });
+    std::lock_guard<std::mutex> lock(cancel_->mu);
     SQLFreeHandle(SQL_HANDLE_STMT, lru->stmt);
     cache_.erase(lru);
   }
@@ -510,39 +528,83 @@ void OdbcConn::work_execute() {
     if (Status s = set_autocommit(true); !s.is_ok()) return fail(std::move(s));
   }
   if (sqlscan::changes_session_state(req_.sql, params_.dialect->lexing)) dirty_ = true;
-  SQLHSTMT st = SQL_NULL_HSTMT;
-  if (Status s = prepare(req_.sql, &st); !s.is_ok()) return fail(std::move(s));
-  if (Status s = bind_params(st, req_.params); !s.is_ok()) return fail(std::move(s));
-  stmt_ = st;
+  // A cached statement whose tables changed may bring new result columns the driver cannot
+  // fetch into the old ones (MariaDB: CR_NEW_STMT_METADATA, 2057). Nothing reached the
+  // client then: the statement is prepared afresh and run once more. Only statements that are
+  // harmless to run twice are cached: not CALL, not DML with RETURNING (prepared each time).
+  const bool cacheable = cacheable_sql(req_.sql);
   result_.statements++;
-  if (Status s = run(st); !s.is_ok()) return fail(std::move(s));
+  for (int attempt = 0;; ++attempt) {
+    bool done = false;
+    Status s = start_statement(cacheable, &done);
+    if (s.is_ok()) {
+      if (done || !result_.more) finish_request(done ? affected_ : rows_);
+      return;
+    }
+    if (attempt == 0 && cacheable && params_.flavor == OdbcParams::Flavor::kMariadb &&
+        last_native_ == 2057) {
+      spdlog::debug("ODBC: the result columns of a cached statement changed; preparing again");
+      close_cursor();
+      evict(req_.sql);
+      writer_.discard();
+      writer_.begin(req_.request_id, req_.session_id, params_.max_frame_bytes);
+      writer_.start(result_.frames.bytes());
+      result_.more = false;
+      continue;
+    }
+    return fail(std::move(s));
+  }
+}
+
+bool OdbcConn::cacheable_sql(std::string_view sql) const {
+  thread_local std::string b;
+  sqlscan::blank_opaque(sql, params_.dialect->lexing, b);
+  std::string_view w = sqlscan::first_word(b);
+  if (sqlscan::word_is(w, "CALL") || sqlscan::word_is(w, "EXEC") ||
+      sqlscan::word_is(w, "EXECUTE")) {
+    return false;
+  }
+  return !sqlscan::has_word(b, "RETURNING") && !sqlscan::has_word(b, "OUTPUT");
+}
+
+void OdbcConn::evict(std::string_view sql) {
+  std::lock_guard<std::mutex> lock(cancel_->mu);
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->sql == sql) {
+      SQLFreeHandle(SQL_HANDLE_STMT, it->stmt);
+      cache_.erase(it);
+      return;
+    }
+  }
+}
+
+Status OdbcConn::start_statement(bool cacheable, bool* done) {
+  SQLHSTMT st = SQL_NULL_HSTMT;
+  if (Status s = prepare(req_.sql, cacheable, &st); !s.is_ok()) return s;
+  if (Status s = bind_params(st, req_.params); !s.is_ok()) return s;
+  stmt_ = st;
+  if (Status s = run(st); !s.is_ok()) return s;
   SQLSMALLINT ncols = 0;
-  if (!ok(SQLNumResultCols(st, &ncols))) return fail(diag(SQL_HANDLE_STMT, st, ""));
+  if (!ok(SQLNumResultCols(st, &ncols))) return diag(SQL_HANDLE_STMT, st, "");
   if (ncols == 0) {
     SQLLEN count = 0;
     if (!ok(SQLRowCount(st, &count))) count = 0;
     writer_.no_columns();
-    SQLFreeStmt(st, SQL_CLOSE);
-    stmt_ = SQL_NULL_HSTMT;
-    finish_request(count < 0 ? 0 : count);
-    return;
+    affected_ = count < 0 ? 0 : count;
+    *done = true;
+    return Status::ok();
   }
   if (static_cast<std::size_t>(ncols) > proto::kMaxColumns) {
-    return fail(ResultWriter::too_many_columns(static_cast<std::size_t>(ncols)));
+    return ResultWriter::too_many_columns(static_cast<std::size_t>(ncols));
   }
-  if (Status s = describe(st, ncols); !s.is_ok()) return fail(std::move(s));
-  if (Status s = writer_.columns(descs_.data(), descs_.size()); !s.is_ok()) {
-    return fail(std::move(s));
-  }
+  if (Status s = describe(st, ncols); !s.is_ok()) return s;
+  if (Status s = writer_.columns(descs_.data(), descs_.size()); !s.is_ok()) return s;
   streaming_ = true;
   rows_ = 0;
   fetched_ = 0;
   pos_ = 0;
   row_ready_ = false;
-  have_row_ = false;
-  Status s = fetch_rows();
-  if (!s.is_ok()) return fail(std::move(s));
-  if (!result_.more) finish_request(rows_);
+  return fetch_rows();
 }
 
 Status OdbcConn::describe(SQLHSTMT st, SQLSMALLINT ncols) {

@@ -123,7 +123,12 @@ class OdbcConn final : public WorkerConn {
   Status create_database();
   Status set_autocommit(bool on);
   Status exec_direct(std::string_view sql);
-  Status prepare(std::string_view sql, SQLHSTMT* out);
+  Status prepare(std::string_view sql, bool cacheable, SQLHSTMT* out);
+  bool cacheable_sql(std::string_view sql) const;
+  void evict(std::string_view sql);
+  // Prepares, binds and runs req_, writes the columns and the first rows; *done when the
+  // statement returned no result set (affected_ holds its row count).
+  Status start_statement(bool cacheable, bool* done);
   Status bind_params(SQLHSTMT stmt, const proto::ValueList& params);
   Status run(SQLHSTMT stmt);  // SQLExecute, cancellable
   Status describe(SQLHSTMT stmt, SQLSMALLINT ncols);
@@ -140,6 +145,7 @@ class OdbcConn final : public WorkerConn {
   OdbcParams params_;
   SQLHDBC dbc_ = SQL_NULL_HDBC;
   SQLHSTMT scratch_ = SQL_NULL_HSTMT;  // BEGIN, ping, CREATE DATABASE
+  SQLHSTMT direct_ = SQL_NULL_HSTMT;   // statements that are not cached (cacheable_sql)
   bool connected_ = false;
   bool autocommit_ = true;
   bool in_tx_ = false;
@@ -162,8 +168,8 @@ class OdbcConn final : public WorkerConn {
   SQLULEN fetched_ = 0;      // block mode: rows of the current rowset
   SQLULEN pos_ = 0;          // ... and the next one to encode
   bool row_ready_ = false;   // cells_ hold a row that did not fit the last batch
-  bool have_row_ = false;    // getdata mode: a row is fetched and not yet read
   std::int64_t rows_ = 0;
+  std::int64_t affected_ = 0;
   std::vector<std::string> scratch_text_;  // getdata pieces
 
   // Parameter storage (reused).
