@@ -165,8 +165,6 @@ Status OdbcConn::diag(SQLSMALLINT type, SQLHANDLE h, std::string_view what) {
       default: break;
     }
   }
-  if (sqlstate == "HY008") cat = proto::ErrorCategory::kCancelled;
-  if (sqlstate == "HYT00" || sqlstate == "HYT01") cat = proto::ErrorCategory::kTimeout;
   if (what.empty()) return Status(cat, std::move(message), std::move(sqlstate));
   return Status(cat, fmt::format("{}: {}", what, message), std::move(sqlstate));
 }
