@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "backend/blocking_pool.hpp"
 #include "backend/sql_scan.hpp"
 #include "backend/sqlstate.hpp"
 
@@ -62,7 +63,7 @@ SQLHENV OdbcConn::environment() {
 }
 
 OdbcConn::OdbcConn(uv_loop_t* loop, OdbcParams params)
-    : WorkerConn(loop, "ODBC"), params_(std::move(params)) {}
+    : WorkerConn(loop, "ODBC", Threads::kBlocking), params_(std::move(params)) {}
 
 OdbcConn::~OdbcConn() = default;
 
@@ -77,22 +78,15 @@ void OdbcConn::do_cancel() {
   if (!job_running()) return;
   // SQLCancel may block (MariaDB's driver connects to the server to KILL QUERY): it runs on
   // a worker thread, holding only the shared target, so it may outlive this connection.
-  struct Job {
-    uv_work_t req{};
-    std::shared_ptr<CancelTarget> target;
-  };
-  auto* job = new Job;
-  job->target = cancel_;
-  job->req.data = job;
-  int rc = uv_queue_work(
-      loop(), &job->req,
-      [](uv_work_t* r) {
-        auto* j = static_cast<Job*>(r->data);
-        std::lock_guard<std::mutex> lock(j->target->mu);
-        if (j->target->running != SQL_NULL_HSTMT) SQLCancel(j->target->running);
+  auto* target = new std::shared_ptr<CancelTarget>(cancel_);
+  blocking::submit(
+      loop(), target,
+      [](void* p) {
+        auto& t = *static_cast<std::shared_ptr<CancelTarget>*>(p);
+        std::lock_guard<std::mutex> lock(t->mu);
+        if (t->running != SQL_NULL_HSTMT) SQLCancel(t->running);
       },
-      [](uv_work_t* r, int) { delete static_cast<Job*>(r->data); });
-  if (rc != 0) delete job;
+      [](void* p) { delete static_cast<std::shared_ptr<CancelTarget>*>(p); });
 }
 
 // ---- worker thread ----
