@@ -105,10 +105,7 @@ void OdbcConn::work(BackendOp op) {
 }
 
 void OdbcConn::work_close() {
-  {
-    std::lock_guard<std::mutex> lock(cancel_->mu);
-    cancel_->running = SQL_NULL_HSTMT;
-  }
+  running(SQL_NULL_HSTMT);
   disconnect();
   if (dbc_ != SQL_NULL_HDBC) SQLFreeHandle(SQL_HANDLE_DBC, dbc_);
   dbc_ = SQL_NULL_HDBC;
@@ -454,20 +451,19 @@ Status OdbcConn::bind_params(SQLHSTMT st, const proto::ValueList& params) {
   return Status::ok();
 }
 
+void OdbcConn::running(SQLHSTMT st) {
+  std::lock_guard<std::mutex> lock(cancel_->mu);
+  cancel_->running = st;
+}
+
 Status OdbcConn::run(SQLHSTMT st) {
   if (params_.statement_timeout.count() > 0) {
     auto secs = static_cast<SQLULEN>((params_.statement_timeout.count() + 999) / 1000);
     SQLSetStmtAttr(st, SQL_ATTR_QUERY_TIMEOUT, reinterpret_cast<SQLPOINTER>(secs), 0);
   }
-  {
-    std::lock_guard<std::mutex> lock(cancel_->mu);
-    cancel_->running = st;
-  }
+  running(st);
   SQLRETURN rc = SQLExecute(st);
-  {
-    std::lock_guard<std::mutex> lock(cancel_->mu);
-    cancel_->running = SQL_NULL_HSTMT;
-  }
+  running(SQL_NULL_HSTMT);
   if (ok(rc) || rc == SQL_NO_DATA) return Status::ok();
   return diag(SQL_HANDLE_STMT, st, "");
 }
@@ -742,15 +738,9 @@ Status OdbcConn::fetch_rows() {
     if (!row_ready_) {
       // The next row: from the rowset in hand, or the next fetch.
       if (!block_ || pos_ >= fetched_) {
-        {
-          std::lock_guard<std::mutex> lock(cancel_->mu);
-          cancel_->running = stmt_;
-        }
+        running(stmt_);
         SQLRETURN rc = SQLFetch(stmt_);
-        {
-          std::lock_guard<std::mutex> lock(cancel_->mu);
-          cancel_->running = SQL_NULL_HSTMT;
-        }
+        running(SQL_NULL_HSTMT);
         if (rc == SQL_NO_DATA) {
           writer_.finish_batch();
           return Status::ok();

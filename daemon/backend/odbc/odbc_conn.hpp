@@ -131,6 +131,7 @@ class OdbcConn final : public WorkerConn {
   Status start_statement(bool cacheable, bool* done);
   Status bind_params(SQLHSTMT stmt, const proto::ValueList& params);
   Status run(SQLHSTMT stmt);  // SQLExecute, cancellable
+  void running(SQLHSTMT stmt);  // the statement cancel() may interrupt now (or none)
   Status describe(SQLHSTMT stmt, SQLSMALLINT ncols);
   Status fetch_rows();  // the next rows of stmt_ into result_ (sets more)
   Status read_cell(std::size_t col, Cell* out);
