@@ -2,6 +2,10 @@
 #include "backend/odbc/odbc_conn.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 
@@ -47,6 +51,70 @@ proto::ValueTag tag_of(SQLSMALLINT type, bool is_unsigned) {
   }
 }
 
+// statement_timeout: drivers do not all honour SQL_ATTR_QUERY_TIMEOUT (MariaDB Connector/ODBC
+// 3.1 ignores it), so one thread cancels statements that run past their deadline.
+class Watchdog {
+ public:
+  using Target = std::shared_ptr<OdbcConn::CancelTarget>;
+  using Clock = std::chrono::steady_clock;
+  struct Entry {
+    Target target;
+    std::uint64_t seq;
+    bool fired = false;
+  };
+  using Key = std::multimap<Clock::time_point, Entry>::iterator;
+
+  static Watchdog& instance() {
+    static Watchdog* w = new Watchdog;  // lives as long as the process
+    return *w;
+  }
+  // Every arm() is followed by one disarm() of its key (the entry stays until then, fired
+  // or not).
+  Key arm(Target t, std::uint64_t seq, Clock::time_point deadline) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Key k = due_.emplace(deadline, Entry{std::move(t), seq});
+    cv_.notify_one();
+    return k;
+  }
+  void disarm(Key k) {
+    std::lock_guard<std::mutex> lock(mu_);
+    due_.erase(k);
+  }
+
+ private:
+  Watchdog() { std::thread([this] { run(); }).detach(); }
+  void run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      auto next = std::find_if(due_.begin(), due_.end(), [](const auto& e) { return !e.second.fired; });
+      if (next == due_.end()) {
+        cv_.wait(lock);
+        continue;
+      }
+      if (Clock::now() < next->first) {
+        cv_.wait_until(lock, next->first);
+        continue;
+      }
+      next->second.fired = true;
+      Target target = next->second.target;
+      const std::uint64_t seq = next->second.seq;
+      lock.unlock();
+      {
+        std::lock_guard<std::mutex> t(target->mu);
+        if (target->seq == seq && target->running != SQL_NULL_HSTMT) {
+          target->timed_out = true;
+          target->cancelled = true;
+          SQLCancel(target->running);
+        }
+      }
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::multimap<Clock::time_point, Entry> due_;
+};
+
 }  // namespace
 
 SQLHENV OdbcConn::environment() {
@@ -84,7 +152,10 @@ void OdbcConn::do_cancel() {
       [](void* p) {
         auto& t = *static_cast<std::shared_ptr<CancelTarget>*>(p);
         std::lock_guard<std::mutex> lock(t->mu);
-        if (t->running != SQL_NULL_HSTMT) SQLCancel(t->running);
+        if (t->running != SQL_NULL_HSTMT) {
+          t->cancelled = true;
+          SQLCancel(t->running);
+        }
       },
       [](void* p) { delete static_cast<std::shared_ptr<CancelTarget>*>(p); });
 }
@@ -172,7 +243,19 @@ bool OdbcConn::broken_error(const Status& s, SQLINTEGER native) const {
 
 void OdbcConn::fail(Status s) {
   const SQLINTEGER native = last_native_;
+  // After SQLCancel the driver or the driver manager may report anything (HY008, 1317, or
+  // HY010 from the next call on the handle): the cause is the cancel.
+  if (timed_out_) {
+    s = Status(proto::ErrorCategory::kTimeout,
+               fmt::format("statement_timeout ({} ms) reached; the statement was cancelled",
+                           params_.statement_timeout.count()),
+               "57014");
+  } else if (stmt_cancelled_ && s.category() != proto::ErrorCategory::kCancelled) {
+    s = Status(proto::ErrorCategory::kCancelled, "the statement was cancelled", "57014");
+  }
+  timed_out_ = false;
   close_cursor();
+  drop_cancelled_handle();
   streaming_ = false;
   writer_.discard();
   result_.more = false;
@@ -453,17 +536,49 @@ Status OdbcConn::bind_params(SQLHSTMT st, const proto::ValueList& params) {
 
 void OdbcConn::running(SQLHSTMT st) {
   std::lock_guard<std::mutex> lock(cancel_->mu);
+  if (st == SQL_NULL_HSTMT && cancel_->cancelled) stmt_cancelled_ = true;
   cancel_->running = st;
+  if (st != SQL_NULL_HSTMT) cancel_->cancelled = false;
+}
+
+void OdbcConn::drop_cancelled_handle() {
+  if (!stmt_cancelled_) return;
+  stmt_cancelled_ = false;
+  evict(req_.sql);
+  if (direct_ != SQL_NULL_HSTMT) {
+    std::lock_guard<std::mutex> lock(cancel_->mu);
+    SQLFreeHandle(SQL_HANDLE_STMT, direct_);
+    direct_ = SQL_NULL_HSTMT;
+  }
 }
 
 Status OdbcConn::run(SQLHSTMT st) {
-  if (params_.statement_timeout.count() > 0) {
-    auto secs = static_cast<SQLULEN>((params_.statement_timeout.count() + 999) / 1000);
-    SQLSetStmtAttr(st, SQL_ATTR_QUERY_TIMEOUT, reinterpret_cast<SQLPOINTER>(secs), 0);
+  std::uint64_t seq = 0;
+  {
+    std::lock_guard<std::mutex> lock(cancel_->mu);
+    cancel_->running = st;
+    seq = ++cancel_->seq;
+    cancel_->timed_out = false;
+    cancel_->cancelled = false;
   }
-  running(st);
+  const bool timed = params_.statement_timeout.count() > 0;
+  Watchdog::Key key{};
+  if (timed) {
+    key = Watchdog::instance().arm(cancel_, seq,
+                                   Watchdog::Clock::now() + params_.statement_timeout);
+  }
   SQLRETURN rc = SQLExecute(st);
-  running(SQL_NULL_HSTMT);
+  if (timed) Watchdog::instance().disarm(key);
+  bool timed_out = false;
+  {
+    std::lock_guard<std::mutex> lock(cancel_->mu);
+    cancel_->running = SQL_NULL_HSTMT;
+    timed_out = cancel_->timed_out;
+    if (cancel_->cancelled) stmt_cancelled_ = true;
+  }
+  timed_out_ = timed_out;
+  // A statement that finished although it was cancelled (MariaDB's SLEEP() and BENCHMARK()
+  // return early) succeeded: its result stands, if the driver still gives it.
   if (ok(rc) || rc == SQL_NO_DATA) return Status::ok();
   return diag(SQL_HANDLE_STMT, st, "");
 }
@@ -797,6 +912,8 @@ void OdbcConn::finish_request(std::int64_t affected) {
   done.affected_rows = affected;
   done.in_transaction = in_tx_;
   writer_.complete(done);
+  drop_cancelled_handle();
+  timed_out_ = false;
 }
 
 void OdbcConn::work_end(bool commit) {

@@ -70,6 +70,16 @@ class OdbcConn final : public WorkerConn {
   // The process-wide ODBC environment (ODBC 3, driver-manager pooling off), made once.
   static SQLHENV environment();
 
+  // The statement SQLCancel may interrupt, shared with the cancel job and the statement
+  // timeout's watchdog (which may outlive the connection).
+  struct CancelTarget {
+    std::mutex mu;
+    SQLHSTMT running = SQL_NULL_HSTMT;
+    std::uint64_t seq = 0;   // which execution `running` is (the watchdog's key)
+    bool timed_out = false;  // the watchdog cancelled it: statement_timeout
+    bool cancelled = false;  // SQLCancel was called on it (cancel() or the watchdog)
+  };
+
  protected:
   void do_execute(const ExecRequest& req) override;
   void do_cancel() override;
@@ -98,12 +108,6 @@ class OdbcConn final : public WorkerConn {
     std::string bytes;  // text, blob (getdata mode)
     std::string_view view;  // text, blob: into `bytes` or a bound array
   };
-  // The statement SQLCancel may interrupt, shared with the cancel job (which may outlive
-  // the connection).
-  struct CancelTarget {
-    std::mutex mu;
-    SQLHSTMT running = SQL_NULL_HSTMT;
-  };
   static constexpr std::size_t kStmtCacheSize = 32;
   static constexpr std::size_t kMaxBlockRows = 256;
   static constexpr SQLULEN kBoundedCell = 4096;  // larger text/blob columns use SQLGetData
@@ -126,6 +130,9 @@ class OdbcConn final : public WorkerConn {
   Status prepare(std::string_view sql, bool cacheable, SQLHSTMT* out);
   bool cacheable_sql(std::string_view sql) const;
   void evict(std::string_view sql);
+  // After a request: a statement handle SQLCancel hit is not used again (the driver
+  // manager's state of it is not to be trusted: HY010 on the next use).
+  void drop_cancelled_handle();
   // Prepares, binds and runs req_, writes the columns and the first rows; *done when the
   // statement returned no result set (affected_ holds its row count).
   Status start_statement(bool cacheable, bool* done);
@@ -171,6 +178,8 @@ class OdbcConn final : public WorkerConn {
   bool row_ready_ = false;   // cells_ hold a row that did not fit the last batch
   std::int64_t rows_ = 0;
   std::int64_t affected_ = 0;
+  bool stmt_cancelled_ = false;  // SQLCancel hit the current statement: its handle is dropped
+  bool timed_out_ = false;       // ... and it was statement_timeout's watchdog
   std::vector<std::string> scratch_text_;  // getdata pieces
 
   // Parameter storage (reused).
