@@ -33,14 +33,13 @@ std::string_view strip_tags(std::string_view m) {
   return m;
 }
 
-proto::ValueTag tag_of(SQLSMALLINT type, bool is_unsigned) {
+proto::ValueTag tag_of(SQLSMALLINT type) {
   switch (type) {
     case SQL_BIT: return proto::ValueTag::kBool;
     case SQL_TINYINT:
     case SQL_SMALLINT:
     case SQL_INTEGER: return proto::ValueTag::kInt64;
-    case SQL_BIGINT:  // an unsigned BIGINT may not fit int64: its digits go as text
-      return is_unsigned ? proto::ValueTag::kText : proto::ValueTag::kInt64;
+    case SQL_BIGINT: return proto::ValueTag::kInt64;  // unsigned past INT64_MAX: as text
     case SQL_REAL:
     case SQL_FLOAT:
     case SQL_DOUBLE: return proto::ValueTag::kDouble;
@@ -733,10 +732,14 @@ Status OdbcConn::describe(SQLHSTMT st, SQLSMALLINT ncols) {
     SQLColAttribute(st, col, SQL_DESC_UNSIGNED, nullptr, 0, nullptr, &is_unsigned);
     Column& k = cols_[c];
     k.name.assign(reinterpret_cast<char*>(name));
-    k.tag = tag_of(type, is_unsigned == SQL_TRUE);
+    k.tag = tag_of(type);
+    k.unsigned_big = type == SQL_BIGINT && is_unsigned == SQL_TRUE;
     switch (k.tag) {
       case proto::ValueTag::kBool: k.ctype = SQL_C_BIT; k.width = 1; break;
-      case proto::ValueTag::kInt64: k.ctype = SQL_C_SBIGINT; k.width = 8; break;
+      case proto::ValueTag::kInt64:
+        k.ctype = k.unsigned_big ? SQL_C_UBIGINT : SQL_C_SBIGINT;
+        k.width = 8;
+        break;
       case proto::ValueTag::kDouble: k.ctype = SQL_C_DOUBLE; k.width = 8; break;
       case proto::ValueTag::kBlob:
         k.ctype = SQL_C_BINARY;
@@ -775,6 +778,14 @@ Status OdbcConn::describe(SQLHSTMT st, SQLSMALLINT ncols) {
   return Status::ok();
 }
 
+// A BIGINT UNSIGNED value past INT64_MAX goes out as its digits (text).
+void OdbcConn::unsigned_past_int64(const Column& k, Cell* out) {
+  if (!k.unsigned_big || out->i >= 0) return;
+  out->bytes = std::to_string(static_cast<std::uint64_t>(out->i));
+  out->view = out->bytes;
+  out->tag = proto::ValueTag::kText;
+}
+
 Status OdbcConn::read_cell(std::size_t c, Cell* out) {
   Column& k = cols_[c];
   if (block_) {
@@ -787,7 +798,10 @@ Status OdbcConn::read_cell(std::size_t c, Cell* out) {
     out->tag = k.tag;
     switch (k.tag) {
       case proto::ValueTag::kBool: out->b = *reinterpret_cast<const unsigned char*>(p) != 0; break;
-      case proto::ValueTag::kInt64: std::memcpy(&out->i, p, 8); break;
+      case proto::ValueTag::kInt64:
+        std::memcpy(&out->i, p, 8);
+        unsigned_past_int64(k, out);
+        break;
       case proto::ValueTag::kDouble: std::memcpy(&out->d, p, 8); break;
       default: {
         const SQLLEN room = static_cast<SQLLEN>(k.width) - (k.ctype == SQL_C_CHAR ? 1 : 0);
@@ -813,7 +827,7 @@ Status OdbcConn::read_cell(std::size_t c, Cell* out) {
       break;
     }
     case proto::ValueTag::kInt64:
-      rc = SQLGetData(stmt_, col, SQL_C_SBIGINT, &out->i, 8, &ind);
+      rc = SQLGetData(stmt_, col, k.ctype, &out->i, 8, &ind);
       break;
     case proto::ValueTag::kDouble:
       rc = SQLGetData(stmt_, col, SQL_C_DOUBLE, &out->d, 8, &ind);
@@ -844,6 +858,7 @@ Status OdbcConn::read_cell(std::size_t c, Cell* out) {
   }
   if (!ok(rc)) return diag(SQL_HANDLE_STMT, stmt_, "");
   out->tag = ind == SQL_NULL_DATA ? proto::ValueTag::kNull : k.tag;
+  if (out->tag == proto::ValueTag::kInt64) unsigned_past_int64(k, out);
   return Status::ok();
 }
 

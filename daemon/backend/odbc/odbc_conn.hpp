@@ -95,6 +95,7 @@ class OdbcConn final : public WorkerConn {
     std::string name;
     proto::ValueTag tag = proto::ValueTag::kText;
     SQLSMALLINT ctype = SQL_C_CHAR;
+    bool unsigned_big = false;       // BIGINT UNSIGNED: past INT64_MAX sent as text
     SQLULEN width = 0;               // block mode: bytes per cell in `data`
     std::vector<char> data;          // block mode: rows x width
     std::vector<SQLLEN> ind;         // block mode: rows
@@ -142,6 +143,7 @@ class OdbcConn final : public WorkerConn {
   Status describe(SQLHSTMT stmt, SQLSMALLINT ncols);
   Status fetch_rows();  // the next rows of stmt_ into result_ (sets more)
   Status read_cell(std::size_t col, Cell* out);
+  static void unsigned_past_int64(const Column& k, Cell* out);
   void finish_request(std::int64_t affected);
   void fail(Status s);
   void close_cursor();
