@@ -90,8 +90,9 @@ class Watchdog {
         cv_.wait(lock);
         continue;
       }
-      if (Clock::now() < next->first) {
-        cv_.wait_until(lock, next->first);
+      const Clock::time_point when = next->first;  // a copy: the entry may go while we wait
+      if (Clock::now() < when) {
+        cv_.wait_until(lock, when);
         continue;
       }
       next->second.fired = true;
