@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -30,11 +31,18 @@ class Pool {
     if (in_flight_++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(&async_));
     std::lock_guard<std::mutex> lock(mu_);
     todo_.push_back(j);
-    if (idle_ == 0 && static_cast<int>(threads_.size()) < kMaxThreads) {
-      threads_.emplace_back([this] { run(); });
-    } else {
-      cv_.notify_one();
+    // Idle threads already woken for earlier calls are not idle for this one: a thread is
+    // made whenever the calls waiting outnumber the idle threads.
+    if (todo_.size() > static_cast<std::size_t>(idle_) &&
+        static_cast<int>(threads_.size()) < kMaxThreads) {
+      try {
+        threads_.emplace_back([this] { run(); });
+        return;
+      } catch (const std::system_error&) {
+        // No thread to be had (EAGAIN): the call waits for one that is running.
+      }
     }
+    cv_.notify_one();
   }
 
   void close() {

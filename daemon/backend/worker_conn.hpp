@@ -12,6 +12,7 @@
 // work_close() on a worker thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string_view>
 
@@ -69,7 +70,7 @@ class WorkerConn : public BackendConn {
   uv_work_t work_{};
   BackendOp op_ = BackendOp::kOpen;
   bool job_running_ = false;
-  bool closing_ = false;
+  std::atomic<bool> closing_{false};  // set on the loop, read by the job that follows
 };
 
 }  // namespace dbmgr::daemon

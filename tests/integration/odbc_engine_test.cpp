@@ -127,3 +127,44 @@ TEST_CASE("odbc: idle connections retire before wait_timeout, without pre-ping")
     CHECK(pool["closed"].get<int>() >= 1);
   }
 }
+
+TEST_CASE("odbc: a transaction begun or ended in SQL is tracked; nothing leaks to the next user") {
+  // One connection, so that every request below reuses it.
+  Daemon d(maria("pool:\n  pool_size: 1\n  max_overflow: 0\n"));
+  dbmgr::DatabaseManager m(d.options("test", "odbctx"));
+  m.execute("CREATE TABLE IF NOT EXISTS t (x INT)");
+  m.execute("DELETE FROM t");
+  // A one-shot that begins a transaction: committed at once (a one-shot is its own
+  // transaction), not left open for the next user of the connection.
+  auto r = m.execute("START TRANSACTION");
+  CHECK(r.affected_rows() >= -1);
+  m.execute("INSERT INTO t VALUES (1)");
+  // Seen from outside the daemon's connection: the insert is committed.
+  {
+    Daemon other(maria());
+    dbmgr::DatabaseManager o(other.options("test", "odbctx"));
+    CHECK(o.execute("SELECT COUNT(*) FROM t").scalar<std::int64_t>() == 1);
+  }
+  CHECK(m.execute("SELECT @@in_transaction").scalar<std::int64_t>() == 0);
+  // COMMIT sent as SQL inside a session ends its transaction; what follows is a new one,
+  // which a rollback undoes.
+  {
+    auto s = m.get_session();
+    s.execute("INSERT INTO t VALUES (2)");
+    s.execute("COMMIT");
+    s.execute("INSERT INTO t VALUES (3)");
+    s.rollback();
+  }
+  CHECK(m.execute("SELECT COUNT(*) FROM t").scalar<std::int64_t>() == 2);
+  // BEGIN in SQL inside a session, then the session rolls back: all of it goes.
+  {
+    auto s = m.get_session();
+    s.execute("INSERT INTO t VALUES (4)");
+    s.execute("BEGIN");  // MariaDB commits the open transaction and begins another
+    s.execute("INSERT INTO t VALUES (5)");
+    s.rollback();
+  }
+  CHECK(m.execute("SELECT COUNT(*) FROM t WHERE x = 4").scalar<std::int64_t>() == 1);
+  CHECK(m.execute("SELECT COUNT(*) FROM t WHERE x = 5").scalar<std::int64_t>() == 0);
+  CHECK(m.execute("SELECT @@in_transaction").scalar<std::int64_t>() == 0);
+}

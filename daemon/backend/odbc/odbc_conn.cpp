@@ -139,25 +139,35 @@ OdbcConn::~OdbcConn() = default;
 
 void OdbcConn::do_execute(const ExecRequest& req) {
   req_ = req;
+  ++exec_gen_;
   queue(BackendOp::kExecute);
+}
+
+void OdbcConn::do_resume() {
+  queue(BackendOp::kExecute);  // the same request: exec_gen_ stays
 }
 
 void OdbcConn::do_cancel() {
   if (!job_running()) return;
   // SQLCancel may block (MariaDB's driver connects to the server to KILL QUERY): it runs on
   // a worker thread, holding only the shared target, so it may outlive this connection.
-  auto* target = new std::shared_ptr<CancelTarget>(cancel_);
+  // The request it is meant for: a cancel that runs after that request ended must not hit
+  // the next user's statement.
+  struct Job {
+    std::shared_ptr<CancelTarget> target;
+    std::uint64_t gen;
+  };
   blocking::submit(
-      loop(), target,
+      loop(), new Job{cancel_, exec_gen_},
       [](void* p) {
-        auto& t = *static_cast<std::shared_ptr<CancelTarget>*>(p);
-        std::lock_guard<std::mutex> lock(t->mu);
-        if (t->running != SQL_NULL_HSTMT) {
-          t->cancelled = true;
-          SQLCancel(t->running);
+        auto* j = static_cast<Job*>(p);
+        std::lock_guard<std::mutex> lock(j->target->mu);
+        if (j->target->running != SQL_NULL_HSTMT && j->target->gen == j->gen) {
+          j->target->cancelled = true;
+          SQLCancel(j->target->running);
         }
       },
-      [](void* p) { delete static_cast<std::shared_ptr<CancelTarget>*>(p); });
+      [](void* p) { delete static_cast<Job*>(p); });
 }
 
 // ---- worker thread ----
@@ -177,7 +187,10 @@ void OdbcConn::work(BackendOp op) {
 
 void OdbcConn::work_close() {
   running(SQL_NULL_HSTMT);
-  disconnect();
+  // A transaction still open is rolled back first: a driver may refuse to disconnect with
+  // one open (25000), and the handle would leak. (An unfinished stream is not: that would
+  // read the rest of it; the server rolls back when the connection goes.)
+  if (connected_ && in_tx_ && !streaming_) end_tx(false).is_ok();
   if (dbc_ != SQL_NULL_HDBC) SQLFreeHandle(SQL_HANDLE_DBC, dbc_);
   dbc_ = SQL_NULL_HDBC;
 }
@@ -265,11 +278,11 @@ void OdbcConn::fail(Status s) {
     result_.status = std::move(s);
     return;
   }
-  // An error ends the transaction: roll back whatever this one did.
-  if (in_tx_) {
-    if (!ok(SQLEndTran(SQL_HANDLE_DBC, dbc_, SQL_ROLLBACK))) result_.broken = true;
-    in_tx_ = false;
-  }
+  // An error ends the transaction: roll back whatever this one did (and what SQL may have
+  // begun).
+  if (tx_control_ && !in_tx_) learn_tx_state();
+  if (in_tx_ && !end_tx(false).is_ok()) result_.broken = true;
+  in_tx_ = false;
   result_.status = std::move(s);
 }
 
@@ -377,7 +390,10 @@ void OdbcConn::disconnect() {
   free_cache();
   if (scratch_ != SQL_NULL_HSTMT) SQLFreeHandle(SQL_HANDLE_STMT, scratch_);
   scratch_ = SQL_NULL_HSTMT;
-  if (connected_) SQLDisconnect(dbc_);
+  if (connected_ && !ok(SQLDisconnect(dbc_))) {
+    SQLEndTran(SQL_HANDLE_DBC, dbc_, SQL_ROLLBACK);
+    SQLDisconnect(dbc_);
+  }
   connected_ = false;
   in_tx_ = false;
   autocommit_ = true;
@@ -536,19 +552,33 @@ Status OdbcConn::bind_params(SQLHSTMT st, const proto::ValueList& params) {
 
 void OdbcConn::running(SQLHSTMT st) {
   std::lock_guard<std::mutex> lock(cancel_->mu);
-  if (st == SQL_NULL_HSTMT && cancel_->cancelled) stmt_cancelled_ = true;
+  if (st == SQL_NULL_HSTMT && cancel_->cancelled) {
+    stmt_cancelled_ = true;
+    cancelled_handle_ = cancel_->running;
+  }
   cancel_->running = st;
-  if (st != SQL_NULL_HSTMT) cancel_->cancelled = false;
+  cancel_->cancelled = false;
+  ++cancel_->seq;  // a watchdog entry of an earlier step no longer matches
 }
 
 void OdbcConn::drop_cancelled_handle() {
   if (!stmt_cancelled_) return;
   stmt_cancelled_ = false;
-  evict(req_.sql);
-  if (direct_ != SQL_NULL_HSTMT) {
-    std::lock_guard<std::mutex> lock(cancel_->mu);
+  SQLHSTMT h = cancelled_handle_;
+  cancelled_handle_ = SQL_NULL_HSTMT;
+  if (h == SQL_NULL_HSTMT) return;
+  std::lock_guard<std::mutex> lock(cancel_->mu);
+  if (h == direct_) {
     SQLFreeHandle(SQL_HANDLE_STMT, direct_);
     direct_ = SQL_NULL_HSTMT;
+    return;
+  }
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->stmt == h) {
+      SQLFreeHandle(SQL_HANDLE_STMT, it->stmt);
+      cache_.erase(it);
+      return;
+    }
   }
 }
 
@@ -557,6 +587,7 @@ Status OdbcConn::run(SQLHSTMT st) {
   {
     std::lock_guard<std::mutex> lock(cancel_->mu);
     cancel_->running = st;
+    cancel_->gen = exec_gen_;
     seq = ++cancel_->seq;
     cancel_->timed_out = false;
     cancel_->cancelled = false;
@@ -572,9 +603,13 @@ Status OdbcConn::run(SQLHSTMT st) {
   bool timed_out = false;
   {
     std::lock_guard<std::mutex> lock(cancel_->mu);
+    if (cancel_->cancelled) {
+      stmt_cancelled_ = true;
+      cancelled_handle_ = st;
+    }
     cancel_->running = SQL_NULL_HSTMT;
+    ++cancel_->seq;  // disarmed: a watchdog that took the entry just now no longer matches
     timed_out = cancel_->timed_out;
-    if (cancel_->cancelled) stmt_cancelled_ = true;
   }
   timed_out_ = timed_out;
   // A statement that finished although it was cancelled (MariaDB's SLEEP() and BENCHMARK()
@@ -611,6 +646,10 @@ void OdbcConn::work_execute() {
   }
   writer_.begin(req_.request_id, req_.session_id, params_.max_frame_bytes);
   writer_.start(result_.frames.bytes());
+  last_native_ = 0;
+  stmt_cancelled_ = false;
+  timed_out_ = false;
+  tx_control_ = tx_control_sql(req_.sql);
   if (req_.read_only && params_.dialect->begin_read_only.empty()) {
     return fail(Status::invalid(
         "this database's server has no read-only transactions; dbmgrd cannot make this "
@@ -693,7 +732,7 @@ Status OdbcConn::start_statement(bool cacheable, bool* done) {
     SQLLEN count = 0;
     if (!ok(SQLRowCount(st, &count))) count = 0;
     writer_.no_columns();
-    affected_ = count < 0 ? 0 : count;
+    affected_ = count;  // -1: the driver does not know (protocol.md, kComplete)
     *done = true;
     return Status::ok();
   }
@@ -843,8 +882,10 @@ Status OdbcConn::read_cell(std::size_t c, Cell* out) {
         if (!ok(rc)) break;
         if (ind == SQL_NULL_DATA) break;
         const std::size_t room = sizeof piece - (text ? 1 : 0);
+        // A piece the driver did not fill (it stops at a character boundary when it
+        // converts) ends at its terminator.
         std::size_t got = ind == SQL_NO_TOTAL || static_cast<std::size_t>(ind) > room
-                              ? room
+                              ? (text ? strnlen(piece, room) : room)
                               : static_cast<std::size_t>(ind);
         out->bytes.append(piece, got);
         if (out->bytes.size() > params_.max_frame_bytes) {
@@ -917,12 +958,15 @@ Status OdbcConn::fetch_rows() {
 
 void OdbcConn::finish_request(std::int64_t affected) {
   close_cursor();
-  // A one-shot that began a transaction (a read-only one) commits it now.
+  if (tx_control_) learn_tx_state();
+  // A one-shot is its own transaction: one it began (a read-only one, or SQL that began one)
+  // commits now.
   if (req_.commit_after && in_tx_) {
-    if (!ok(SQLEndTran(SQL_HANDLE_DBC, dbc_, SQL_COMMIT))) {
-      return fail(diag(SQL_HANDLE_DBC, dbc_, "COMMIT failed"));
+    in_tx_ = true;
+    if (Status s = end_tx(true); !s.is_ok()) {
+      in_tx_ = true;  // so that fail() rolls back
+      return fail(std::move(s));
     }
-    in_tx_ = false;
   }
   proto::Complete done;
   done.affected_rows = affected;
@@ -932,7 +976,70 @@ void OdbcConn::finish_request(std::int64_t affected) {
   timed_out_ = false;
 }
 
+Status OdbcConn::end_tx(bool commit) {
+  in_tx_ = false;
+  // With autocommit on, a transaction is open only because SQL began one (START
+  // TRANSACTION): it ends in SQL too. Otherwise SQLEndTran.
+  if (autocommit_) {
+    return exec_direct(commit ? "COMMIT" : "ROLLBACK");
+  }
+  if (ok(SQLEndTran(SQL_HANDLE_DBC, dbc_, commit ? SQL_COMMIT : SQL_ROLLBACK))) return Status::ok();
+  return diag(SQL_HANDLE_DBC, dbc_, commit ? "COMMIT failed" : "ROLLBACK failed");
+}
+
+bool OdbcConn::tx_control_sql(std::string_view sql) const {
+  thread_local std::string b;
+  sqlscan::blank_opaque(sql, params_.dialect->lexing, b);
+  std::size_t end = 0;
+  std::string_view w = sqlscan::first_word(b, &end);
+  for (std::string_view k : {"START", "BEGIN", "COMMIT", "ROLLBACK", "END", "XA", "SAVE",
+                             "SAVEPOINT", "RELEASE"}) {
+    if (sqlscan::word_is(w, k)) return true;
+  }
+  if (sqlscan::word_is(w, "SET")) {
+    std::string_view next = sqlscan::first_word(b, nullptr, end);
+    return sqlscan::word_is(next, "AUTOCOMMIT") || sqlscan::word_is(next, "IMPLICIT_TRANSACTIONS") ||
+           sqlscan::has_word(b, "AUTOCOMMIT");
+  }
+  // DDL commits implicitly on MariaDB.
+  return sqlscan::word_is(w, "CREATE") || sqlscan::word_is(w, "ALTER") ||
+         sqlscan::word_is(w, "DROP") || sqlscan::word_is(w, "TRUNCATE") ||
+         sqlscan::word_is(w, "RENAME") || sqlscan::word_is(w, "LOCK") ||
+         sqlscan::word_is(w, "UNLOCK");
+}
+
+void OdbcConn::learn_tx_state() {
+  // The server's own word on whether a transaction is open, after SQL that may have begun
+  // or ended one: @@in_transaction (MariaDB), @@TRANCOUNT (SQL Server).
+  const char* sql = params_.flavor == OdbcParams::Flavor::kMariadb ? "SELECT @@in_transaction"
+                    : params_.flavor == OdbcParams::Flavor::kMssql ? "SELECT @@TRANCOUNT"
+                                                                   : nullptr;
+  if (sql == nullptr) return;
+  SQLBIGINT open = 0;
+  SQLLEN ind = 0;
+  if (ok(SQLExecDirect(scratch_, reinterpret_cast<SQLCHAR*>(const_cast<char*>(sql)), SQL_NTS)) &&
+      ok(SQLFetch(scratch_)) && ok(SQLGetData(scratch_, 1, SQL_C_SBIGINT, &open, sizeof open, &ind))) {
+    // Without autocommit the next statement opens a transaction anyway: what matters is
+    // whether one is open now.
+    in_tx_ = open > 0;
+  } else {
+    in_tx_ = true;  // unknown: the session's end rolls back whatever is open
+  }
+  SQLFreeStmt(scratch_, SQL_CLOSE);
+}
+
 void OdbcConn::work_end(bool commit) {
+  const bool abandoned = streaming_;  // a result not read to its end
+  if (abandoned && !commit) {
+    // Closing an unfinished result makes the driver read every remaining row from the
+    // server first (no result cache). Closing the connection is quicker and rolls back on
+    // the server as well: the pool makes a new one.
+    streaming_ = false;
+    stmt_ = SQL_NULL_HSTMT;
+    in_tx_ = false;
+    result_.broken = true;
+    return;
+  }
   close_cursor();
   if (!connected_) {
     result_.status = Status::connection("the database connection is closed");
@@ -940,12 +1047,13 @@ void OdbcConn::work_end(bool commit) {
     in_tx_ = false;
     return;
   }
+  stmt_cancelled_ = false;
+  timed_out_ = false;
   if (!in_tx_ && autocommit_) return;  // nothing is open
-  SQLRETURN rc = SQLEndTran(SQL_HANDLE_DBC, dbc_, commit ? SQL_COMMIT : SQL_ROLLBACK);
-  in_tx_ = false;
-  if (!ok(rc)) {
-    Status s = diag(SQL_HANDLE_DBC, dbc_, commit ? "COMMIT failed" : "ROLLBACK failed");
-    if (commit) SQLEndTran(SQL_HANDLE_DBC, dbc_, SQL_ROLLBACK);
+  if (!in_tx_ && !commit) return;      // autocommit off, nothing begun since the last end
+  Status s = end_tx(commit);
+  if (!s.is_ok()) {
+    if (commit) end_tx(false).is_ok();
     result_.broken = broken_error(s, last_native_) || !commit;
     result_.status = std::move(s);
   }

@@ -78,10 +78,12 @@ class OdbcConn final : public WorkerConn {
     std::uint64_t seq = 0;   // which execution `running` is (the watchdog's key)
     bool timed_out = false;  // the watchdog cancelled it: statement_timeout
     bool cancelled = false;  // SQLCancel was called on it (cancel() or the watchdog)
+    std::uint64_t gen = 0;   // the request `running` belongs to (OdbcConn::exec_gen_)
   };
 
  protected:
   void do_execute(const ExecRequest& req) override;
+  void do_resume() override;
   void do_cancel() override;
 
  private:
@@ -127,6 +129,12 @@ class OdbcConn final : public WorkerConn {
   void disconnect();
   Status create_database();
   Status set_autocommit(bool on);
+  // Ends the open transaction (SQLEndTran, or COMMIT/ROLLBACK in SQL when SQL began it).
+  Status end_tx(bool commit);
+  // SQL that may begin or end a transaction itself (START TRANSACTION, COMMIT, XA, SET
+  // autocommit, DDL's implicit commit): the server is asked afterwards (learn_tx_state()).
+  bool tx_control_sql(std::string_view sql) const;
+  void learn_tx_state();
   Status exec_direct(std::string_view sql);
   Status prepare(std::string_view sql, bool cacheable, SQLHSTMT* out);
   bool cacheable_sql(std::string_view sql) const;
@@ -182,6 +190,9 @@ class OdbcConn final : public WorkerConn {
   std::int64_t affected_ = 0;
   bool stmt_cancelled_ = false;  // SQLCancel hit the current statement: its handle is dropped
   bool timed_out_ = false;       // ... and it was statement_timeout's watchdog
+  SQLHSTMT cancelled_handle_ = SQL_NULL_HSTMT;  // the handle it hit
+  bool tx_control_ = false;      // req_ may begin or end a transaction in SQL
+  std::uint64_t exec_gen_ = 0;   // loop thread: bumped per request (the cancel's target)
   std::vector<std::string> scratch_text_;  // getdata pieces
 
   // Parameter storage (reused).
