@@ -2,14 +2,17 @@
 // identifiers, comments, dollar quotes) for each engine's lexing rules, so that words and
 // placeholders are looked for only in the SQL itself.
 //
-// blank_opaque() copies the statement with every opaque part replaced by spaces (same length,
-// so positions still match); the word helpers then look at what is left. Used for statement
-// classification on the engines that need it (session-state changes on MariaDB and SQL
-// Server); PostgreSQL's `?` rewriting has its own pass (postgres/pg_sql.hpp).
+// walk() visits every byte of plain SQL; blank_opaque() copies the statement with every
+// opaque part replaced by spaces (same length, so positions still match), for the word
+// helpers. The one lexer of the daemon: SQLite's statement classification (group commit,
+// read-only one-shots), PostgreSQL's `?` rewriting and session-state detection, and the
+// ODBC engine's session-state detection all stand on it.
 //
 // Threading: pure functions.
 #pragma once
 
+#include <cctype>
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -17,14 +20,52 @@
 
 namespace dbmgr::daemon::sqlscan {
 
+// A byte that may be part of an identifier (letters, digits, '_', UTF-8 bytes).
+inline bool ident_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' ||
+         static_cast<unsigned char>(c) >= 0x80;
+}
+
+// The index after the opaque part that starts at `i` (a literal, quoted identifier, comment
+// or dollar quote by the rules of `lexing`), or `i` when none starts there. An opaque part
+// that never closes runs to the end and sets *unterminated.
+std::size_t skip_opaque(std::string_view sql, std::size_t i, SqlLexing lexing,
+                        bool* unterminated);
+
+// Calls on_code(i) for every byte of `sql` that is plain SQL. False when the text ends
+// inside an unterminated literal, identifier or comment.
+template <typename F>
+bool walk(std::string_view sql, SqlLexing lexing, F&& on_code) {
+  bool unterminated = false;
+  std::size_t i = 0;
+  while (i < sql.size()) {
+    std::size_t j = skip_opaque(sql, i, lexing, &unterminated);
+    if (j != i) {
+      i = j;
+      continue;
+    }
+    on_code(i);
+    ++i;
+  }
+  return !unterminated;
+}
+
 // `sql` with literals, quoted identifiers and comments blanked, by the rules of `lexing`.
-void blank_opaque(std::string_view sql, SqlLexing lexing, std::string& out);
-// The first word (letters, digits, '_') of blanked SQL, or empty.
-std::string_view first_word(std::string_view blanked, std::size_t* end = nullptr);
-// Whether `word` appears as a whole word (case-insensitive) in blanked SQL.
-bool has_word(std::string_view blanked, std::string_view word);
+// False when one of them is unterminated.
+bool blank_opaque(std::string_view sql, SqlLexing lexing, std::string& out);
+// The first word (letters, digits, '_') of blanked SQL from `from`, or empty; *end is set
+// after it.
+std::string_view first_word(std::string_view blanked, std::size_t* end = nullptr,
+                            std::size_t from = 0);
+// Whether `upper` appears as a whole word (case-insensitive) in blanked SQL.
+bool has_word(std::string_view blanked, std::string_view upper);
 // Case-insensitive equality of a word and an upper-case keyword.
 bool word_is(std::string_view word, std::string_view upper);
+// Whether `upper` (an upper-case word) starts at i of `sql`, not inside a longer identifier.
+bool word_at(std::string_view sql, std::size_t i, std::string_view upper);
+// One statement: no plain-SQL byte other than blanks and ';' after the first ';' (and no
+// unterminated literal or comment).
+bool single_statement(std::string_view sql, SqlLexing lexing);
 
 // True when the statement changes session state that must not reach the next user of a
 // pooled connection, for MySQL/MariaDB and SQL Server lexing: SET (but SET TRANSACTION, which

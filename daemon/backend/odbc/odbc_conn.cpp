@@ -6,7 +6,9 @@
 #include <cstring>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include "backend/blocking_pool.hpp"
 #include "backend/sql_scan.hpp"
 #include "backend/sqlstate.hpp"
 
@@ -61,7 +63,7 @@ SQLHENV OdbcConn::environment() {
 }
 
 OdbcConn::OdbcConn(uv_loop_t* loop, OdbcParams params)
-    : WorkerConn(loop, "ODBC"), params_(std::move(params)) {}
+    : WorkerConn(loop, "ODBC", Threads::kBlocking), params_(std::move(params)) {}
 
 OdbcConn::~OdbcConn() = default;
 
@@ -76,22 +78,15 @@ void OdbcConn::do_cancel() {
   if (!job_running()) return;
   // SQLCancel may block (MariaDB's driver connects to the server to KILL QUERY): it runs on
   // a worker thread, holding only the shared target, so it may outlive this connection.
-  struct Job {
-    uv_work_t req{};
-    std::shared_ptr<CancelTarget> target;
-  };
-  auto* job = new Job;
-  job->target = cancel_;
-  job->req.data = job;
-  int rc = uv_queue_work(
-      loop(), &job->req,
-      [](uv_work_t* r) {
-        auto* j = static_cast<Job*>(r->data);
-        std::lock_guard<std::mutex> lock(j->target->mu);
-        if (j->target->running != SQL_NULL_HSTMT) SQLCancel(j->target->running);
+  auto* target = new std::shared_ptr<CancelTarget>(cancel_);
+  blocking::submit(
+      loop(), target,
+      [](void* p) {
+        auto& t = *static_cast<std::shared_ptr<CancelTarget>*>(p);
+        std::lock_guard<std::mutex> lock(t->mu);
+        if (t->running != SQL_NULL_HSTMT) SQLCancel(t->running);
       },
-      [](uv_work_t* r, int) { delete static_cast<Job*>(r->data); });
-  if (rc != 0) delete job;
+      [](void* p) { delete static_cast<std::shared_ptr<CancelTarget>*>(p); });
 }
 
 // ---- worker thread ----
@@ -110,10 +105,7 @@ void OdbcConn::work(BackendOp op) {
 }
 
 void OdbcConn::work_close() {
-  {
-    std::lock_guard<std::mutex> lock(cancel_->mu);
-    cancel_->running = SQL_NULL_HSTMT;
-  }
+  running(SQL_NULL_HSTMT);
   disconnect();
   if (dbc_ != SQL_NULL_HDBC) SQLFreeHandle(SQL_HANDLE_DBC, dbc_);
   dbc_ = SQL_NULL_HDBC;
@@ -131,6 +123,8 @@ Status OdbcConn::diag(SQLSMALLINT type, SQLHANDLE h, std::string_view what) {
                                         "diagnostic record", what));
   }
   last_native_ = native;
+  spdlog::debug("ODBC {}: [{}] native {}: {}", what.empty() ? "error" : what,
+                reinterpret_cast<char*>(state), native, reinterpret_cast<char*>(msg));
   std::string sqlstate(reinterpret_cast<char*>(state));
   std::string message(strip_tags(reinterpret_cast<char*>(msg)));
   // Server errors that the SQLSTATE alone does not tell apart.
@@ -162,8 +156,6 @@ Status OdbcConn::diag(SQLSMALLINT type, SQLHANDLE h, std::string_view what) {
       default: break;
     }
   }
-  if (sqlstate == "HY008") cat = proto::ErrorCategory::kCancelled;
-  if (sqlstate == "HYT00" || sqlstate == "HYT01") cat = proto::ErrorCategory::kTimeout;
   if (what.empty()) return Status(cat, std::move(message), std::move(sqlstate));
   return Status(cat, fmt::format("{}: {}", what, message), std::move(sqlstate));
 }
@@ -260,13 +252,10 @@ Status OdbcConn::create_database() {
     disconnect();
     return Status::internal("cannot make an ODBC statement handle");
   }
-  // The name was validated by the naming rules (dot-separated words of [A-Za-z0-9_-]) and
-  // is quoted as an identifier as well.
-  std::string sql = params_.flavor == OdbcParams::Flavor::kMssql
-                        ? fmt::format("IF DB_ID(N'{}') IS NULL CREATE DATABASE {}", params_.dbname,
-                                      params_.dialect->quote_ident(params_.dbname))
-                        : fmt::format("CREATE DATABASE IF NOT EXISTS {}",
-                                      params_.dialect->quote_ident(params_.dbname));
+  std::string sql = odbc::create_database_sql(
+      params_.flavor == OdbcParams::Flavor::kMssql ? config::DbType::kMssql
+                                                   : config::DbType::kMariadb,
+      params_.dbname);
   s = exec_direct(sql);
   disconnect();
   if (!s.is_ok()) {
@@ -284,13 +273,18 @@ void OdbcConn::learn_server() {
     version_ = reinterpret_cast<char*>(buf);
   }
   if (params_.flavor == OdbcParams::Flavor::kMariadb) {
-    // The server's connection id, for dbmgrctl servers and KILL.
-    if (ok(SQLExecDirect(scratch_, reinterpret_cast<SQLCHAR*>(const_cast<char*>("SELECT CONNECTION_ID()")),
-                         SQL_NTS)) &&
+    // The server's connection id (for dbmgrctl servers and KILL), and how long it lets an
+    // idle connection live (wait_timeout): the pool retires connections before that.
+    const char* sql = "SELECT CONNECTION_ID(), @@wait_timeout";
+    if (ok(SQLExecDirect(scratch_, reinterpret_cast<SQLCHAR*>(const_cast<char*>(sql)), SQL_NTS)) &&
         ok(SQLFetch(scratch_))) {
       SQLBIGINT id = 0;
+      SQLBIGINT wait = 0;
       SQLLEN ind = 0;
       if (ok(SQLGetData(scratch_, 1, SQL_C_SBIGINT, &id, sizeof id, &ind))) backend_id_ = id;
+      if (ok(SQLGetData(scratch_, 2, SQL_C_SBIGINT, &wait, sizeof wait, &ind)) && wait > 0) {
+        idle_limit_ = std::chrono::milliseconds(wait * 900);
+      }
     }
     SQLFreeStmt(scratch_, SQL_CLOSE);
   }
@@ -314,6 +308,8 @@ void OdbcConn::free_cache() {
     if (c.stmt != SQL_NULL_HSTMT) SQLFreeHandle(SQL_HANDLE_STMT, c.stmt);
   }
   cache_.clear();
+  if (direct_ != SQL_NULL_HSTMT) SQLFreeHandle(SQL_HANDLE_STMT, direct_);
+  direct_ = SQL_NULL_HSTMT;
   stmt_ = SQL_NULL_HSTMT;
   streaming_ = false;
 }
@@ -345,7 +341,19 @@ Status OdbcConn::set_autocommit(bool on) {
   return Status::ok();
 }
 
-Status OdbcConn::prepare(std::string_view sql, SQLHSTMT* out) {
+Status OdbcConn::prepare(std::string_view sql, bool cacheable, SQLHSTMT* out) {
+  if (!cacheable) {  // prepared now, on the connection's own uncached handle
+    if (direct_ == SQL_NULL_HSTMT && !ok(SQLAllocHandle(SQL_HANDLE_STMT, dbc_, &direct_))) {
+      direct_ = SQL_NULL_HSTMT;
+      return diag(SQL_HANDLE_DBC, dbc_, "cannot make a statement handle");
+    }
+    if (!ok(SQLPrepare(direct_, reinterpret_cast<SQLCHAR*>(const_cast<char*>(sql.data())),
+                       static_cast<SQLINTEGER>(sql.size())))) {
+      return diag(SQL_HANDLE_STMT, direct_, "");
+    }
+    *out = direct_;
+    return Status::ok();
+  }
   ++use_counter_;
   for (Cached& c : cache_) {
     if (c.sql == sql) {
@@ -357,6 +365,7 @@ Status OdbcConn::prepare(std::string_view sql, SQLHSTMT* out) {
   if (cache_.size() >= kStmtCacheSize) {  // evict the least recently used
     auto lru = std::min_element(cache_.begin(), cache_.end(),
                                 [](const Cached& a, const Cached& b) { return a.used < b.used; });
+    std::lock_guard<std::mutex> lock(cancel_->mu);
     SQLFreeHandle(SQL_HANDLE_STMT, lru->stmt);
     cache_.erase(lru);
   }
@@ -442,20 +451,19 @@ Status OdbcConn::bind_params(SQLHSTMT st, const proto::ValueList& params) {
   return Status::ok();
 }
 
+void OdbcConn::running(SQLHSTMT st) {
+  std::lock_guard<std::mutex> lock(cancel_->mu);
+  cancel_->running = st;
+}
+
 Status OdbcConn::run(SQLHSTMT st) {
   if (params_.statement_timeout.count() > 0) {
     auto secs = static_cast<SQLULEN>((params_.statement_timeout.count() + 999) / 1000);
     SQLSetStmtAttr(st, SQL_ATTR_QUERY_TIMEOUT, reinterpret_cast<SQLPOINTER>(secs), 0);
   }
-  {
-    std::lock_guard<std::mutex> lock(cancel_->mu);
-    cancel_->running = st;
-  }
+  running(st);
   SQLRETURN rc = SQLExecute(st);
-  {
-    std::lock_guard<std::mutex> lock(cancel_->mu);
-    cancel_->running = SQL_NULL_HSTMT;
-  }
+  running(SQL_NULL_HSTMT);
   if (ok(rc) || rc == SQL_NO_DATA) return Status::ok();
   return diag(SQL_HANDLE_STMT, st, "");
 }
@@ -508,39 +516,83 @@ void OdbcConn::work_execute() {
     if (Status s = set_autocommit(true); !s.is_ok()) return fail(std::move(s));
   }
   if (sqlscan::changes_session_state(req_.sql, params_.dialect->lexing)) dirty_ = true;
-  SQLHSTMT st = SQL_NULL_HSTMT;
-  if (Status s = prepare(req_.sql, &st); !s.is_ok()) return fail(std::move(s));
-  if (Status s = bind_params(st, req_.params); !s.is_ok()) return fail(std::move(s));
-  stmt_ = st;
+  // A cached statement whose tables changed may bring new result columns the driver cannot
+  // fetch into the old ones (MariaDB: CR_NEW_STMT_METADATA, 2057). Nothing reached the
+  // client then: the statement is prepared afresh and run once more. Only statements that are
+  // harmless to run twice are cached: not CALL, not DML with RETURNING (prepared each time).
+  const bool cacheable = cacheable_sql(req_.sql);
   result_.statements++;
-  if (Status s = run(st); !s.is_ok()) return fail(std::move(s));
+  for (int attempt = 0;; ++attempt) {
+    bool done = false;
+    Status s = start_statement(cacheable, &done);
+    if (s.is_ok()) {
+      if (done || !result_.more) finish_request(done ? affected_ : rows_);
+      return;
+    }
+    if (attempt == 0 && cacheable && params_.flavor == OdbcParams::Flavor::kMariadb &&
+        last_native_ == 2057) {
+      spdlog::debug("ODBC: the result columns of a cached statement changed; preparing again");
+      close_cursor();
+      evict(req_.sql);
+      writer_.discard();
+      writer_.begin(req_.request_id, req_.session_id, params_.max_frame_bytes);
+      writer_.start(result_.frames.bytes());
+      result_.more = false;
+      continue;
+    }
+    return fail(std::move(s));
+  }
+}
+
+bool OdbcConn::cacheable_sql(std::string_view sql) const {
+  thread_local std::string b;
+  sqlscan::blank_opaque(sql, params_.dialect->lexing, b);
+  std::string_view w = sqlscan::first_word(b);
+  if (sqlscan::word_is(w, "CALL") || sqlscan::word_is(w, "EXEC") ||
+      sqlscan::word_is(w, "EXECUTE")) {
+    return false;
+  }
+  return !sqlscan::has_word(b, "RETURNING") && !sqlscan::has_word(b, "OUTPUT");
+}
+
+void OdbcConn::evict(std::string_view sql) {
+  std::lock_guard<std::mutex> lock(cancel_->mu);
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->sql == sql) {
+      SQLFreeHandle(SQL_HANDLE_STMT, it->stmt);
+      cache_.erase(it);
+      return;
+    }
+  }
+}
+
+Status OdbcConn::start_statement(bool cacheable, bool* done) {
+  SQLHSTMT st = SQL_NULL_HSTMT;
+  if (Status s = prepare(req_.sql, cacheable, &st); !s.is_ok()) return s;
+  if (Status s = bind_params(st, req_.params); !s.is_ok()) return s;
+  stmt_ = st;
+  if (Status s = run(st); !s.is_ok()) return s;
   SQLSMALLINT ncols = 0;
-  if (!ok(SQLNumResultCols(st, &ncols))) return fail(diag(SQL_HANDLE_STMT, st, ""));
+  if (!ok(SQLNumResultCols(st, &ncols))) return diag(SQL_HANDLE_STMT, st, "");
   if (ncols == 0) {
     SQLLEN count = 0;
     if (!ok(SQLRowCount(st, &count))) count = 0;
     writer_.no_columns();
-    SQLFreeStmt(st, SQL_CLOSE);
-    stmt_ = SQL_NULL_HSTMT;
-    finish_request(count < 0 ? 0 : count);
-    return;
+    affected_ = count < 0 ? 0 : count;
+    *done = true;
+    return Status::ok();
   }
   if (static_cast<std::size_t>(ncols) > proto::kMaxColumns) {
-    return fail(ResultWriter::too_many_columns(static_cast<std::size_t>(ncols)));
+    return ResultWriter::too_many_columns(static_cast<std::size_t>(ncols));
   }
-  if (Status s = describe(st, ncols); !s.is_ok()) return fail(std::move(s));
-  if (Status s = writer_.columns(descs_.data(), descs_.size()); !s.is_ok()) {
-    return fail(std::move(s));
-  }
+  if (Status s = describe(st, ncols); !s.is_ok()) return s;
+  if (Status s = writer_.columns(descs_.data(), descs_.size()); !s.is_ok()) return s;
   streaming_ = true;
   rows_ = 0;
   fetched_ = 0;
   pos_ = 0;
   row_ready_ = false;
-  have_row_ = false;
-  Status s = fetch_rows();
-  if (!s.is_ok()) return fail(std::move(s));
-  if (!result_.more) finish_request(rows_);
+  return fetch_rows();
 }
 
 Status OdbcConn::describe(SQLHSTMT st, SQLSMALLINT ncols) {
@@ -686,15 +738,9 @@ Status OdbcConn::fetch_rows() {
     if (!row_ready_) {
       // The next row: from the rowset in hand, or the next fetch.
       if (!block_ || pos_ >= fetched_) {
-        {
-          std::lock_guard<std::mutex> lock(cancel_->mu);
-          cancel_->running = stmt_;
-        }
+        running(stmt_);
         SQLRETURN rc = SQLFetch(stmt_);
-        {
-          std::lock_guard<std::mutex> lock(cancel_->mu);
-          cancel_->running = SQL_NULL_HSTMT;
-        }
+        running(SQL_NULL_HSTMT);
         if (rc == SQL_NO_DATA) {
           writer_.finish_batch();
           return Status::ok();

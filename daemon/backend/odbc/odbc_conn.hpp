@@ -65,6 +65,7 @@ class OdbcConn final : public WorkerConn {
   bool needs_reset() const override { return dirty_; }
   std::string server_version() const override { return version_; }
   std::int64_t backend_id() const override { return backend_id_; }
+  Clock::duration idle_limit() const override { return idle_limit_; }
 
   // The process-wide ODBC environment (ODBC 3, driver-manager pooling off), made once.
   static SQLHENV environment();
@@ -122,9 +123,15 @@ class OdbcConn final : public WorkerConn {
   Status create_database();
   Status set_autocommit(bool on);
   Status exec_direct(std::string_view sql);
-  Status prepare(std::string_view sql, SQLHSTMT* out);
+  Status prepare(std::string_view sql, bool cacheable, SQLHSTMT* out);
+  bool cacheable_sql(std::string_view sql) const;
+  void evict(std::string_view sql);
+  // Prepares, binds and runs req_, writes the columns and the first rows; *done when the
+  // statement returned no result set (affected_ holds its row count).
+  Status start_statement(bool cacheable, bool* done);
   Status bind_params(SQLHSTMT stmt, const proto::ValueList& params);
   Status run(SQLHSTMT stmt);  // SQLExecute, cancellable
+  void running(SQLHSTMT stmt);  // the statement cancel() may interrupt now (or none)
   Status describe(SQLHSTMT stmt, SQLSMALLINT ncols);
   Status fetch_rows();  // the next rows of stmt_ into result_ (sets more)
   Status read_cell(std::size_t col, Cell* out);
@@ -139,12 +146,14 @@ class OdbcConn final : public WorkerConn {
   OdbcParams params_;
   SQLHDBC dbc_ = SQL_NULL_HDBC;
   SQLHSTMT scratch_ = SQL_NULL_HSTMT;  // BEGIN, ping, CREATE DATABASE
+  SQLHSTMT direct_ = SQL_NULL_HSTMT;   // statements that are not cached (cacheable_sql)
   bool connected_ = false;
   bool autocommit_ = true;
   bool in_tx_ = false;
   bool dirty_ = false;  // session state changed: reset() reconnects
   std::string version_;
   std::int64_t backend_id_ = 0;
+  Clock::duration idle_limit_{};  // 90% of the server's wait_timeout (MariaDB)
   std::shared_ptr<CancelTarget> cancel_ = std::make_shared<CancelTarget>();
   SQLINTEGER last_native_ = 0;  // the native error of the last diag()
 
@@ -160,8 +169,8 @@ class OdbcConn final : public WorkerConn {
   SQLULEN fetched_ = 0;      // block mode: rows of the current rowset
   SQLULEN pos_ = 0;          // ... and the next one to encode
   bool row_ready_ = false;   // cells_ hold a row that did not fit the last batch
-  bool have_row_ = false;    // getdata mode: a row is fetched and not yet read
   std::int64_t rows_ = 0;
+  std::int64_t affected_ = 0;
   std::vector<std::string> scratch_text_;  // getdata pieces
 
   // Parameter storage (reused).

@@ -1,98 +1,21 @@
 // SQL text helpers for PostgreSQL: placeholder rewriting, script and session-state detection.
 #include "backend/postgres/pg_sql.hpp"
 
+#include <utility>
+
+#include "backend/sql_scan.hpp"
+
 #include <cctype>
 
 namespace dbmgr::daemon::pgsql {
 namespace {
 
-bool is_ident_char(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' ||
-         static_cast<unsigned char>(c) >= 0x80;
-}
+bool is_ident_char(char c) { return sqlscan::ident_char(c); }
 
-// Walks `sql`, calling on_code(i) for every byte that is plain SQL (not inside a literal,
-// quoted identifier or comment). Returns normally at the end of the text.
+// Calls on_code(i) for every byte that is plain SQL by PostgreSQL's lexing.
 template <typename F>
 void walk(std::string_view sql, F&& on_code) {
-  const std::size_t n = sql.size();
-  std::size_t i = 0;
-  while (i < n) {
-    char c = sql[i];
-    if (c == '\'') {
-      // E'...' allows backslash escapes when the literal is prefixed by E or e.
-      bool escapes = i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e') &&
-                     (i < 2 || !is_ident_char(sql[i - 2]));
-      ++i;
-      while (i < n) {
-        if (escapes && sql[i] == '\\') {
-          i += 2;
-          continue;
-        }
-        if (sql[i] == '\'') {
-          if (i + 1 < n && sql[i + 1] == '\'') {
-            i += 2;
-            continue;
-          }
-          break;
-        }
-        ++i;
-      }
-      ++i;
-      continue;
-    }
-    if (c == '"') {
-      ++i;
-      while (i < n) {
-        if (sql[i] == '"') {
-          if (i + 1 < n && sql[i + 1] == '"') {
-            i += 2;
-            continue;
-          }
-          break;
-        }
-        ++i;
-      }
-      ++i;
-      continue;
-    }
-    if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
-      while (i < n && sql[i] != '\n') ++i;
-      continue;
-    }
-    if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
-      int depth = 1;
-      i += 2;
-      while (i < n && depth > 0) {
-        if (sql[i] == '/' && i + 1 < n && sql[i + 1] == '*') {
-          ++depth;
-          i += 2;
-        } else if (sql[i] == '*' && i + 1 < n && sql[i + 1] == '/') {
-          --depth;
-          i += 2;
-        } else {
-          ++i;
-        }
-      }
-      continue;
-    }
-    if (c == '$' && (i == 0 || !is_ident_char(sql[i - 1]))) {
-      // $tag$ ... $tag$ (tag may be empty); $1 is a parameter, not a quote.
-      std::size_t j = i + 1;
-      while (j < n && (std::isalpha(static_cast<unsigned char>(sql[j])) != 0 || sql[j] == '_' ||
-                       (j > i + 1 && std::isdigit(static_cast<unsigned char>(sql[j])) != 0))) {
-        ++j;
-      }
-      if (j < n && sql[j] == '$') {
-        std::string_view tag = sql.substr(i, j - i + 1);
-        std::size_t end = sql.find(tag, j + 1);
-        i = end == std::string_view::npos ? n : end + tag.size();
-        continue;
-      }
-    }
-    on_code(i);
-    ++i;
-  }
+  sqlscan::walk(sql, SqlLexing::kPostgres, std::forward<F>(on_code));
 }
 
 std::string_view first_word(std::string_view s, std::size_t* pos) {

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <re2/re2.h>
 
+#include "backend/sql_scan.hpp"
 #include "backend/sqlstate.hpp"
 
 namespace dbmgr::daemon {
@@ -72,21 +73,23 @@ proto::ValueTag decl_to_tag(const char* decl) {
   return proto::ValueTag::kNull;
 }
 
-void encode_columns(proto::Encoder& enc, std::uint32_t request_id, std::uint32_t session_id,
-                    sqlite3_stmt* stmt, int ncols) {
-  proto::ColumnDesc cols[64];
-  std::vector<proto::ColumnDesc> many;
-  proto::ColumnDesc* p = cols;
-  if (ncols > 64) {
-    many.resize(static_cast<std::size_t>(ncols));
-    p = many.data();
+// The result's columns, to `writer` (names and declared types, read after a step).
+Status write_columns(ResultWriter& writer, sqlite3_stmt* stmt, int ncols) {
+  if (ncols > static_cast<int>(proto::kMaxColumns)) {
+    return ResultWriter::too_many_columns(static_cast<std::size_t>(ncols));
   }
+  if (ncols == 0) {
+    writer.no_columns();
+    return Status::ok();
+  }
+  thread_local std::vector<proto::ColumnDesc> cols;
+  cols.resize(static_cast<std::size_t>(ncols));
   for (int c = 0; c < ncols; ++c) {
     const char* name = sqlite3_column_name(stmt, c);
-    p[c].name = name != nullptr ? name : "";
-    p[c].type = decl_to_tag(sqlite3_column_decltype(stmt, c));
+    cols[static_cast<std::size_t>(c)].name = name != nullptr ? name : "";
+    cols[static_cast<std::size_t>(c)].type = decl_to_tag(sqlite3_column_decltype(stmt, c));
   }
-  enc.columns(request_id, session_id, p, static_cast<std::size_t>(ncols));
+  return writer.columns(cols.data(), cols.size());
 }
 
 // The encoded size of the current row (what encode_row() will add to a batch).
@@ -134,138 +137,44 @@ void encode_row(proto::RowBatchEncoder& batch, sqlite3_stmt* stmt, int ncols) {
   batch.end_row();
 }
 
-// Skips blanks and comments from `i`; false at an unterminated block comment.
-bool skip_blank(std::string_view sql, std::size_t& i) {
-  while (i < sql.size()) {
-    char c = sql[i];
-    if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v') {
-      ++i;
-    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
-      auto nl = sql.find('\n', i);
-      i = nl == std::string_view::npos ? sql.size() : nl + 1;
-    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
-      auto end = sql.find("*/", i + 2);
-      if (end == std::string_view::npos) return false;
-      i = end + 2;
-    } else {
-      break;
-    }
-  }
-  return true;
-}
+}  // namespace
 
-// The statement's first word (letters only) after blanks and comments, from `i`, which is
-// left after it; empty at an unterminated comment.
-std::string_view leading_word(std::string_view sql, std::size_t& i) {
-  if (!skip_blank(sql, i)) return {};
-  std::size_t start = i;
-  while (i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])) != 0) ++i;
-  return sql.substr(start, i - start);
+namespace {
+// The statement's first word outside comments (blank_opaque() keeps the text's positions).
+std::string_view leading_word(std::string_view sql, std::string& blanked) {
+  if (!sqlscan::blank_opaque(sql, SqlLexing::kSqlite, blanked)) return {};
+  return sqlscan::first_word(blanked);
 }
-
-// `word` equals the upper-case `keyword`, ignoring case.
-bool is_keyword(std::string_view word, std::string_view keyword) {
-  if (word.size() != keyword.size()) return false;
-  for (std::size_t k = 0; k < keyword.size(); ++k) {
-    if (std::toupper(static_cast<unsigned char>(word[k])) != keyword[k]) return false;
-  }
-  return true;
-}
-
-// Skips a quoted string or identifier, or a comment, starting at i (SQLite's quoting: '...'
-// with '', "...", `...`, [...]). kSkipped: i is after it; kNone: nothing opaque at i;
-// kUnterminated: it never ends.
-enum class Opaque { kNone, kSkipped, kUnterminated };
-Opaque skip_opaque(std::string_view sql, std::size_t& i) {
-  char c = sql[i];
-  if (c == '\'' || c == '"' || c == '`' || c == '[') {
-    char close = c == '[' ? ']' : c;
-    auto end = sql.find(close, i + 1);
-    if (end == std::string_view::npos) return Opaque::kUnterminated;
-    i = end + 1;  // a doubled quote is two strings back to back: same result
-    return Opaque::kSkipped;
-  }
-  if ((c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') ||
-      (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*')) {
-    return skip_blank(sql, i) ? Opaque::kSkipped : Opaque::kUnterminated;
-  }
-  return Opaque::kNone;
-}
-
-// True when nothing but blanks, comments and semicolons follows the first statement, whose
-// text goes on from `from` (a textual check).
-bool single_statement(std::string_view sql, std::size_t from) {
-  std::size_t i = from;
-  while (i < sql.size()) {
-    Opaque o = skip_opaque(sql, i);
-    if (o == Opaque::kUnterminated) return false;
-    if (o == Opaque::kSkipped) continue;
-    if (sql[i] != ';') {
-      ++i;
-      continue;
-    }
-    ++i;
-    for (;;) {
-      if (!skip_blank(sql, i)) return false;
-      if (i < sql.size() && sql[i] == ';') {
-        ++i;
-        continue;
-      }
-      break;
-    }
-    return i == sql.size();
-  }
-  return true;
-}
-
 }  // namespace
 
 bool SqliteConn::autocommit_only_sql(std::string_view sql) {
-  std::size_t i = 0;
-  return is_keyword(leading_word(sql, i), "VACUUM");
+  thread_local std::string b;
+  return sqlscan::word_is(leading_word(sql, b), "VACUUM");
 }
 
 bool SqliteConn::read_only_sql(std::string_view sql) {
-  std::size_t i = 0;
-  std::string_view kw = leading_word(sql, i);
-  if (is_keyword(kw, "SELECT") || is_keyword(kw, "VALUES")) {
-    return single_statement(sql, i);
+  thread_local std::string b;
+  std::string_view kw = leading_word(sql, b);
+  if (sqlscan::word_is(kw, "SELECT") || sqlscan::word_is(kw, "VALUES")) {
+    return sqlscan::single_statement(sql, SqlLexing::kSqlite);
   }
-  if (!is_keyword(kw, "WITH")) return false;
-  // WITH ... SELECT reads; WITH ... INSERT/UPDATE/DELETE/REPLACE writes: look for those
-  // words outside quotes and comments.
-  while (i < sql.size()) {
-    Opaque o = skip_opaque(sql, i);
-    if (o == Opaque::kUnterminated) return false;
-    if (o == Opaque::kSkipped) continue;
-    char c = sql[i];
-    if (std::isalpha(static_cast<unsigned char>(c)) != 0) {
-      std::size_t start = i;
-      while (i < sql.size() && (std::isalnum(static_cast<unsigned char>(sql[i])) != 0 || sql[i] == '_')) ++i;
-      std::string_view w = sql.substr(start, i - start);
-      if (is_keyword(w, "INSERT") || is_keyword(w, "UPDATE") || is_keyword(w, "DELETE") ||
-          is_keyword(w, "REPLACE")) {
-        return false;
-      }
-    } else if (c == ';') {
-      return single_statement(sql, i);
-    } else {
-      ++i;
-    }
+  if (!sqlscan::word_is(kw, "WITH")) return false;
+  // WITH ... SELECT reads; WITH ... INSERT/UPDATE/DELETE/REPLACE writes.
+  for (std::string_view w : {"INSERT", "UPDATE", "DELETE", "REPLACE"}) {
+    if (sqlscan::has_word(b, w)) return false;
   }
-  return true;
+  return sqlscan::single_statement(sql, SqlLexing::kSqlite);
 }
 
 bool SqliteConn::groupable_sql(std::string_view sql) {
-  std::size_t i = 0;
-  std::string_view kw = leading_word(sql, i);
-  if (!is_keyword(kw, "INSERT") && !is_keyword(kw, "UPDATE") && !is_keyword(kw, "DELETE") &&
-      !is_keyword(kw, "REPLACE") && !is_keyword(kw, "WITH")) {
+  thread_local std::string b;
+  std::string_view kw = leading_word(sql, b);
+  if (!sqlscan::word_is(kw, "INSERT") && !sqlscan::word_is(kw, "UPDATE") &&
+      !sqlscan::word_is(kw, "DELETE") && !sqlscan::word_is(kw, "REPLACE") &&
+      !sqlscan::word_is(kw, "WITH")) {
     return false;
   }
-  // One statement: nothing but blanks, comments and semicolons after the first `;` outside
-  // quotes and comments.
-  return single_statement(sql, i);
+  return sqlscan::single_statement(sql, SqlLexing::kSqlite);
 }
 
 SqliteConn::SqliteConn(uv_loop_t* loop, const TimeSource& clock, std::string path,
@@ -620,10 +529,10 @@ void SqliteConn::finish_statement() {
 }
 
 void SqliteConn::work_execute() {
-  proto::Encoder enc(result_.frames.bytes());
   auto fail = [&](Status s) {
     finish_statement();
-    result_.frames.bytes().clear();
+    writer_.discard();
+    result_.more = false;
     result_.status = std::move(s);
     // An error ends the transaction: roll back whatever this one did.
     if (in_tx_ && !sqlite3_get_autocommit(db_)) exec_simple("ROLLBACK").is_ok();
@@ -631,6 +540,8 @@ void SqliteConn::work_execute() {
   };
 
   if (stmt_ == nullptr) {  // a new statement, not a resumed stream
+    writer_.begin(req_.request_id, req_.session_id, max_frame_bytes_);
+    writer_.start(result_.frames.bytes());
     if (req_.begin != TxBegin::kNone) {
       Status s = exec_simple(role_ == Role::kWriter ? "BEGIN IMMEDIATE" : "BEGIN");
       if (!s.is_ok()) return fail(std::move(s));
@@ -642,7 +553,6 @@ void SqliteConn::work_execute() {
     if (!s.is_ok()) return fail(std::move(s));
     stmt_ = stmt;
     stmt_cached_ = cached;
-    columns_sent_ = false;
     row_pending_ = false;
     ncols_ = 0;
     rows_ = 0;
@@ -650,27 +560,19 @@ void SqliteConn::work_execute() {
       if (Status bs = bind(stmt_, req_.params); !bs.is_ok()) return fail(std::move(bs));
     }
     result_.statements++;
+  } else {
+    writer_.start(result_.frames.bytes());
   }
 
   // Result metadata is read after a step, never before: sqlite3_step() re-prepares a cached
   // statement whose tables changed (ALTER, DROP + CREATE), and only then do the column
   // count and names describe what the step returns.
-  auto send_columns = [&]() -> bool {
-    if (columns_sent_) return true;
+  auto send_columns = [&]() -> Status {
+    if (writer_.columns_sent()) return Status::ok();
     ncols_ = stmt_ != nullptr ? sqlite3_column_count(stmt_) : 0;
-    if (ncols_ > static_cast<int>(proto::kMaxColumns)) return false;
-    if (ncols_ > 0) encode_columns(enc, req_.request_id, req_.session_id, stmt_, ncols_);
-    columns_sent_ = true;
-    return true;
-  };
-  auto too_many_columns = [&] {
-    return Status(proto::ErrorCategory::kInvalidRequest,
-                  fmt::format("the result has {} columns; dbmgrd sends at most {}", ncols_,
-                              proto::kMaxColumns),
-                  "54011");
+    return write_columns(writer_, stmt_, ncols_);
   };
 
-  std::optional<proto::RowBatchEncoder> batch;
   int rc = stmt_ != nullptr ? SQLITE_ROW : SQLITE_DONE;
   while (stmt_ != nullptr) {
     if (row_pending_) {  // the row that did not fit the last batch
@@ -680,27 +582,21 @@ void SqliteConn::work_execute() {
       rc = sqlite3_step(stmt_);
       if (rc != SQLITE_ROW) break;
     }
-    if (!send_columns()) return fail(too_many_columns());
-    std::size_t bytes = row_size(stmt_, ncols_);
-    if (bytes > max_frame_bytes_) {
-      return fail(Status(proto::ErrorCategory::kResources,
-                         fmt::format("a row of {} bytes is larger than max_frame_bytes ({})",
-                                     bytes, max_frame_bytes_),
-                         "54000"));
+    if (Status cs = send_columns(); !cs.is_ok()) return fail(std::move(cs));
+    ResultWriter::Room room = ResultWriter::Room::kRow;
+    if (Status rs = writer_.room(row_size(stmt_, ncols_), &room); !rs.is_ok()) {
+      return fail(std::move(rs));
     }
-    if (batch && !batch->fits(bytes)) {  // the batch ends before a row that would pass it
-      batch->finish();
+    if (room == ResultWriter::Room::kFull) {
       row_pending_ = true;
       result_.more = true;  // keep stmt_ (and its current row) for resume()
       return;
     }
-    if (!batch) batch.emplace(enc, req_.request_id, req_.session_id, static_cast<std::uint16_t>(ncols_));
-    encode_row(*batch, stmt_, ncols_);
+    encode_row(writer_.row(), stmt_, ncols_);
     ++rows_;
   }
-  if (batch) batch->finish();
   if (rc != SQLITE_DONE) return fail(error_status(rc, {}));
-  if (!send_columns()) return fail(too_many_columns());
+  if (Status cs = send_columns(); !cs.is_ok()) return fail(std::move(cs));
   proto::Complete done;
   bool readonly = stmt_ == nullptr || sqlite3_stmt_readonly(stmt_);
   done.affected_rows = readonly ? rows_ : sqlite3_changes64(db_);
@@ -718,7 +614,7 @@ void SqliteConn::work_execute() {
   if (in_tx_ && sqlite3_get_autocommit(db_)) in_tx_ = false;
   if (!in_tx_ && !sqlite3_get_autocommit(db_)) in_tx_ = true;  // BEGIN sent as SQL
   done.in_transaction = in_tx_;
-  enc.complete(req_.request_id, req_.session_id, done);
+  writer_.complete(done);
 }
 
 Status SqliteConn::exec_prepared(sqlite3_stmt** stmt, const char* sql) {
@@ -748,10 +644,13 @@ void SqliteConn::run_group_item(GroupItem& it, std::vector<std::uint8_t>& out) {
     it.deferred = true;
     return;
   }
-  proto::Encoder enc(out);
+  ResultWriter w;
+  w.begin(it.request_id, 0, max_frame_bytes_);
+  w.start(out);
   proto::Complete done;
   if (stmt == nullptr) {  // only blanks and comments
-    enc.complete(it.request_id, 0, done);
+    w.no_columns();
+    w.complete(done);
     return;
   }
   auto finish = [&] {
@@ -770,53 +669,48 @@ void SqliteConn::run_group_item(GroupItem& it, std::vector<std::uint8_t>& out) {
   item_cancel_ = &it.cancel;
   sqlite3_set_last_insert_rowid(db_, 0);  // so last_insert_id is this statement's own
   int ncols = 0;  // read after a step (see work_execute)
-  bool columns_sent = false;
-  std::optional<proto::RowBatchEncoder> batch;
   std::int64_t rows = 0;
   int rc = SQLITE_DONE;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    if (!columns_sent) {
+    if (!w.columns_sent()) {
       ncols = sqlite3_column_count(stmt);
-      if (ncols > static_cast<int>(proto::kMaxColumns)) {
-        it.deferred = true;  // run alone, where the error is reported
-        break;
-      }
-      encode_columns(enc, it.request_id, 0, stmt, ncols);
-      columns_sent = true;
+      // Too many columns: run alone, where the error is reported.
+      if (!write_columns(w, stmt, ncols).is_ok()) it.deferred = true;
+      if (it.deferred) break;
     }
     std::size_t bytes = row_size(stmt, ncols);
     if (out.size() + bytes - it.frames_begin > kGroupItemFramesMax) {
       it.deferred = true;  // a large result streams: run it alone
       break;
     }
-    if (batch && !batch->fits(bytes)) {
-      batch->finish();
-      batch.reset();
+    ResultWriter::Room room = ResultWriter::Room::kRow;
+    if (!w.room(bytes, &room).is_ok()) {
+      it.deferred = true;
+      break;
     }
-    if (!batch) batch.emplace(enc, it.request_id, 0, static_cast<std::uint16_t>(ncols));
-    encode_row(*batch, stmt, ncols);
+    if (room == ResultWriter::Room::kFull) w.room(bytes, &room).is_ok();  // a new batch
+    encode_row(w.row(), stmt, ncols);
     ++rows;
   }
   item_cancel_ = nullptr;
   deadline_ = Clock::time_point{};
   if (it.deferred) return finish();
-  if (batch) batch->finish();
   if (rc != SQLITE_DONE) {
+    w.discard();
     it.status = error_status(rc, {});
     return finish();
   }
-  if (!columns_sent) {
+  if (!w.columns_sent()) {
     ncols = sqlite3_column_count(stmt);
-    if (ncols > static_cast<int>(proto::kMaxColumns)) {
+    if (!write_columns(w, stmt, ncols).is_ok()) {
       it.deferred = true;
       return finish();
     }
-    if (ncols > 0) encode_columns(enc, it.request_id, 0, stmt, ncols);
   }
   bool readonly = sqlite3_stmt_readonly(stmt) != 0;
   done.affected_rows = readonly ? rows : sqlite3_changes64(db_);
   done.last_insert_id = readonly ? 0 : sqlite3_last_insert_rowid(db_);
-  enc.complete(it.request_id, 0, done);
+  w.complete(done);
   finish();
 }
 

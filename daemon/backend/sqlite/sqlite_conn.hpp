@@ -17,6 +17,7 @@
 
 #include <uv.h>
 
+#include "backend/result_writer.hpp"
 #include "backend/worker_conn.hpp"
 #include "dbmgr/config/config.hpp"
 #include "backend/sqlstate.hpp"
@@ -117,7 +118,7 @@ class SqliteConn final : public WorkerConn {
   const char* denied_ = nullptr;  // worker: why the authorizer refused the last statement
   sqlite3_stmt* stmt_ = nullptr;  // the statement being streamed
   bool stmt_cached_ = false;
-  bool columns_sent_ = false;
+  ResultWriter writer_;     // the result of stmt_, across the batches of a stream
   bool row_pending_ = false;  // stmt_'s current row did not fit the last batch: send it first
   int ncols_ = 0;             // stmt_'s column count, read after its first step
   std::int64_t rows_ = 0;
