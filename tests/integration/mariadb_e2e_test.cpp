@@ -653,6 +653,32 @@ TEST_CASE("MariaDB: a schema change between two runs of the same statement retur
     REQUIRE(r.size() == 2);
     CHECK(r.declared_type(1) == dbmgr::Type::kText);
   }
+  // Changes that keep the number of columns: their names and types must be the new ones too.
+  change("ALTER TABLE sc RENAME COLUMN x TO renamed");
+  for (auto& r : read_all("after RENAME COLUMN")) CHECK(columns(r) == "renamed,z,w");
+  change("UPDATE sc SET w = 'now text'");  // no bytes that are not UTF-8 left in the BLOB
+  change("ALTER TABLE sc MODIFY COLUMN w VARCHAR(20)");
+  for (auto& r : read_all("after MODIFY COLUMN w VARCHAR(20)")) {
+    CHECK(columns(r) == "renamed,z,w");
+    REQUIRE(r.size() == 2);
+    CHECK(r.declared_type(2) == dbmgr::Type::kText);
+    CHECK(r[0].type(2) == dbmgr::Type::kText);
+    CHECK(r[0].get<std::string>(2) == "now text");
+  }
+  change("DROP TABLE sc");
+  change("CREATE TABLE sc (p DOUBLE, q VARCHAR(10), r BIGINT)");
+  change("INSERT INTO sc VALUES (0.5, 'q1', 7)");
+  for (auto& r : read_all("after DROP + CREATE with as many columns")) {
+    CHECK(columns(r) == "p,q,r");
+    REQUIRE(r.size() == 1);
+    CHECK(r.declared_type(0) == dbmgr::Type::kDouble);
+    CHECK(r.declared_type(1) == dbmgr::Type::kText);
+    CHECK(r.declared_type(2) == dbmgr::Type::kInt64);
+    CHECK(r[0].type(0) == dbmgr::Type::kDouble);
+    CHECK(r[0].type(1) == dbmgr::Type::kText);
+    CHECK(r[0].get<std::string>(1) == "q1");
+    CHECK(r[0].get<std::int64_t>(2) == 7);
+  }
 }
 
 TEST_CASE("MariaDB: a server restart fails in-flight sessions; new ones work after it") {

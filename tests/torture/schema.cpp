@@ -164,8 +164,10 @@ class SchemaWorker {
       return;
     }
     try {
-      // The MariaDB engine runs one statement per request: a script goes through a session.
-      if (via == "session" || (via == "script" && mariadb_)) {
+      // A one-shot is one statement (docs/protocol.md, kOneShot), and the MariaDB engine runs
+      // one statement per request: there a script goes through a session, a statement each.
+      const bool script = sql.find(';') != std::string::npos;
+      if (via == "session" || (mariadb_ && script)) {
         m_.run([&](dbmgr::Session& s) {
           // A script becomes its statements, one execute() each.
           std::size_t start = 0;
