@@ -4,6 +4,8 @@
 #   bash scripts/test-servers.sh start DIR [pg] [mariadb] [pgbouncer]   # default: pg
 #   bash scripts/test-servers.sh stop DIR                               # stops all started in DIR
 #   bash scripts/test-servers.sh restart-pg DIR                         # same cluster, data kept
+#   bash scripts/test-servers.sh restart-mariadb DIR                    # same server, data kept
+#   bash scripts/test-servers.sh stop-mariadb DIR | start-mariadb DIR   # MariaDB alone, data kept
 #   bash scripts/test-servers.sh status DIR
 #
 # Every server lives under DIR, listens only on a Unix socket there (no TCP at all) and,
@@ -269,6 +271,47 @@ mariadb_alive() {
     -u "$MARIADB_USER" -p"$MARIADB_PASSWORD" ping >/dev/null 2>&1
 }
 
+mariadb_running() {
+  [[ -s $MARIADB_PID ]] && kill -0 "$(cat "$MARIADB_PID")" 2>/dev/null
+}
+
+# Starts mariadbd on the existing data folder and waits until it answers.
+mariadb_start_server() {
+  local log=$MARIADB_DIR/log
+  : >>"$log"
+  [[ $(id -u) -eq 0 ]] && chown "$RUN_USER:" "$log"
+  # Detached from the caller: own session, no inherited descriptors.
+  # A simple command run with & is exec'd by bash: no shell of ours lingers as its parent
+  # holding the caller's stdout.
+  local as_user_cmd=()
+  [[ $(id -u) -eq 0 ]] && as_user_cmd=(setpriv --reuid="$(id -u "$RUN_USER")" --regid="$(id -g "$RUN_USER")" --init-groups --)
+  "${as_user_cmd[@]}" setsid mariadbd --no-defaults \
+    --datadir="$MARIADB_DIR/data" --socket="$MARIADB_SOCKET" --pid-file="$MARIADB_PID" \
+    --skip-networking --log-error="$log" --tmpdir="$MARIADB_DIR/tmp" \
+    --init-file="$MARIADB_DIR/init.sql" --skip-name-resolve --skip-log-bin \
+    --max-connections=300 --character-set-server=utf8mb4 \
+    --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
+    </dev/null >>"$log" 2>&1 &
+  local launcher=$! i up=0
+  for ((i = 0; i < TIMEOUT * 5; i++)); do
+    if [[ -S $MARIADB_SOCKET ]] && mariadb_alive; then
+      up=1
+      break
+    fi
+    # Gave up early: the launcher (mariadbd itself, via setsid's exec) is gone.
+    if ! kill -0 "$launcher" 2>/dev/null && ! { [[ -s $MARIADB_PID ]] && kill -0 "$(cat "$MARIADB_PID")" 2>/dev/null; }; then
+      break
+    fi
+    sleep 0.2
+  done
+  if ((!up)); then
+    log_tail "$log"
+    kill_pidfile "$MARIADB_PID" mariadbd
+    kill -KILL "$launcher" 2>/dev/null
+    die "MariaDB did not start (time limit ${TIMEOUT}s); its log is above"
+  fi
+}
+
 start_mariadb() {
   command -v mariadbd >/dev/null || PATH=$PATH:/usr/sbin
   local prog
@@ -296,41 +339,10 @@ ALTER USER '$MARIADB_USER'@'localhost' IDENTIFIED BY '$MARIADB_PASSWORD';
 GRANT ALL PRIVILEGES ON *.* TO '$MARIADB_USER'@'localhost' WITH GRANT OPTION;
 EOF
   chmod 0644 "$MARIADB_DIR/init.sql"
-  if [[ -s $MARIADB_PID ]] && kill -0 "$(cat "$MARIADB_PID")" 2>/dev/null && mariadb_alive; then
+  if mariadb_running && mariadb_alive; then
     say "MariaDB already running in $MARIADB_DIR"
   else
-    : >>"$log"
-    [[ $(id -u) -eq 0 ]] && chown "$RUN_USER:" "$log"
-    # Detached from the caller: own session, no inherited descriptors.
-    # A simple command run with & is exec'd by bash: no shell of ours lingers as its parent
-    # holding the caller's stdout.
-    local as_user_cmd=()
-    [[ $(id -u) -eq 0 ]] && as_user_cmd=(setpriv --reuid="$(id -u "$RUN_USER")" --regid="$(id -g "$RUN_USER")" --init-groups --)
-    "${as_user_cmd[@]}" setsid mariadbd --no-defaults \
-      --datadir="$MARIADB_DIR/data" --socket="$MARIADB_SOCKET" --pid-file="$MARIADB_PID" \
-      --skip-networking --log-error="$log" --tmpdir="$MARIADB_DIR/tmp" \
-      --init-file="$MARIADB_DIR/init.sql" --skip-name-resolve --skip-log-bin \
-      --max-connections=300 --character-set-server=utf8mb4 \
-      --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
-      </dev/null >>"$log" 2>&1 &
-    local launcher=$! i up=0
-    for ((i = 0; i < TIMEOUT * 5; i++)); do
-      if [[ -S $MARIADB_SOCKET ]] && mariadb_alive; then
-        up=1
-        break
-      fi
-      # Gave up early: the launcher (mariadbd itself, via setsid's exec) is gone.
-      if ! kill -0 "$launcher" 2>/dev/null && ! { [[ -s $MARIADB_PID ]] && kill -0 "$(cat "$MARIADB_PID")" 2>/dev/null; }; then
-        break
-      fi
-      sleep 0.2
-    done
-    if ((!up)); then
-      log_tail "$log"
-      kill_pidfile "$MARIADB_PID" mariadbd
-      kill -KILL "$launcher" 2>/dev/null
-      die "MariaDB did not start (time limit ${TIMEOUT}s); its log is above"
-    fi
+    mariadb_start_server
   fi
   mariadb --no-defaults --socket="$MARIADB_SOCKET" -u "$MARIADB_USER" -p"$MARIADB_PASSWORD" \
     -e 'SELECT 1' "$MARIADB_DB" >/dev/null || { log_tail "$log"; die "cannot log in to MariaDB as $MARIADB_USER"; }
@@ -339,6 +351,12 @@ EOF
     echo "export DBMGR_TEST_MARIADB_USER=$MARIADB_USER"
     echo "export DBMGR_TEST_MARIADB_PASSWORD=$MARIADB_PASSWORD"
     echo "export DBMGR_TEST_MARIADB_DB=$MARIADB_DB"
+    echo "export DBMGR_TEST_MARIADB_DATA=$(printf %q "$MARIADB_DIR/data")"
+    # Command lines (run them with sh -c / system()) that restart MariaDB keeping its data,
+    # or only stop it / only start it again (a test that needs it away for a while).
+    echo "export DBMGR_TEST_MARIADB_CTL=$(printf %q "bash $SCRIPT restart-mariadb $DIR")"
+    echo "export DBMGR_TEST_MARIADB_STOP=$(printf %q "bash $SCRIPT stop-mariadb $DIR")"
+    echo "export DBMGR_TEST_MARIADB_START=$(printf %q "bash $SCRIPT start-mariadb $DIR")"
     # An ODBC connection string for the same server, when the MariaDB ODBC driver is
     # registered (package odbc-mariadb: driver "MariaDB Unicode" in /etc/odbcinst.ini).
     local driver
@@ -352,6 +370,36 @@ EOF
 
 stop_mariadb() {
   kill_pidfile "$MARIADB_PID" mariadbd
+}
+
+# restart-mariadb / stop-mariadb / start-mariadb: the server of an existing DIR, data kept,
+# servers.env unchanged (start has written it).
+mariadb_ctl() {
+  command -v mariadbd >/dev/null || PATH=$PATH:/usr/sbin
+  [[ -d $MARIADB_DIR/data/mysql && -f $MARIADB_DIR/init.sql ]] ||
+    die "no MariaDB server in $MARIADB_DIR (run start DIR mariadb first)"
+  case $1 in
+  stop | restart)
+    stop_mariadb
+    # The socket file stays when the server is gone: wait until nothing accepts on it.
+    local i
+    for ((i = 0; i < TIMEOUT * 10; i++)); do
+      mariadb_alive || break
+      sleep 0.1
+    done
+    mariadb_alive && die "MariaDB in $MARIADB_DIR still answers after it was stopped"
+    ;;
+  esac
+  case $1 in
+  start | restart)
+    if mariadb_running && mariadb_alive; then
+      say "MariaDB already running in $MARIADB_DIR"
+    else
+      mariadb_start_server
+    fi
+    ;;
+  esac
+  say "MariaDB: $1 done ($MARIADB_DIR)"
 }
 
 # ---- PgBouncer -----------------------------------------------------------------------------
@@ -493,6 +541,11 @@ restart-pg)
   ensure_user
   setup_dir "${1:-}"
   restart_pg
+  ;;
+restart-mariadb | stop-mariadb | start-mariadb)
+  ensure_user
+  setup_dir "${1:-}"
+  mariadb_ctl "${cmd%-mariadb}"
   ;;
 status)
   setup_dir "${1:-}"

@@ -298,7 +298,8 @@ std::string required_env(const char* name) {
   if (v == nullptr || *v == '\0') {
     throw std::runtime_error(std::string(name) +
                              " is not set: run the tests through scripts/test.sh, which starts "
-                             "PostgreSQL (scripts/test-servers.sh)");
+                             "PostgreSQL and MariaDB (scripts/test-servers.sh start DIR pg mariadb; "
+                             "source DIR/servers.env)");
   }
   return v;
 }
@@ -312,6 +313,19 @@ DaemonOptions pg_daemon_options(std::string yaml) {
       {"DATABASE_USER", required_env("DBMGR_TEST_PG_USER")},
       {"DATABASE_PASSWORD", required_env("DBMGR_TEST_PG_PASSWORD")},
       {"DATABASE_NAME", required_env("DBMGR_TEST_PG_DB")},
+  };
+  o.config_yaml = std::move(yaml);
+  return o;
+}
+
+DaemonOptions mariadb_daemon_options(std::string yaml) {
+  DaemonOptions o;
+  o.env = {
+      {"DATABASE_TYPE", "mariadb"},
+      {"DATABASE_HOST", required_env("DBMGR_TEST_MARIADB_SOCKET")},
+      {"DATABASE_USER", required_env("DBMGR_TEST_MARIADB_USER")},
+      {"DATABASE_PASSWORD", required_env("DBMGR_TEST_MARIADB_PASSWORD")},
+      {"DATABASE_NAME", required_env("DBMGR_TEST_MARIADB_DB")},
   };
   o.config_yaml = std::move(yaml);
   return o;

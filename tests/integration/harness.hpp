@@ -88,11 +88,14 @@ class RawConn {
   std::vector<std::uint8_t> in_;
 };
 
-// A variable the test command always sets (scripts/test.sh starts PostgreSQL); missing
+// A variable the test command always sets (scripts/test.sh starts PostgreSQL and MariaDB); missing
 // means a broken set-up, and throws (no skipping).
 std::string required_env(const char* name);
 // A daemon whose default database is the test PostgreSQL (DBMGR_TEST_PG_*), with `yaml`.
 DaemonOptions pg_daemon_options(std::string yaml = {});
+// A daemon whose default database is the test MariaDB (DBMGR_TEST_MARIADB_*: `type: mariadb`,
+// `host:` its socket file), with `yaml`.
+DaemonOptions mariadb_daemon_options(std::string yaml = {});
 
 // Runs f in a forked child; the child exits 0 if f returns, 1 if it throws (the message
 // goes to stderr). Returns the child's pid.

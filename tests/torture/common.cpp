@@ -15,8 +15,15 @@
 namespace torture {
 
 std::string_view backend_name(Backend b) {
-  return b == Backend::kSqlite ? "sqlite" : "postgresql";
+  switch (b) {
+    case Backend::kSqlite: return "sqlite";
+    case Backend::kPostgres: return "postgresql";
+    case Backend::kMariadb: return "mariadb";
+  }
+  return "?";
 }
+
+std::string duplicate_key_sqlstate(Backend b) { return b == Backend::kMariadb ? "23000" : "23505"; }
 
 dbmgr::Options Config::options() const {
   dbmgr::Options o;
@@ -402,6 +409,7 @@ struct ClassInfo {
 };
 constexpr ClassInfo kClasses[] = {
     {"FK_COMMIT_SUCCEEDED", 0, "a commit that broke a deferred foreign key returned normally"},
+    {"FK_ACCEPTED", 0, "an INSERT that broke an immediate foreign key (MariaDB) returned normally"},
     {"ACK_COMMIT_LOST", 1, "the commit was acknowledged but the transaction is not stored"},
     {"FAILED_COMMIT_PERSISTED", 2, "the commit reported an error, yet the transaction is stored"},
     {"FAILED_TX_PERSISTED", 2, "a statement failed (so the daemon rolled back), yet the transaction is stored"},

@@ -1,6 +1,6 @@
 // The schema worker of dbmgr-torture: on its own tables (t and u) it changes the schema
 // (ADD COLUMN, DROP TABLE + CREATE TABLE with other columns and types, DROP/RENAME COLUMN,
-// PostgreSQL ALTER COLUMN TYPE, fewer rows) and the rows between runs of the very same
+// PostgreSQL ALTER COLUMN TYPE, MariaDB MODIFY COLUMN, fewer rows) and the rows between runs of the very same
 // statement text, `SELECT * FROM t`, and after every change runs that read through dbmgrd
 // (one-shot and session, read-write and read-only: different pooled connections, each with
 // its own statement cache) AND directly on the engine, and compares the two cell by cell.
@@ -40,7 +40,8 @@ class SchemaWorker {
         m_(cfg.options()),
         direct_(open_direct(cfg)),
         rng_(mix_seed(cfg.seed, 0x5c4e3a11)),
-        sqlite_(cfg.backend == Backend::kSqlite) {}
+        sqlite_(cfg.backend == Backend::kSqlite),
+        mariadb_(cfg.backend == Backend::kMariadb) {}
 
   void run() {
     // The known case first, after the read ran on every connection it can use.
@@ -69,16 +70,23 @@ class SchemaWorker {
 
   std::vector<Column> columns(const std::string& table) {
     std::vector<Column> cols;
-    std::string sql = sqlite_ ? "SELECT name, type FROM pragma_table_info('" + table + "')"
-                              : "SELECT column_name, data_type FROM information_schema.columns WHERE "
-                                "table_schema = current_schema() AND table_name = '" +
-                                    table + "' ORDER BY ordinal_position";
+    std::string sql = sqlite_    ? "SELECT name, type FROM pragma_table_info('" + table + "')"
+                      : mariadb_ ? "SELECT column_name, column_type FROM information_schema.columns WHERE "
+                                   "table_schema = DATABASE() AND table_name = '" +
+                                       table + "' ORDER BY ordinal_position"
+                                 : "SELECT column_name, data_type FROM information_schema.columns WHERE "
+                                   "table_schema = current_schema() AND table_name = '" +
+                                       table + "' ORDER BY ordinal_position";
     for (const auto& r : direct_->query(sql).rows) cols.push_back({r[0].bytes, lower(r[1].bytes)});
     return cols;
   }
 
   std::vector<std::string> types() const {
     if (sqlite_) return {"INTEGER", "REAL", "TEXT", "BLOB", "VARCHAR(10)", "BOOLEAN", "NUMERIC", ""};
+    if (mariadb_) {
+      return {"INTEGER", "BIGINT", "SMALLINT", "DOUBLE", "TEXT", "VARCHAR(10)", "BOOLEAN", "BLOB",
+              "DECIMAL(10,2)", "BIT(1)"};
+    }
     return {"INTEGER", "BIGINT", "SMALLINT", "DOUBLE PRECISION", "REAL", "TEXT", "VARCHAR(10)",
             "BOOLEAN", "BYTEA", "NUMERIC(10,2)"};
   }
@@ -105,12 +113,12 @@ class SchemaWorker {
     if (rng_.chance(0.2)) return nullptr;
     std::string t = type;
     if (sqlite_ && rng_.chance(0.1)) t = lower(rng_.pick(types()));
-    if (has(t, "bool")) return rng_.chance(0.5);
+    if (has(t, "bool") || has(t, "tinyint") || has(t, "bit")) return rng_.chance(0.5);  // MariaDB: tinyint(1), bit(1)
     if (has(t, "smallint")) return rng_.uniform(-32768, 32767);
     if (has(t, "bigint")) return rng_.uniform(-4'000'000'000'000, 4'000'000'000'000);
     if (has(t, "int")) return rng_.uniform(-2'000'000'000, 2'000'000'000);
     if (has(t, "double") || has(t, "real") || has(t, "float")) return static_cast<double>(rng_.uniform(-4'000'000, 4'000'000)) / 4;
-    if (has(t, "numeric")) {
+    if (has(t, "numeric") || has(t, "decimal")) {
       if (sqlite_ && rng_.chance(0.5)) return rng_.uniform(-1000, 1000);
       return static_cast<double>(rng_.uniform(-400'000, 400'000)) / 4;
     }
@@ -127,8 +135,9 @@ class SchemaWorker {
     std::string t = lower(type);
     if (!rng_.chance(0.5)) return "";
     if (has(t, "bool")) return sqlite_ ? " DEFAULT 1" : " DEFAULT true";
+    if (has(t, "bit")) return " DEFAULT b'1'";
     if (has(t, "int")) return " DEFAULT 7";
-    if (has(t, "double") || has(t, "real") || has(t, "numeric")) return " DEFAULT 2.5";
+    if (has(t, "double") || has(t, "real") || has(t, "numeric") || has(t, "decimal")) return " DEFAULT 2.5";
     if (has(t, "blob") || has(t, "bytea")) return "";
     return " DEFAULT 'dflt'";
   }
@@ -155,7 +164,10 @@ class SchemaWorker {
       return;
     }
     try {
-      if (via == "session") {
+      // A one-shot is one statement (docs/protocol.md, kOneShot), and the MariaDB engine runs
+      // one statement per request: there a script goes through a session, a statement each.
+      const bool script = sql.find(';') != std::string::npos;
+      if (via == "session" || (mariadb_ && script)) {
         m_.run([&](dbmgr::Session& s) {
           // A script becomes its statements, one execute() each.
           std::size_t start = 0;
@@ -202,7 +214,7 @@ class SchemaWorker {
         params.push_back(value(c.type));
       }
       if (params.empty()) {
-        change(table, "INSERT INTO " + table + " DEFAULT VALUES", pick_via(false));
+        change(table, "INSERT INTO " + table + (mariadb_ ? " () VALUES ()" : " DEFAULT VALUES"), pick_via(false));
       } else {
         change(table, "INSERT INTO " + table + "(" + names + ") VALUES (" + marks + ")", pick_via(false), params);
       }
@@ -264,7 +276,11 @@ class SchemaWorker {
                pick_via(true));
         break;
       case kAlterType:
-        if (has(c.type, "smallint") || c.type == "integer") {
+        if (mariadb_) {
+          const bool small = has(c.type, "int") && !has(c.type, "bigint") && !has(c.type, "tinyint");
+          change(table, "ALTER TABLE " + table + " MODIFY COLUMN " + c.name + (small ? " BIGINT" : " TEXT"),
+                 pick_via(true));
+        } else if (has(c.type, "smallint") || c.type == "integer") {
           change(table, "ALTER TABLE " + table + " ALTER COLUMN " + c.name + " TYPE BIGINT", pick_via(true));
         } else {
           change(table, "ALTER TABLE " + table + " ALTER COLUMN " + c.name + " TYPE TEXT USING " + c.name + "::text",
@@ -272,6 +288,10 @@ class SchemaWorker {
         }
         break;
       case kDeleteSome:
+        if (mariadb_) {
+          change(table, "DELETE FROM " + table + " LIMIT " + std::to_string(rng_.uniform(1, 2)), pick_via(false));
+          break;
+        }
         change(table, "DELETE FROM " + table + " WHERE " + rowid + " IN (SELECT " + rowid + " FROM " + table +
                           " LIMIT " + std::to_string(rng_.uniform(1, 2)) + ")",
                pick_via(false));
@@ -361,6 +381,7 @@ class SchemaWorker {
   std::unique_ptr<Direct> direct_;
   Rng rng_;
   const bool sqlite_;
+  const bool mariadb_;
   int iter_ = 0;
   std::string last_change_;  // this iteration's changes but INSERTs
   int inserts_ = 0;

@@ -1,6 +1,6 @@
 // dbmgr-torture: the differential torture test of dbmgrd (docs/testing.md, "Torture test").
 //
-//   dbmgr-torture --backend sqlite|postgresql [--seconds N] [--seed S] [--clients N]
+//   dbmgr-torture --backend sqlite|postgresql|mariadb [--seconds N] [--seed S] [--clients N]
 //                 [--threads N] [--kill-ms MIN-MAX] [--kinds K,...] [--no-schema]
 //                 [--tamper] [--keep] [--verbose]
 //
@@ -8,7 +8,8 @@
 // worker (client.cpp, schema.cpp), SIGKILLs a client now and then and starts a replacement,
 // and when the time is up checks the database directly (oracle.cpp). Prints a summary and
 // exits 0 (no violation), 1 (violations: the summary says which), 2 (the test itself could
-// not run) or 77 (PostgreSQL asked for but DBMGR_TEST_PG_* not set: meson's skip).
+// not run; also MariaDB asked for but DBMGR_TEST_MARIADB_* not set) or 77 (PostgreSQL asked
+// for but DBMGR_TEST_PG_* not set: meson's skip).
 #define DOCTEST_CONFIG_IMPLEMENT  // the harness's ~Daemon uses CHECK; no doctest main here
 #include <doctest/doctest.h>
 
@@ -58,14 +59,19 @@ const char* const kSchema[] = {
     "DEFERRABLE INITIALLY DEFERRED, stream BIGINT NOT NULL, tag VARCHAR(64) NOT NULL)",
     "CREATE TABLE counters (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)",
 };
+// MariaDB has no deferred constraints: its foreign key is checked at each statement (the
+// clients plan fk_fix and judge fk_bad accordingly: client.cpp, oracle.cpp).
+const char* const kMariadbChild =
+    "CREATE TABLE child (id BIGINT PRIMARY KEY, parent_id BIGINT NOT NULL, stream BIGINT NOT NULL, "
+    "tag VARCHAR(64) NOT NULL, FOREIGN KEY (parent_id) REFERENCES parent(id))";
 
 void usage(std::ostream& o) {
-  o << "usage: dbmgr-torture --backend sqlite|postgresql [--seconds N] [--seed S] [--clients N]\n"
+  o << "usage: dbmgr-torture --backend sqlite|postgresql|mariadb [--seconds N] [--seed S] [--clients N]\n"
        "                     [--threads N] [--kill-ms MIN-MAX] [--kinds K,...] [--no-schema]\n"
        "                     [--tamper] [--keep] [--verbose]\n"
        "  --seconds N     how long the clients run (default 60); $DBMGR_TORTURE_SECONDS wins\n"
        "  --seed S        the run's seed (default: random, printed); $DBMGR_TORTURE_SEED wins\n"
-       "  --clients N     client processes (default: sqlite 6, postgresql 7)\n"
+       "  --clients N     client processes (default: sqlite 6, postgresql and mariadb 7)\n"
        "  --threads N     threads (streams) per client process (default 2)\n"
        "  --kill-ms A-B   SIGKILL a client every A..B ms (default 300-1500)\n"
        "  --kinds K,...   run only these transaction kinds: commit, fk_fix, fk_bad, rollback,\n"
@@ -77,7 +83,8 @@ void usage(std::ostream& o) {
        "  --keep          keep the logs and the SQLite file ($DBMGR_TORTURE_KEEP=1)\n"
        "  --verbose       print every violation, not five per class\n"
        "Needs $DBMGRD (the dbmgrd binary); PostgreSQL needs DBMGR_TEST_PG_HOST, _PORT, _USER,\n"
-       "_PASSWORD and _DB (docs/testing.md), else it exits 77 (skipped).\n";
+       "_PASSWORD and _DB (docs/testing.md), else it exits 77 (skipped); MariaDB needs\n"
+       "DBMGR_TEST_MARIADB_SOCKET, _USER, _PASSWORD, _DB and _ODBC, else it fails (exit 2).\n";
 }
 
 const char* env(const char* name) {
@@ -101,6 +108,8 @@ bool parse(int argc, char** argv, Config& cfg, bool& backend_given) {
           cfg.backend = Backend::kSqlite;
         } else if (b == "postgresql" || b == "postgres" || b == "pg") {
           cfg.backend = Backend::kPostgres;
+        } else if (b == "mariadb" || b == "mysql") {
+          cfg.backend = Backend::kMariadb;
         } else {
           throw std::invalid_argument("unknown backend " + b);
         }
@@ -189,6 +198,25 @@ void drop_databases(const std::string& mine, bool only_mine) {
   }
 }
 
+// ---- MariaDB: the run's own database, the same way ----
+
+void drop_mariadb_databases(const std::string& mine, bool only_mine) {
+  auto db = open_odbc(env("DBMGR_TEST_MARIADB_ODBC"));
+  for (const auto& r :
+       db->query("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'test.torture\\_%'").rows) {
+    const std::string& name = r[0].bytes;
+    bool drop = name == mine;
+    if (!only_mine && !drop) {
+      std::string digits = name.substr(std::string("test.torture_").size());
+      if (!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos) {
+        pid_t pid = static_cast<pid_t>(std::stol(digits));
+        drop = kill(pid, 0) != 0 && errno == ESRCH;
+      }
+    }
+    if (drop) db->exec("DROP DATABASE IF EXISTS `" + name + "`");
+  }
+}
+
 // ---- processes ----
 
 // The clients and the schema worker (incarnation 0).
@@ -264,12 +292,22 @@ int run(Config& cfg) {
                 {"DATABASE_PORT", cfg.pg.port},         {"DATABASE_USER", cfg.pg.user},
                 {"DATABASE_PASSWORD", cfg.pg.password}, {"DATABASE_NAME", env("DBMGR_TEST_PG_DB")}};
   }
+  if (cfg.backend == Backend::kMariadb) {
+    cfg.odbc = odbc_with_database(env("DBMGR_TEST_MARIADB_ODBC"), cfg.resolved);
+    drop_mariadb_databases(cfg.resolved, /*only_mine=*/false);
+    opts.env = {{"DATABASE_TYPE", "mariadb"},
+                {"DATABASE_HOST", env("DBMGR_TEST_MARIADB_SOCKET")},
+                {"DATABASE_USER", env("DBMGR_TEST_MARIADB_USER")},
+                {"DATABASE_PASSWORD", env("DBMGR_TEST_MARIADB_PASSWORD")},
+                {"DATABASE_NAME", env("DBMGR_TEST_MARIADB_DB")}};
+  }
   struct DropAtExit {
     const Config& cfg;
     ~DropAtExit() {
-      if (cfg.backend != Backend::kPostgres) return;
+      if (cfg.backend == Backend::kSqlite) return;
       try {
-        drop_databases(cfg.resolved, /*only_mine=*/true);
+        if (cfg.backend == Backend::kPostgres) drop_databases(cfg.resolved, /*only_mine=*/true);
+        if (cfg.backend == Backend::kMariadb) drop_mariadb_databases(cfg.resolved, /*only_mine=*/true);
       } catch (const std::exception& e) {
         std::cerr << "dbmgr-torture: could not drop database " << cfg.resolved << ": " << e.what() << "\n";
       }
@@ -283,7 +321,10 @@ int run(Config& cfg) {
   cfg.sqlite_path = d.data_dir() + "/" + cfg.resolved + ".db";
   {
     dbmgr::DatabaseManager m(cfg.options());
-    for (const char* ddl : kSchema) m.execute(ddl);
+    for (const char* ddl : kSchema) {
+      const bool child = std::string_view(ddl).rfind("CREATE TABLE child", 0) == 0;
+      m.execute(child && cfg.backend == Backend::kMariadb ? kMariadbChild : ddl);
+    }
     for (int i = 1; i <= kCounters; ++i) m.execute("INSERT INTO counters(id, n) VALUES (?, 0)", {i});
   }
   // The direct side sees what dbmgrd created, or nothing below can be trusted.
@@ -524,6 +565,17 @@ int main(int argc, char** argv) {
         std::cout << "dbmgr-torture: SKIP: " << var
                   << " is not set (start the test servers: docs/testing.md)\n";
         return kExitSkip;
+      }
+    }
+  }
+  if (cfg.backend == Backend::kMariadb) {
+    for (const char* var : {"DBMGR_TEST_MARIADB_SOCKET", "DBMGR_TEST_MARIADB_USER", "DBMGR_TEST_MARIADB_PASSWORD",
+                            "DBMGR_TEST_MARIADB_DB", "DBMGR_TEST_MARIADB_ODBC"}) {
+      if (env(var) == nullptr) {
+        std::cerr << "dbmgr-torture: " << var
+                  << " is not set: start the test servers (scripts/test-servers.sh start DIR pg mariadb; "
+                     "source DIR/servers.env; docs/testing.md)\n";
+        return kExitBroken;
       }
     }
   }

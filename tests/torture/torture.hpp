@@ -2,7 +2,7 @@
 //
 // One parent process starts a private dbmgrd, forks client processes (each with its own
 // DatabaseManager and several threads) and one schema worker, SIGKILLs clients now and then,
-// and afterwards checks the database directly (sqlite3 / libpq, never through dbmgrd)
+// and afterwards checks the database directly (sqlite3 / libpq / unixODBC, never through dbmgrd)
 // against what every client was told. This header holds what the parts share: the run's
 // configuration, typed cells and tables as both sides see them, direct engine access, the
 // append-only event logs, the operations a transaction performs and how they change a
@@ -29,7 +29,7 @@ namespace torture {
 
 using Clock = std::chrono::steady_clock;
 
-enum class Backend { kSqlite, kPostgres };
+enum class Backend { kSqlite, kPostgres, kMariadb };
 std::string_view backend_name(Backend b);
 
 struct PgParams {
@@ -56,6 +56,7 @@ struct Config {
   std::string log_dir;
   std::string sqlite_path;
   PgParams pg;  // the run's database on the server (pg.dbname == resolved)
+  std::string odbc;  // MariaDB: the ODBC connection string of the run's database (resolved)
   Clock::time_point deadline;
 
   dbmgr::Options options() const;
@@ -116,10 +117,20 @@ class Direct {
   // One query; every cell typed as dbmgrd documents it (docs/protocol.md).
   virtual Table query(const std::string& sql) = 0;
 };
-// The run's database: the SQLite file, or the run's database on the PostgreSQL server.
+// The run's database: the SQLite file, or the run's database on the PostgreSQL or MariaDB
+// server.
 std::unique_ptr<Direct> open_direct(const Config& cfg);
 // PostgreSQL only: a connection to another database of the same server (maintenance).
 std::unique_ptr<Direct> open_pg(const PgParams& p);
+// MariaDB through unixODBC (the MariaDB driver), with an ODBC connection string such as
+// $DBMGR_TEST_MARIADB_ODBC. exec() without parameters runs a script statement by statement
+// (split at ';' outside quotes), as the schema worker sends scripts through dbmgrd.
+std::unique_ptr<Direct> open_odbc(const std::string& connection_string);
+// `connection_string` with its Database attribute replaced by `database`.
+std::string odbc_with_database(const std::string& connection_string, const std::string& database);
+// MariaDB's SQLSTATE for a duplicate key or a broken foreign key is 23000 (PostgreSQL and
+// SQLite's mapping: 23505, 23503).
+std::string duplicate_key_sqlstate(Backend b);
 
 // ---- append-only event logs ----
 

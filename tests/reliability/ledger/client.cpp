@@ -46,8 +46,9 @@ class Client {
     debit_ = "UPDATE " + cfg.accounts_table + " SET balance = balance - ? WHERE id = ?";
     credit_ = "UPDATE " + cfg.accounts_table + " SET balance = balance + ? WHERE id = ?";
     insert_ = "INSERT INTO " + cfg.transfers_table + "(id, src, dst, amount) VALUES (?, ?, ?, ?)";
-    // PostgreSQL's sum(bigint) is numeric (text on the wire): cast it back.
-    total_ = "SELECT CAST(sum(balance) AS BIGINT), count(*) FROM " + cfg.accounts_table;
+    // PostgreSQL's sum(bigint) is numeric, MariaDB's DECIMAL (text on the wire): cast it back.
+    total_ = std::string("SELECT CAST(sum(balance) AS ") + (cfg.backend == Backend::kMariadb ? "SIGNED" : "BIGINT") +
+             "), count(*) FROM " + cfg.accounts_table;
   }
 
   int run() {

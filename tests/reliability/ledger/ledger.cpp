@@ -1,7 +1,7 @@
 // dbmgr-ledger: money moves between accounts while clients and dbmgrd itself are killed
 // (docs/reliability.md, "Ledger").
 //
-//   dbmgr-ledger --backend sqlite|postgresql [--seconds N] [--seed S] [--clients N]
+//   dbmgr-ledger --backend sqlite|postgresql|mariadb [--seconds N] [--seed S] [--clients N]
 //                [--kill-ms MIN-MAX] [--daemon-ms MIN-MAX] [--keep] [--verbose]
 //
 // Starts its own dbmgrd ($DBMGRD) in a temp folder, creates the accounts, forks client
@@ -52,6 +52,7 @@ torture::Config Config::direct_config() const {
   t.backend = backend;
   t.sqlite_path = sqlite_path;
   t.pg = pg;
+  t.odbc = odbc;
   return t;
 }
 
@@ -70,7 +71,7 @@ constexpr auto kQuietEnd = std::chrono::seconds(3);      // no daemon restart th
 using dbmgr::test::env_value;
 
 void usage(std::ostream& o) {
-  o << "usage: dbmgr-ledger --backend sqlite|postgresql [--seconds N] [--seed S] [--clients N]\n"
+  o << "usage: dbmgr-ledger --backend sqlite|postgresql|mariadb [--seconds N] [--seed S] [--clients N]\n"
        "                    [--kill-ms MIN-MAX] [--daemon-ms MIN-MAX] [--keep] [--verbose]\n"
        "  --seconds N      how long the clients run (default 25); $DBMGR_LEDGER_SECONDS wins\n"
        "  --seed S         the run's seed (default: random, printed); $DBMGR_LEDGER_SEED wins\n"
@@ -80,7 +81,8 @@ void usage(std::ostream& o) {
        "  --keep           keep the journals, dbmgrd's log and the SQLite file ($DBMGR_LEDGER_KEEP=1)\n"
        "  --verbose        print every violation, not five per class\n"
        "Needs $DBMGRD (the dbmgrd binary); PostgreSQL needs DBMGR_TEST_PG_HOST, _PORT, _USER,\n"
-       "_PASSWORD and _DB (docs/testing.md), else it exits 77 (skipped).\n";
+       "_PASSWORD and _DB (docs/testing.md), else it exits 77 (skipped); MariaDB needs\n"
+       "DBMGR_TEST_MARIADB_SOCKET, _USER, _PASSWORD, _DB and _ODBC, else it fails (exit 2).\n";
 }
 
 void parse_range(const std::string& r, int& lo, int& hi) {
@@ -104,6 +106,8 @@ bool parse(int argc, char** argv, Config& cfg) {
           cfg.backend = Backend::kSqlite;
         } else if (b == "postgresql" || b == "postgres" || b == "pg") {
           cfg.backend = Backend::kPostgres;
+        } else if (b == "mariadb" || b == "mysql") {
+          cfg.backend = Backend::kMariadb;
         } else {
           throw std::invalid_argument("unknown backend " + b);
         }
@@ -267,14 +271,20 @@ class DaemonProcess {
 
 // PostgreSQL: the tables of earlier runs whose process is gone (a killed run cannot drop its
 // own); runs of other builds are alive and keep theirs.
-void drop_stale_tables(torture::Direct& db) {
-  for (const auto& r : db.query("SELECT tablename FROM pg_tables WHERE tablename LIKE 'ledger\\_accounts\\_%' "
-                                "OR tablename LIKE 'ledger\\_transfers\\_%'").rows) {
+void drop_stale_tables(torture::Direct& db, Backend backend) {
+  const std::string sql =
+      backend == Backend::kMariadb
+          ? "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND "
+            "(table_name LIKE 'ledger\\_accounts\\_%' OR table_name LIKE 'ledger\\_transfers\\_%')"
+          : "SELECT tablename FROM pg_tables WHERE tablename LIKE 'ledger\\_accounts\\_%' "
+            "OR tablename LIKE 'ledger\\_transfers\\_%'";
+  for (const auto& r : db.query(sql).rows) {
     const std::string& name = r[0].bytes;
     std::string digits = name.substr(name.rfind('_') + 1);
     if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
     if (kill(static_cast<pid_t>(std::stol(digits)), 0) != 0 && errno == ESRCH) {
-      db.exec("DROP TABLE IF EXISTS \"" + name + "\"");
+      db.exec(backend == Backend::kMariadb ? "DROP TABLE IF EXISTS `" + name + "`"
+                                           : "DROP TABLE IF EXISTS \"" + name + "\"");
     }
   }
 }
@@ -313,6 +323,13 @@ int run(Config& cfg) {
     daemon_env = {{"DATABASE_TYPE", "postgresql"},        {"DATABASE_HOST", cfg.pg.host},
                   {"DATABASE_PORT", cfg.pg.port},         {"DATABASE_USER", cfg.pg.user},
                   {"DATABASE_PASSWORD", cfg.pg.password}, {"DATABASE_NAME", cfg.pg.dbname}};
+  } else if (cfg.backend == Backend::kMariadb) {
+    cfg.odbc = env_value("DBMGR_TEST_MARIADB_ODBC");
+    daemon_env = {{"DATABASE_TYPE", "mariadb"},
+                  {"DATABASE_HOST", env_value("DBMGR_TEST_MARIADB_SOCKET")},
+                  {"DATABASE_USER", env_value("DBMGR_TEST_MARIADB_USER")},
+                  {"DATABASE_PASSWORD", env_value("DBMGR_TEST_MARIADB_PASSWORD")},
+                  {"DATABASE_NAME", env_value("DBMGR_TEST_MARIADB_DB")}};
   } else {
     daemon_env = {{"DATABASE_TYPE", "sqlite"}, {"DATABASE_NAME", "ledger"}};
   }
@@ -325,7 +342,7 @@ int run(Config& cfg) {
   struct DropAtExit {
     const Config& cfg;
     ~DropAtExit() {
-      if (cfg.backend != Backend::kPostgres) return;
+      if (cfg.backend == Backend::kSqlite) return;
       try {
         auto db = torture::open_direct(cfg.direct_config());
         db->exec("DROP TABLE IF EXISTS " + cfg.transfers_table + "; DROP TABLE IF EXISTS " + cfg.accounts_table);
@@ -334,7 +351,7 @@ int run(Config& cfg) {
       }
     }
   } drop_at_exit{cfg};
-  if (cfg.backend == Backend::kPostgres) drop_stale_tables(*torture::open_direct(cfg.direct_config()));
+  if (cfg.backend != Backend::kSqlite) drop_stale_tables(*torture::open_direct(cfg.direct_config()), cfg.backend);
 
   DaemonProcess daemon(cfg, daemon_env);
   daemon.start();
@@ -494,6 +511,17 @@ int main(int argc, char** argv) {
       if (dbmgr::test::env_value(var) == nullptr) {
         std::cout << "dbmgr-ledger: SKIP: " << var << " is not set (start the test servers: docs/testing.md)\n";
         return ledger::kExitSkip;
+      }
+    }
+  }
+  if (cfg.backend == ledger::Backend::kMariadb) {
+    for (const char* var : {"DBMGR_TEST_MARIADB_SOCKET", "DBMGR_TEST_MARIADB_USER", "DBMGR_TEST_MARIADB_PASSWORD",
+                            "DBMGR_TEST_MARIADB_DB", "DBMGR_TEST_MARIADB_ODBC"}) {
+      if (dbmgr::test::env_value(var) == nullptr) {
+        std::cerr << "dbmgr-ledger: " << var
+                  << " is not set: start the test servers (scripts/test-servers.sh start DIR pg mariadb; "
+                     "source DIR/servers.env; docs/testing.md)\n";
+        return ledger::kExitBroken;
       }
     }
   }

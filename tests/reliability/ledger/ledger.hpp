@@ -4,7 +4,7 @@
 // The parent process owns a private dbmgrd (started, SIGKILLed, SIGTERMed and started again
 // on the same socket and data), forks client processes that move money between accounts in
 // session transactions and journal what they were told, SIGKILLs some of them, and at the end
-// reads the database directly (sqlite3 / libpq, never through dbmgrd) and judges it against
+// reads the database directly (sqlite3 / libpq / unixODBC, never through dbmgrd) and judges it against
 // the journals. This header holds what the three parts share (ledger.cpp: the parent;
 // client.cpp: a client process; oracle.cpp: the final check). Direct engine access, the
 // append-only logs, random numbers and the list of violations come from the torture test
@@ -49,6 +49,7 @@ struct Config {
   std::string transfers_table;  // transfers_<pid>
   std::string sqlite_path;      // dir/data/ledger.db
   torture::PgParams pg;         // the test server's database (DBMGR_TEST_PG_*)
+  std::string odbc;             // MariaDB: $DBMGR_TEST_MARIADB_ODBC (the test database)
   Clock::time_point deadline;   // the clients start no transfer after it
 
   dbmgr::Options options() const;
