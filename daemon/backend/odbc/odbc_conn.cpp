@@ -441,10 +441,14 @@ Status OdbcConn::set_autocommit(bool on) {
 }
 
 Status OdbcConn::prepare(std::string_view sql, bool cacheable, SQLHSTMT* out) {
-  if (!cacheable) {  // prepared now, on the connection's own uncached handle
+  if (!cacheable || direct_exec()) {  // on the connection's own uncached handle
     if (direct_ == SQL_NULL_HSTMT && !ok(SQLAllocHandle(SQL_HANDLE_STMT, dbc_, &direct_))) {
       direct_ = SQL_NULL_HSTMT;
       return diag(SQL_HANDLE_DBC, dbc_, "cannot make a statement handle");
+    }
+    if (direct_exec()) {  // prepared and run in one call, by run()
+      *out = direct_;
+      return Status::ok();
     }
     if (!ok(SQLPrepare(direct_, reinterpret_cast<SQLCHAR*>(const_cast<char*>(sql.data())),
                        static_cast<SQLINTEGER>(sql.size())))) {
@@ -598,7 +602,10 @@ Status OdbcConn::run(SQLHSTMT st) {
     key = Watchdog::instance().arm(cancel_, seq,
                                    Watchdog::Clock::now() + params_.statement_timeout);
   }
-  SQLRETURN rc = SQLExecute(st);
+  SQLRETURN rc = direct_exec() && st == direct_
+                     ? SQLExecDirect(st, reinterpret_cast<SQLCHAR*>(const_cast<char*>(req_.sql.data())),
+                                     static_cast<SQLINTEGER>(req_.sql.size()))
+                     : SQLExecute(st);
   if (timed) Watchdog::instance().disarm(key);
   bool timed_out = false;
   {
@@ -649,7 +656,7 @@ void OdbcConn::work_execute() {
   last_native_ = 0;
   stmt_cancelled_ = false;
   timed_out_ = false;
-  tx_control_ = tx_control_sql(req_.sql);
+  tx_control_ = tx_control_sql(req_.sql, &tx_ends_);
   if (req_.read_only && params_.dialect->begin_read_only.empty()) {
     return fail(Status::invalid(
         "this database's server has no read-only transactions; dbmgrd cannot make this "
@@ -987,14 +994,20 @@ Status OdbcConn::end_tx(bool commit) {
   return diag(SQL_HANDLE_DBC, dbc_, commit ? "COMMIT failed" : "ROLLBACK failed");
 }
 
-bool OdbcConn::tx_control_sql(std::string_view sql) const {
+bool OdbcConn::tx_control_sql(std::string_view sql, bool* ends) const {
+  *ends = false;
   thread_local std::string b;
   sqlscan::blank_opaque(sql, params_.dialect->lexing, b);
   std::size_t end = 0;
   std::string_view w = sqlscan::first_word(b, &end);
-  for (std::string_view k : {"START", "BEGIN", "COMMIT", "ROLLBACK", "END", "XA", "SAVE",
-                             "SAVEPOINT", "RELEASE"}) {
+  for (std::string_view k : {"START", "BEGIN", "XA", "SAVE", "SAVEPOINT", "RELEASE"}) {
     if (sqlscan::word_is(w, k)) return true;
+  }
+  if (sqlscan::word_is(w, "COMMIT") || sqlscan::word_is(w, "END") ||
+      (sqlscan::word_is(w, "ROLLBACK") &&
+       !sqlscan::word_is(sqlscan::first_word(b, nullptr, end), "TO"))) {
+    *ends = true;
+    return true;
   }
   if (sqlscan::word_is(w, "SET")) {
     std::string_view next = sqlscan::first_word(b, nullptr, end);
@@ -1019,9 +1032,15 @@ void OdbcConn::learn_tx_state() {
   SQLLEN ind = 0;
   if (ok(SQLExecDirect(scratch_, reinterpret_cast<SQLCHAR*>(const_cast<char*>(sql)), SQL_NTS)) &&
       ok(SQLFetch(scratch_)) && ok(SQLGetData(scratch_, 1, SQL_C_SBIGINT, &open, sizeof open, &ind))) {
-    // Without autocommit the next statement opens a transaction anyway: what matters is
-    // whether one is open now.
-    in_tx_ = open > 0;
+    // An open transaction is the session's. None open means it ended only after COMMIT or
+    // ROLLBACK in SQL, or in autocommit: without autocommit, a transaction whose statements
+    // touched no table yet (SET, CREATE TEMPORARY TABLE) or that DDL just committed goes on
+    // with the next statement.
+    if (open > 0) {
+      in_tx_ = true;
+    } else if (autocommit_ || tx_ends_) {
+      in_tx_ = false;
+    }
   } else {
     in_tx_ = true;  // unknown: the session's end rolls back whatever is open
   }

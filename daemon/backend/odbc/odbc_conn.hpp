@@ -133,7 +133,13 @@ class OdbcConn final : public WorkerConn {
   Status end_tx(bool commit);
   // SQL that may begin or end a transaction itself (START TRANSACTION, COMMIT, XA, SET
   // autocommit, DDL's implicit commit): the server is asked afterwards (learn_tx_state()).
-  bool tx_control_sql(std::string_view sql) const;
+  bool tx_control_sql(std::string_view sql, bool* ends) const;
+  // MariaDB: statements are sent with SQLExecDirect (prepared and executed in one round
+  // trip by the driver), never reused prepared. Connector/ODBC describes a reused
+  // statement's result with the columns it had when prepared, so after ALTER TABLE ...
+  // RENAME COLUMN, or DROP and CREATE with as many columns, the names (and types) would be
+  // the old ones.
+  bool direct_exec() const { return params_.flavor == OdbcParams::Flavor::kMariadb; }
   void learn_tx_state();
   Status exec_direct(std::string_view sql);
   Status prepare(std::string_view sql, bool cacheable, SQLHSTMT* out);
@@ -192,6 +198,7 @@ class OdbcConn final : public WorkerConn {
   bool timed_out_ = false;       // ... and it was statement_timeout's watchdog
   SQLHSTMT cancelled_handle_ = SQL_NULL_HSTMT;  // the handle it hit
   bool tx_control_ = false;      // req_ may begin or end a transaction in SQL
+  bool tx_ends_ = false;         // ... and it is COMMIT or ROLLBACK
   std::uint64_t exec_gen_ = 0;   // loop thread: bumped per request (the cancel's target)
   std::vector<std::string> scratch_text_;  // getdata pieces
 
