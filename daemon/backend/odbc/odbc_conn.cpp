@@ -727,7 +727,12 @@ Status OdbcConn::fetch_rows() {
         case proto::ValueTag::kBool: row.boolean(cell.b); break;
         case proto::ValueTag::kInt64: row.int64(cell.i); break;
         case proto::ValueTag::kDouble: row.real(cell.d); break;
-        case proto::ValueTag::kText: row.text(cell.view); break;
+        // The protocol's text is UTF-8: a character column holding other bytes (MariaDB
+        // describes `SELECT ?` of a binary parameter as text) goes out as the blob it is, as
+        // SQLite's text does.
+        case proto::ValueTag::kText:
+          if (proto::is_valid_utf8(cell.view)) row.text(cell.view); else row.blob(cell.view);
+          break;
         case proto::ValueTag::kBlob: row.blob(cell.view); break;
       }
     }
