@@ -508,6 +508,9 @@ bool PgConn::send_exec() {
   // its last row (one more round trip, for these statements only).
   const bool late_commit = req_.commit_after && req_.begin == TxBegin::kNone && scan.returning;
   const bool begin = req_.begin != TxBegin::kNone || late_commit;
+  // What a paused batch reports as in_transaction: the statement runs inside a transaction
+  // (one it begins, or one already open), not in autocommit.
+  stream_in_tx_ = begin || PQtransactionStatus(conn_) == PQTRANS_INTRANS;
   // PostgreSQL text cannot hold a NUL byte, and libpq would cut the value at it: refuse the
   // statement, as psycopg does, before anything is sent (blobs carry NULs).
   {
@@ -722,6 +725,7 @@ void PgConn::pause_stream() {
   batch_->finish();
   batch_.reset();
   result_.more = true;
+  result_.in_transaction = stream_in_tx_;
   paused_ = true;
   watch(0);  // the server waits while the client reads what we have
   phase_ = Phase::kRunning;
