@@ -1048,6 +1048,7 @@ TEST_CASE("conformance: a long result streams in batches with backpressure") {
         break;
       }
       CHECK_FALSE(d.complete.has_value());
+      CHECK_FALSE(o.r.in_transaction);  // an autocommit statement, paused
       CHECK(c->state() == BackendConn::State::kPaused);
       // A batch ends only before a row that would not fit: it is (nearly) full.
       CHECK_MESSAGE(payload + 200 > proto::kMaxRowBatchBytes,
