@@ -690,6 +690,7 @@ Result<Settings> apply_env(Settings s, const EnvLookup& env) {
   if (auto v = get("DATABASE_PATH")) db.path = *v;
   if (auto v = get("DATABASE_USER")) db.user = *v;
   if (auto v = get("DATABASE_HOST")) db.host = *v;
+  if (auto v = get("DATABASE_DRIVER")) db.driver = *v;  // the ODBC driver (MariaDB, MSSQL)
   if (auto v = get("DATABASE_PORT")) {
     auto n = parse_int(*v);
     if (!n || *n < 1 || *n > 65535) {

@@ -344,10 +344,13 @@ void Pool::expire(Clock::time_point now) {
              "53300");
     grant(w, nullptr, std::move(s));
   }
-  // Recycle idle connections past pool_recycle.
+  // Recycle idle connections past pool_recycle, or about to reach the server's idle limit.
   for (BackendConn* c = list(ConnState::kIdle).head; c != nullptr;) {
     BackendConn* next = c->pool_.next;
-    if (expired(c, now)) close_conn(c);
+    const Clock::duration limit = c->idle_limit();
+    if (expired(c, now) || (limit > Clock::duration::zero() && now - c->pool_.last_used > limit)) {
+      close_conn(c);
+    }
     c = next;
   }
   // Overflow connections idle for kOverflowLinger: the least recently used sit at the front.

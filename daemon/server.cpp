@@ -1,6 +1,8 @@
 // Server: listener, loop, janitor, signals, drain, reload and engine registry.
 #include "server.hpp"
 
+#include "backend/blocking_pool.hpp"
+
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
@@ -77,6 +79,7 @@ Server::~Server() {
   for (WriteReq* w : free_writes_) delete w;
   engines_.clear();
   ready_->close();
+  blocking::close_all(&loop_);     // the ODBC threads (backend/blocking_pool.hpp)
   uv_run(&loop_, UV_RUN_NOWAIT);  // close callbacks of what is still open
   ready_.reset();
   uv_loop_close(&loop_);

@@ -174,6 +174,10 @@ class BackendConn {
   // True when reset() must run before the connection is leased again.
   virtual bool needs_reset() const { return false; }
   virtual std::string server_version() const { return {}; }
+  // How long the server lets this connection sit idle before it closes it (MariaDB's
+  // wait_timeout), with a margin; zero when it does not. The pool closes idle connections
+  // before that, so that none is leased only to be found dead.
+  virtual Clock::duration idle_limit() const { return Clock::duration::zero(); }
   // A number that identifies the backend session (PostgreSQL backend pid; 0 if none).
   virtual std::int64_t backend_id() const { return 0; }
 

@@ -71,6 +71,7 @@ void ResultWriter::complete(const proto::Complete& done) {
 void ResultWriter::discard() {
   batch_.reset();
   if (out_ != nullptr) out_->resize(out_start_);
+  out_ = nullptr;
 }
 
 }  // namespace dbmgr::daemon

@@ -50,6 +50,12 @@ class ResultWriter {
   void complete(const proto::Complete& done);
   // The operation failed: drops what was written to `out` since start().
   void discard();
+  // Forgets `out` and any batch in progress without touching the bytes (the owner cleared
+  // or handed them over already).
+  void abandon() {
+    batch_.reset();
+    out_ = nullptr;
+  }
 
   std::uint32_t request_id() const { return request_id_; }
   std::uint32_t session_id() const { return session_id_; }

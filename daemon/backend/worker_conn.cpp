@@ -5,12 +5,19 @@
 
 #include <fmt/format.h>
 
+#include "backend/blocking_pool.hpp"
 #include "guard.hpp"
 
 namespace dbmgr::daemon {
 
 void WorkerConn::submit() {
   job_running_ = true;
+  if (threads_ == Threads::kBlocking) {
+    blocking::submit(
+        loop_, this, [](void* self) { static_cast<WorkerConn*>(self)->run_job(); },
+        [](void* self) { static_cast<WorkerConn*>(self)->job_done(); });
+    return;
+  }
   // uv_queue_work only checks its arguments: with a valid loop and request it cannot fail.
   if (uv_queue_work(loop_, &work_, &WorkerConn::work_cb, &WorkerConn::after_work_cb) != 0) {
     std::abort();
@@ -23,8 +30,14 @@ void WorkerConn::queue(BackendOp op) {
   submit();
 }
 
-void WorkerConn::work_cb(uv_work_t* req) {
-  auto* self = static_cast<WorkerConn*>(req->data);
+void WorkerConn::work_cb(uv_work_t* req) { static_cast<WorkerConn*>(req->data)->run_job(); }
+
+void WorkerConn::after_work_cb(uv_work_t* req, int /*status*/) {
+  static_cast<WorkerConn*>(req->data)->job_done();
+}
+
+void WorkerConn::run_job() {
+  WorkerConn* self = this;
   if (self->closing_) {
     guard_callback("closing a connection", [self] { self->work_close(); });
     return;
@@ -39,8 +52,8 @@ void WorkerConn::work_cb(uv_work_t* req) {
   }
 }
 
-void WorkerConn::after_work_cb(uv_work_t* req, int /*status*/) {
-  auto* self = static_cast<WorkerConn*>(req->data);
+void WorkerConn::job_done() {
+  WorkerConn* self = this;
   self->job_running_ = false;
   if (self->closing_) {
     if (!self->has_handle()) {

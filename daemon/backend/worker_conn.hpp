@@ -12,6 +12,7 @@
 // work_close() on a worker thread.
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 
 #include <uv.h>
@@ -22,8 +23,12 @@ namespace dbmgr::daemon {
 
 class WorkerConn : public BackendConn {
  protected:
+  // Where the jobs run: libuv's worker pool (CPU and disk work: SQLite), or a thread of
+  // the loop's BlockingPool (calls that wait on a server: ODBC; blocking_pool.hpp).
+  enum class Threads : std::uint8_t { kLibuv, kBlocking };
   // `what` names the driver in logs: "SQLite", "ODBC".
-  WorkerConn(uv_loop_t* loop, std::string_view what) : loop_(loop), what_(what) {
+  WorkerConn(uv_loop_t* loop, std::string_view what, Threads threads = Threads::kLibuv)
+      : loop_(loop), what_(what), threads_(threads) {
     work_.data = this;
   }
 
@@ -55,9 +60,12 @@ class WorkerConn : public BackendConn {
   static void work_cb(uv_work_t* req);
   static void after_work_cb(uv_work_t* req, int status);
   void submit();
+  void run_job();    // a worker thread: the job's body
+  void job_done();   // the loop thread: the job's end
 
   uv_loop_t* loop_;
   std::string_view what_;
+  Threads threads_;
   uv_work_t work_{};
   BackendOp op_ = BackendOp::kOpen;
   bool job_running_ = false;

@@ -83,6 +83,12 @@ TEST_CASE("DATABASE_PORT is an integer 1..65535") {
   }
 }
 
+TEST_CASE("DATABASE_DRIVER names the ODBC driver") {
+  CHECK(env_applied({{"DATABASE_DRIVER", "ODBC Driver 18 for SQL Server"}}).default_database.driver ==
+        "ODBC Driver 18 for SQL Server");
+  CHECK(env_applied({}).default_database.driver.empty());
+}
+
 TEST_CASE("DATABASE_SSL takes an sslmode or a boolean") {
   for (const char* mode : {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}) {
     CHECK(env_applied({{"DATABASE_SSL", mode}}).default_database.sslmode == mode);

@@ -30,8 +30,10 @@ class FakeConn final : public BackendConn {
   bool needs_ping() const override { return needs_ping_; }
   bool needs_reset() const override { return dirty_; }
   std::int64_t backend_id() const override { return 1000 + id_; }
+  Clock::duration idle_limit() const override { return idle_limit_; }
 
   bool needs_ping_ = true;
+  Clock::duration idle_limit_{};  // the server's idle limit (MariaDB wait_timeout)
   bool dirty_ = false;         // needs_reset(): the test sets it, reset() clears it
   bool in_transaction_ = false;
   int cancels_ = 0;

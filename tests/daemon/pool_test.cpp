@@ -282,6 +282,31 @@ TEST_CASE("pool: pool_recycle retires old connections on return and when idle") 
   CHECK(f.pool.total() == 0);
 }
 
+TEST_CASE("pool: idle connections close before the server's idle limit (wait_timeout)") {
+  auto s = settings(2);
+  s.pool_pre_ping = false;  // the limit alone must keep dead connections out of leases
+  Fixture f(s);
+  Waiter a, b;
+  BackendConn* ca = f.lease_new(a);
+  BackendConn* cb = f.lease_new(b);
+  static_cast<dbmgr::daemon::test::FakeConn*>(ca)->idle_limit_ = 27s;  // 90% of a 30 s wait_timeout
+  f.pool.release(ca, true);
+  f.pool.release(cb, true);  // no limit: kept
+  f.clock.advance(26s);
+  f.pool.expire(f.clock.now());
+  CHECK(f.fake.closed == 0);
+  f.clock.advance(2s);
+  f.pool.expire(f.clock.now());
+  CHECK(f.fake.closed == 1);
+  CHECK(f.pool.total() == 1);
+  // The next lease gets the one without a limit, not a connection the server dropped.
+  Waiter c;
+  f.pool.wait(&c);
+  f.ready.drain();
+  CHECK(c.conn == cb);
+  f.pool.release(c.conn, true);
+}
+
 TEST_CASE("pool: servers listing shows every connection with its state and holder") {
   Fixture f(settings(2));
   Waiter a;

@@ -2,11 +2,17 @@
 #include "backend/odbc/odbc_conn.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include "backend/blocking_pool.hpp"
 #include "backend/sql_scan.hpp"
 #include "backend/sqlstate.hpp"
 
@@ -27,14 +33,13 @@ std::string_view strip_tags(std::string_view m) {
   return m;
 }
 
-proto::ValueTag tag_of(SQLSMALLINT type, bool is_unsigned) {
+proto::ValueTag tag_of(SQLSMALLINT type) {
   switch (type) {
     case SQL_BIT: return proto::ValueTag::kBool;
     case SQL_TINYINT:
     case SQL_SMALLINT:
     case SQL_INTEGER: return proto::ValueTag::kInt64;
-    case SQL_BIGINT:  // an unsigned BIGINT may not fit int64: its digits go as text
-      return is_unsigned ? proto::ValueTag::kText : proto::ValueTag::kInt64;
+    case SQL_BIGINT: return proto::ValueTag::kInt64;  // unsigned past INT64_MAX: as text
     case SQL_REAL:
     case SQL_FLOAT:
     case SQL_DOUBLE: return proto::ValueTag::kDouble;
@@ -44,6 +49,70 @@ proto::ValueTag tag_of(SQLSMALLINT type, bool is_unsigned) {
     default: return proto::ValueTag::kText;  // character, decimal, date/time, GUID...
   }
 }
+
+// statement_timeout: drivers do not all honour SQL_ATTR_QUERY_TIMEOUT (MariaDB Connector/ODBC
+// 3.1 ignores it), so one thread cancels statements that run past their deadline.
+class Watchdog {
+ public:
+  using Target = std::shared_ptr<OdbcConn::CancelTarget>;
+  using Clock = std::chrono::steady_clock;
+  struct Entry {
+    Target target;
+    std::uint64_t seq;
+    bool fired = false;
+  };
+  using Key = std::multimap<Clock::time_point, Entry>::iterator;
+
+  static Watchdog& instance() {
+    static Watchdog* w = new Watchdog;  // lives as long as the process
+    return *w;
+  }
+  // Every arm() is followed by one disarm() of its key (the entry stays until then, fired
+  // or not).
+  Key arm(Target t, std::uint64_t seq, Clock::time_point deadline) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Key k = due_.emplace(deadline, Entry{std::move(t), seq});
+    cv_.notify_one();
+    return k;
+  }
+  void disarm(Key k) {
+    std::lock_guard<std::mutex> lock(mu_);
+    due_.erase(k);
+  }
+
+ private:
+  Watchdog() { std::thread([this] { run(); }).detach(); }
+  void run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      auto next = std::find_if(due_.begin(), due_.end(), [](const auto& e) { return !e.second.fired; });
+      if (next == due_.end()) {
+        cv_.wait(lock);
+        continue;
+      }
+      if (Clock::now() < next->first) {
+        cv_.wait_until(lock, next->first);
+        continue;
+      }
+      next->second.fired = true;
+      Target target = next->second.target;
+      const std::uint64_t seq = next->second.seq;
+      lock.unlock();
+      {
+        std::lock_guard<std::mutex> t(target->mu);
+        if (target->seq == seq && target->running != SQL_NULL_HSTMT) {
+          target->timed_out = true;
+          target->cancelled = true;
+          SQLCancel(target->running);
+        }
+      }
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::multimap<Clock::time_point, Entry> due_;
+};
 
 }  // namespace
 
@@ -61,7 +130,7 @@ SQLHENV OdbcConn::environment() {
 }
 
 OdbcConn::OdbcConn(uv_loop_t* loop, OdbcParams params)
-    : WorkerConn(loop, "ODBC"), params_(std::move(params)) {}
+    : WorkerConn(loop, "ODBC", Threads::kBlocking), params_(std::move(params)) {}
 
 OdbcConn::~OdbcConn() = default;
 
@@ -76,22 +145,18 @@ void OdbcConn::do_cancel() {
   if (!job_running()) return;
   // SQLCancel may block (MariaDB's driver connects to the server to KILL QUERY): it runs on
   // a worker thread, holding only the shared target, so it may outlive this connection.
-  struct Job {
-    uv_work_t req{};
-    std::shared_ptr<CancelTarget> target;
-  };
-  auto* job = new Job;
-  job->target = cancel_;
-  job->req.data = job;
-  int rc = uv_queue_work(
-      loop(), &job->req,
-      [](uv_work_t* r) {
-        auto* j = static_cast<Job*>(r->data);
-        std::lock_guard<std::mutex> lock(j->target->mu);
-        if (j->target->running != SQL_NULL_HSTMT) SQLCancel(j->target->running);
+  auto* target = new std::shared_ptr<CancelTarget>(cancel_);
+  blocking::submit(
+      loop(), target,
+      [](void* p) {
+        auto& t = *static_cast<std::shared_ptr<CancelTarget>*>(p);
+        std::lock_guard<std::mutex> lock(t->mu);
+        if (t->running != SQL_NULL_HSTMT) {
+          t->cancelled = true;
+          SQLCancel(t->running);
+        }
       },
-      [](uv_work_t* r, int) { delete static_cast<Job*>(r->data); });
-  if (rc != 0) delete job;
+      [](void* p) { delete static_cast<std::shared_ptr<CancelTarget>*>(p); });
 }
 
 // ---- worker thread ----
@@ -110,10 +175,7 @@ void OdbcConn::work(BackendOp op) {
 }
 
 void OdbcConn::work_close() {
-  {
-    std::lock_guard<std::mutex> lock(cancel_->mu);
-    cancel_->running = SQL_NULL_HSTMT;
-  }
+  running(SQL_NULL_HSTMT);
   disconnect();
   if (dbc_ != SQL_NULL_HDBC) SQLFreeHandle(SQL_HANDLE_DBC, dbc_);
   dbc_ = SQL_NULL_HDBC;
@@ -131,6 +193,8 @@ Status OdbcConn::diag(SQLSMALLINT type, SQLHANDLE h, std::string_view what) {
                                         "diagnostic record", what));
   }
   last_native_ = native;
+  spdlog::debug("ODBC {}: [{}] native {}: {}", what.empty() ? "error" : what,
+                reinterpret_cast<char*>(state), native, reinterpret_cast<char*>(msg));
   std::string sqlstate(reinterpret_cast<char*>(state));
   std::string message(strip_tags(reinterpret_cast<char*>(msg)));
   // Server errors that the SQLSTATE alone does not tell apart.
@@ -162,8 +226,6 @@ Status OdbcConn::diag(SQLSMALLINT type, SQLHANDLE h, std::string_view what) {
       default: break;
     }
   }
-  if (sqlstate == "HY008") cat = proto::ErrorCategory::kCancelled;
-  if (sqlstate == "HYT00" || sqlstate == "HYT01") cat = proto::ErrorCategory::kTimeout;
   if (what.empty()) return Status(cat, std::move(message), std::move(sqlstate));
   return Status(cat, fmt::format("{}: {}", what, message), std::move(sqlstate));
 }
@@ -180,7 +242,19 @@ bool OdbcConn::broken_error(const Status& s, SQLINTEGER native) const {
 
 void OdbcConn::fail(Status s) {
   const SQLINTEGER native = last_native_;
+  // After SQLCancel the driver or the driver manager may report anything (HY008, 1317, or
+  // HY010 from the next call on the handle): the cause is the cancel.
+  if (timed_out_) {
+    s = Status(proto::ErrorCategory::kTimeout,
+               fmt::format("statement_timeout ({} ms) reached; the statement was cancelled",
+                           params_.statement_timeout.count()),
+               "57014");
+  } else if (stmt_cancelled_ && s.category() != proto::ErrorCategory::kCancelled) {
+    s = Status(proto::ErrorCategory::kCancelled, "the statement was cancelled", "57014");
+  }
+  timed_out_ = false;
   close_cursor();
+  drop_cancelled_handle();
   streaming_ = false;
   writer_.discard();
   result_.more = false;
@@ -260,13 +334,10 @@ Status OdbcConn::create_database() {
     disconnect();
     return Status::internal("cannot make an ODBC statement handle");
   }
-  // The name was validated by the naming rules (dot-separated words of [A-Za-z0-9_-]) and
-  // is quoted as an identifier as well.
-  std::string sql = params_.flavor == OdbcParams::Flavor::kMssql
-                        ? fmt::format("IF DB_ID(N'{}') IS NULL CREATE DATABASE {}", params_.dbname,
-                                      params_.dialect->quote_ident(params_.dbname))
-                        : fmt::format("CREATE DATABASE IF NOT EXISTS {}",
-                                      params_.dialect->quote_ident(params_.dbname));
+  std::string sql = odbc::create_database_sql(
+      params_.flavor == OdbcParams::Flavor::kMssql ? config::DbType::kMssql
+                                                   : config::DbType::kMariadb,
+      params_.dbname);
   s = exec_direct(sql);
   disconnect();
   if (!s.is_ok()) {
@@ -284,13 +355,18 @@ void OdbcConn::learn_server() {
     version_ = reinterpret_cast<char*>(buf);
   }
   if (params_.flavor == OdbcParams::Flavor::kMariadb) {
-    // The server's connection id, for dbmgrctl servers and KILL.
-    if (ok(SQLExecDirect(scratch_, reinterpret_cast<SQLCHAR*>(const_cast<char*>("SELECT CONNECTION_ID()")),
-                         SQL_NTS)) &&
+    // The server's connection id (for dbmgrctl servers and KILL), and how long it lets an
+    // idle connection live (wait_timeout): the pool retires connections before that.
+    const char* sql = "SELECT CONNECTION_ID(), @@wait_timeout";
+    if (ok(SQLExecDirect(scratch_, reinterpret_cast<SQLCHAR*>(const_cast<char*>(sql)), SQL_NTS)) &&
         ok(SQLFetch(scratch_))) {
       SQLBIGINT id = 0;
+      SQLBIGINT wait = 0;
       SQLLEN ind = 0;
       if (ok(SQLGetData(scratch_, 1, SQL_C_SBIGINT, &id, sizeof id, &ind))) backend_id_ = id;
+      if (ok(SQLGetData(scratch_, 2, SQL_C_SBIGINT, &wait, sizeof wait, &ind)) && wait > 0) {
+        idle_limit_ = std::chrono::milliseconds(wait * 900);
+      }
     }
     SQLFreeStmt(scratch_, SQL_CLOSE);
   }
@@ -314,6 +390,8 @@ void OdbcConn::free_cache() {
     if (c.stmt != SQL_NULL_HSTMT) SQLFreeHandle(SQL_HANDLE_STMT, c.stmt);
   }
   cache_.clear();
+  if (direct_ != SQL_NULL_HSTMT) SQLFreeHandle(SQL_HANDLE_STMT, direct_);
+  direct_ = SQL_NULL_HSTMT;
   stmt_ = SQL_NULL_HSTMT;
   streaming_ = false;
 }
@@ -345,7 +423,19 @@ Status OdbcConn::set_autocommit(bool on) {
   return Status::ok();
 }
 
-Status OdbcConn::prepare(std::string_view sql, SQLHSTMT* out) {
+Status OdbcConn::prepare(std::string_view sql, bool cacheable, SQLHSTMT* out) {
+  if (!cacheable) {  // prepared now, on the connection's own uncached handle
+    if (direct_ == SQL_NULL_HSTMT && !ok(SQLAllocHandle(SQL_HANDLE_STMT, dbc_, &direct_))) {
+      direct_ = SQL_NULL_HSTMT;
+      return diag(SQL_HANDLE_DBC, dbc_, "cannot make a statement handle");
+    }
+    if (!ok(SQLPrepare(direct_, reinterpret_cast<SQLCHAR*>(const_cast<char*>(sql.data())),
+                       static_cast<SQLINTEGER>(sql.size())))) {
+      return diag(SQL_HANDLE_STMT, direct_, "");
+    }
+    *out = direct_;
+    return Status::ok();
+  }
   ++use_counter_;
   for (Cached& c : cache_) {
     if (c.sql == sql) {
@@ -357,6 +447,7 @@ Status OdbcConn::prepare(std::string_view sql, SQLHSTMT* out) {
   if (cache_.size() >= kStmtCacheSize) {  // evict the least recently used
     auto lru = std::min_element(cache_.begin(), cache_.end(),
                                 [](const Cached& a, const Cached& b) { return a.used < b.used; });
+    std::lock_guard<std::mutex> lock(cancel_->mu);
     SQLFreeHandle(SQL_HANDLE_STMT, lru->stmt);
     cache_.erase(lru);
   }
@@ -442,20 +533,51 @@ Status OdbcConn::bind_params(SQLHSTMT st, const proto::ValueList& params) {
   return Status::ok();
 }
 
-Status OdbcConn::run(SQLHSTMT st) {
-  if (params_.statement_timeout.count() > 0) {
-    auto secs = static_cast<SQLULEN>((params_.statement_timeout.count() + 999) / 1000);
-    SQLSetStmtAttr(st, SQL_ATTR_QUERY_TIMEOUT, reinterpret_cast<SQLPOINTER>(secs), 0);
+void OdbcConn::running(SQLHSTMT st) {
+  std::lock_guard<std::mutex> lock(cancel_->mu);
+  if (st == SQL_NULL_HSTMT && cancel_->cancelled) stmt_cancelled_ = true;
+  cancel_->running = st;
+  if (st != SQL_NULL_HSTMT) cancel_->cancelled = false;
+}
+
+void OdbcConn::drop_cancelled_handle() {
+  if (!stmt_cancelled_) return;
+  stmt_cancelled_ = false;
+  evict(req_.sql);
+  if (direct_ != SQL_NULL_HSTMT) {
+    std::lock_guard<std::mutex> lock(cancel_->mu);
+    SQLFreeHandle(SQL_HANDLE_STMT, direct_);
+    direct_ = SQL_NULL_HSTMT;
   }
+}
+
+Status OdbcConn::run(SQLHSTMT st) {
+  std::uint64_t seq = 0;
   {
     std::lock_guard<std::mutex> lock(cancel_->mu);
     cancel_->running = st;
+    seq = ++cancel_->seq;
+    cancel_->timed_out = false;
+    cancel_->cancelled = false;
+  }
+  const bool timed = params_.statement_timeout.count() > 0;
+  Watchdog::Key key{};
+  if (timed) {
+    key = Watchdog::instance().arm(cancel_, seq,
+                                   Watchdog::Clock::now() + params_.statement_timeout);
   }
   SQLRETURN rc = SQLExecute(st);
+  if (timed) Watchdog::instance().disarm(key);
+  bool timed_out = false;
   {
     std::lock_guard<std::mutex> lock(cancel_->mu);
     cancel_->running = SQL_NULL_HSTMT;
+    timed_out = cancel_->timed_out;
+    if (cancel_->cancelled) stmt_cancelled_ = true;
   }
+  timed_out_ = timed_out;
+  // A statement that finished although it was cancelled (MariaDB's SLEEP() and BENCHMARK()
+  // return early) succeeded: its result stands, if the driver still gives it.
   if (ok(rc) || rc == SQL_NO_DATA) return Status::ok();
   return diag(SQL_HANDLE_STMT, st, "");
 }
@@ -508,39 +630,83 @@ void OdbcConn::work_execute() {
     if (Status s = set_autocommit(true); !s.is_ok()) return fail(std::move(s));
   }
   if (sqlscan::changes_session_state(req_.sql, params_.dialect->lexing)) dirty_ = true;
-  SQLHSTMT st = SQL_NULL_HSTMT;
-  if (Status s = prepare(req_.sql, &st); !s.is_ok()) return fail(std::move(s));
-  if (Status s = bind_params(st, req_.params); !s.is_ok()) return fail(std::move(s));
-  stmt_ = st;
+  // A cached statement whose tables changed may bring new result columns the driver cannot
+  // fetch into the old ones (MariaDB: CR_NEW_STMT_METADATA, 2057). Nothing reached the
+  // client then: the statement is prepared afresh and run once more. Only statements that are
+  // harmless to run twice are cached: not CALL, not DML with RETURNING (prepared each time).
+  const bool cacheable = cacheable_sql(req_.sql);
   result_.statements++;
-  if (Status s = run(st); !s.is_ok()) return fail(std::move(s));
+  for (int attempt = 0;; ++attempt) {
+    bool done = false;
+    Status s = start_statement(cacheable, &done);
+    if (s.is_ok()) {
+      if (done || !result_.more) finish_request(done ? affected_ : rows_);
+      return;
+    }
+    if (attempt == 0 && cacheable && params_.flavor == OdbcParams::Flavor::kMariadb &&
+        last_native_ == 2057) {
+      spdlog::debug("ODBC: the result columns of a cached statement changed; preparing again");
+      close_cursor();
+      evict(req_.sql);
+      writer_.discard();
+      writer_.begin(req_.request_id, req_.session_id, params_.max_frame_bytes);
+      writer_.start(result_.frames.bytes());
+      result_.more = false;
+      continue;
+    }
+    return fail(std::move(s));
+  }
+}
+
+bool OdbcConn::cacheable_sql(std::string_view sql) const {
+  thread_local std::string b;
+  sqlscan::blank_opaque(sql, params_.dialect->lexing, b);
+  std::string_view w = sqlscan::first_word(b);
+  if (sqlscan::word_is(w, "CALL") || sqlscan::word_is(w, "EXEC") ||
+      sqlscan::word_is(w, "EXECUTE")) {
+    return false;
+  }
+  return !sqlscan::has_word(b, "RETURNING") && !sqlscan::has_word(b, "OUTPUT");
+}
+
+void OdbcConn::evict(std::string_view sql) {
+  std::lock_guard<std::mutex> lock(cancel_->mu);
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->sql == sql) {
+      SQLFreeHandle(SQL_HANDLE_STMT, it->stmt);
+      cache_.erase(it);
+      return;
+    }
+  }
+}
+
+Status OdbcConn::start_statement(bool cacheable, bool* done) {
+  SQLHSTMT st = SQL_NULL_HSTMT;
+  if (Status s = prepare(req_.sql, cacheable, &st); !s.is_ok()) return s;
+  if (Status s = bind_params(st, req_.params); !s.is_ok()) return s;
+  stmt_ = st;
+  if (Status s = run(st); !s.is_ok()) return s;
   SQLSMALLINT ncols = 0;
-  if (!ok(SQLNumResultCols(st, &ncols))) return fail(diag(SQL_HANDLE_STMT, st, ""));
+  if (!ok(SQLNumResultCols(st, &ncols))) return diag(SQL_HANDLE_STMT, st, "");
   if (ncols == 0) {
     SQLLEN count = 0;
     if (!ok(SQLRowCount(st, &count))) count = 0;
     writer_.no_columns();
-    SQLFreeStmt(st, SQL_CLOSE);
-    stmt_ = SQL_NULL_HSTMT;
-    finish_request(count < 0 ? 0 : count);
-    return;
+    affected_ = count < 0 ? 0 : count;
+    *done = true;
+    return Status::ok();
   }
   if (static_cast<std::size_t>(ncols) > proto::kMaxColumns) {
-    return fail(ResultWriter::too_many_columns(static_cast<std::size_t>(ncols)));
+    return ResultWriter::too_many_columns(static_cast<std::size_t>(ncols));
   }
-  if (Status s = describe(st, ncols); !s.is_ok()) return fail(std::move(s));
-  if (Status s = writer_.columns(descs_.data(), descs_.size()); !s.is_ok()) {
-    return fail(std::move(s));
-  }
+  if (Status s = describe(st, ncols); !s.is_ok()) return s;
+  if (Status s = writer_.columns(descs_.data(), descs_.size()); !s.is_ok()) return s;
   streaming_ = true;
   rows_ = 0;
   fetched_ = 0;
   pos_ = 0;
   row_ready_ = false;
-  have_row_ = false;
-  Status s = fetch_rows();
-  if (!s.is_ok()) return fail(std::move(s));
-  if (!result_.more) finish_request(rows_);
+  return fetch_rows();
 }
 
 Status OdbcConn::describe(SQLHSTMT st, SQLSMALLINT ncols) {
@@ -566,10 +732,14 @@ Status OdbcConn::describe(SQLHSTMT st, SQLSMALLINT ncols) {
     SQLColAttribute(st, col, SQL_DESC_UNSIGNED, nullptr, 0, nullptr, &is_unsigned);
     Column& k = cols_[c];
     k.name.assign(reinterpret_cast<char*>(name));
-    k.tag = tag_of(type, is_unsigned == SQL_TRUE);
+    k.tag = tag_of(type);
+    k.unsigned_big = type == SQL_BIGINT && is_unsigned == SQL_TRUE;
     switch (k.tag) {
       case proto::ValueTag::kBool: k.ctype = SQL_C_BIT; k.width = 1; break;
-      case proto::ValueTag::kInt64: k.ctype = SQL_C_SBIGINT; k.width = 8; break;
+      case proto::ValueTag::kInt64:
+        k.ctype = k.unsigned_big ? SQL_C_UBIGINT : SQL_C_SBIGINT;
+        k.width = 8;
+        break;
       case proto::ValueTag::kDouble: k.ctype = SQL_C_DOUBLE; k.width = 8; break;
       case proto::ValueTag::kBlob:
         k.ctype = SQL_C_BINARY;
@@ -608,6 +778,14 @@ Status OdbcConn::describe(SQLHSTMT st, SQLSMALLINT ncols) {
   return Status::ok();
 }
 
+// A BIGINT UNSIGNED value past INT64_MAX goes out as its digits (text).
+void OdbcConn::unsigned_past_int64(const Column& k, Cell* out) {
+  if (!k.unsigned_big || out->i >= 0) return;
+  out->bytes = std::to_string(static_cast<std::uint64_t>(out->i));
+  out->view = out->bytes;
+  out->tag = proto::ValueTag::kText;
+}
+
 Status OdbcConn::read_cell(std::size_t c, Cell* out) {
   Column& k = cols_[c];
   if (block_) {
@@ -620,7 +798,10 @@ Status OdbcConn::read_cell(std::size_t c, Cell* out) {
     out->tag = k.tag;
     switch (k.tag) {
       case proto::ValueTag::kBool: out->b = *reinterpret_cast<const unsigned char*>(p) != 0; break;
-      case proto::ValueTag::kInt64: std::memcpy(&out->i, p, 8); break;
+      case proto::ValueTag::kInt64:
+        std::memcpy(&out->i, p, 8);
+        unsigned_past_int64(k, out);
+        break;
       case proto::ValueTag::kDouble: std::memcpy(&out->d, p, 8); break;
       default: {
         const SQLLEN room = static_cast<SQLLEN>(k.width) - (k.ctype == SQL_C_CHAR ? 1 : 0);
@@ -646,7 +827,7 @@ Status OdbcConn::read_cell(std::size_t c, Cell* out) {
       break;
     }
     case proto::ValueTag::kInt64:
-      rc = SQLGetData(stmt_, col, SQL_C_SBIGINT, &out->i, 8, &ind);
+      rc = SQLGetData(stmt_, col, k.ctype, &out->i, 8, &ind);
       break;
     case proto::ValueTag::kDouble:
       rc = SQLGetData(stmt_, col, SQL_C_DOUBLE, &out->d, 8, &ind);
@@ -677,6 +858,7 @@ Status OdbcConn::read_cell(std::size_t c, Cell* out) {
   }
   if (!ok(rc)) return diag(SQL_HANDLE_STMT, stmt_, "");
   out->tag = ind == SQL_NULL_DATA ? proto::ValueTag::kNull : k.tag;
+  if (out->tag == proto::ValueTag::kInt64) unsigned_past_int64(k, out);
   return Status::ok();
 }
 
@@ -686,15 +868,9 @@ Status OdbcConn::fetch_rows() {
     if (!row_ready_) {
       // The next row: from the rowset in hand, or the next fetch.
       if (!block_ || pos_ >= fetched_) {
-        {
-          std::lock_guard<std::mutex> lock(cancel_->mu);
-          cancel_->running = stmt_;
-        }
+        running(stmt_);
         SQLRETURN rc = SQLFetch(stmt_);
-        {
-          std::lock_guard<std::mutex> lock(cancel_->mu);
-          cancel_->running = SQL_NULL_HSTMT;
-        }
+        running(SQL_NULL_HSTMT);
         if (rc == SQL_NO_DATA) {
           writer_.finish_batch();
           return Status::ok();
@@ -756,6 +932,8 @@ void OdbcConn::finish_request(std::int64_t affected) {
   done.affected_rows = affected;
   done.in_transaction = in_tx_;
   writer_.complete(done);
+  drop_cancelled_handle();
+  timed_out_ = false;
 }
 
 void OdbcConn::work_end(bool commit) {

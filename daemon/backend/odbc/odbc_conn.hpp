@@ -65,9 +65,20 @@ class OdbcConn final : public WorkerConn {
   bool needs_reset() const override { return dirty_; }
   std::string server_version() const override { return version_; }
   std::int64_t backend_id() const override { return backend_id_; }
+  Clock::duration idle_limit() const override { return idle_limit_; }
 
   // The process-wide ODBC environment (ODBC 3, driver-manager pooling off), made once.
   static SQLHENV environment();
+
+  // The statement SQLCancel may interrupt, shared with the cancel job and the statement
+  // timeout's watchdog (which may outlive the connection).
+  struct CancelTarget {
+    std::mutex mu;
+    SQLHSTMT running = SQL_NULL_HSTMT;
+    std::uint64_t seq = 0;   // which execution `running` is (the watchdog's key)
+    bool timed_out = false;  // the watchdog cancelled it: statement_timeout
+    bool cancelled = false;  // SQLCancel was called on it (cancel() or the watchdog)
+  };
 
  protected:
   void do_execute(const ExecRequest& req) override;
@@ -84,6 +95,7 @@ class OdbcConn final : public WorkerConn {
     std::string name;
     proto::ValueTag tag = proto::ValueTag::kText;
     SQLSMALLINT ctype = SQL_C_CHAR;
+    bool unsigned_big = false;       // BIGINT UNSIGNED: past INT64_MAX sent as text
     SQLULEN width = 0;               // block mode: bytes per cell in `data`
     std::vector<char> data;          // block mode: rows x width
     std::vector<SQLLEN> ind;         // block mode: rows
@@ -96,12 +108,6 @@ class OdbcConn final : public WorkerConn {
     double d = 0;
     std::string bytes;  // text, blob (getdata mode)
     std::string_view view;  // text, blob: into `bytes` or a bound array
-  };
-  // The statement SQLCancel may interrupt, shared with the cancel job (which may outlive
-  // the connection).
-  struct CancelTarget {
-    std::mutex mu;
-    SQLHSTMT running = SQL_NULL_HSTMT;
   };
   static constexpr std::size_t kStmtCacheSize = 32;
   static constexpr std::size_t kMaxBlockRows = 256;
@@ -122,12 +128,22 @@ class OdbcConn final : public WorkerConn {
   Status create_database();
   Status set_autocommit(bool on);
   Status exec_direct(std::string_view sql);
-  Status prepare(std::string_view sql, SQLHSTMT* out);
+  Status prepare(std::string_view sql, bool cacheable, SQLHSTMT* out);
+  bool cacheable_sql(std::string_view sql) const;
+  void evict(std::string_view sql);
+  // After a request: a statement handle SQLCancel hit is not used again (the driver
+  // manager's state of it is not to be trusted: HY010 on the next use).
+  void drop_cancelled_handle();
+  // Prepares, binds and runs req_, writes the columns and the first rows; *done when the
+  // statement returned no result set (affected_ holds its row count).
+  Status start_statement(bool cacheable, bool* done);
   Status bind_params(SQLHSTMT stmt, const proto::ValueList& params);
   Status run(SQLHSTMT stmt);  // SQLExecute, cancellable
+  void running(SQLHSTMT stmt);  // the statement cancel() may interrupt now (or none)
   Status describe(SQLHSTMT stmt, SQLSMALLINT ncols);
   Status fetch_rows();  // the next rows of stmt_ into result_ (sets more)
   Status read_cell(std::size_t col, Cell* out);
+  static void unsigned_past_int64(const Column& k, Cell* out);
   void finish_request(std::int64_t affected);
   void fail(Status s);
   void close_cursor();
@@ -139,12 +155,14 @@ class OdbcConn final : public WorkerConn {
   OdbcParams params_;
   SQLHDBC dbc_ = SQL_NULL_HDBC;
   SQLHSTMT scratch_ = SQL_NULL_HSTMT;  // BEGIN, ping, CREATE DATABASE
+  SQLHSTMT direct_ = SQL_NULL_HSTMT;   // statements that are not cached (cacheable_sql)
   bool connected_ = false;
   bool autocommit_ = true;
   bool in_tx_ = false;
   bool dirty_ = false;  // session state changed: reset() reconnects
   std::string version_;
   std::int64_t backend_id_ = 0;
+  Clock::duration idle_limit_{};  // 90% of the server's wait_timeout (MariaDB)
   std::shared_ptr<CancelTarget> cancel_ = std::make_shared<CancelTarget>();
   SQLINTEGER last_native_ = 0;  // the native error of the last diag()
 
@@ -160,8 +178,10 @@ class OdbcConn final : public WorkerConn {
   SQLULEN fetched_ = 0;      // block mode: rows of the current rowset
   SQLULEN pos_ = 0;          // ... and the next one to encode
   bool row_ready_ = false;   // cells_ hold a row that did not fit the last batch
-  bool have_row_ = false;    // getdata mode: a row is fetched and not yet read
   std::int64_t rows_ = 0;
+  std::int64_t affected_ = 0;
+  bool stmt_cancelled_ = false;  // SQLCancel hit the current statement: its handle is dropped
+  bool timed_out_ = false;       // ... and it was statement_timeout's watchdog
   std::vector<std::string> scratch_text_;  // getdata pieces
 
   // Parameter storage (reused).

@@ -131,4 +131,25 @@ ConnString connection_string(const config::DatabaseConfig& db, std::string_view 
   return s;
 }
 
+std::string create_database_sql(config::DbType type, std::string_view name) {
+  auto quoted = [&](char open, char close) {
+    std::string out(1, open);
+    for (char c : name) {
+      out += c;
+      if (c == close) out += c;
+    }
+    out += close;
+    return out;
+  };
+  if (type == config::DbType::kMssql) {
+    std::string literal;
+    for (char c : name) {
+      literal += c;
+      if (c == '\'') literal += c;
+    }
+    return fmt::format("IF DB_ID(N'{}') IS NULL CREATE DATABASE {}", literal, quoted('[', ']'));
+  }
+  return fmt::format("CREATE DATABASE IF NOT EXISTS {}", quoted('`', '`'));
+}
+
 }  // namespace dbmgr::daemon::odbc

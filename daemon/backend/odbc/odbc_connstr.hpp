@@ -41,4 +41,9 @@ struct ConnString {
 // create a database on demand).
 ConnString connection_string(const config::DatabaseConfig& db, std::string_view database);
 
+// The statement that creates database `name` on demand when it does not exist (MariaDB:
+// CREATE DATABASE IF NOT EXISTS `name`; SQL Server: IF DB_ID(N'name') IS NULL CREATE
+// DATABASE [name]). `name` has passed the naming rules; it is quoted all the same.
+std::string create_database_sql(config::DbType type, std::string_view name);
+
 }  // namespace dbmgr::daemon::odbc

@@ -487,9 +487,8 @@ void PgConn::do_execute(const ExecRequest& req) {
   late_commit_sent_ = false;
   streamed_ = false;
   retry_rollback_ = false;
-  enc_.emplace(result_.frames.bytes());
-  batch_.reset();
-  columns_sent_ = false;
+  writer_.begin(req_.request_id, req_.session_id, params_.max_frame_bytes);
+  writer_.start(result_.frames.bytes());
   affected_ = 0;
   if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
     result_.broken = true;
@@ -702,8 +701,7 @@ void PgConn::finish_send() {
 void PgConn::do_resume() {
   paused_ = false;
   result_ = BackendResult{};
-  enc_.emplace(result_.frames.bytes());
-  batch_.reset();
+  writer_.start(result_.frames.bytes());
   // Go on from the loop, not from inside the caller's callback (no recursion per batch).
   resume_pending_ = true;
   start_timer(0);
@@ -722,8 +720,7 @@ void PgConn::on_io(int events) {
 }
 
 void PgConn::pause_stream() {
-  batch_->finish();
-  batch_.reset();
+  writer_.finish_batch();
   result_.more = true;
   result_.in_transaction = stream_in_tx_;
   paused_ = true;
@@ -745,8 +742,11 @@ void PgConn::drain_results() {
     return;
   }
   if (pending_row_ != nullptr && !paused_ && phase_ == Phase::kRunning) {
-    // The row that did not fit the last batch goes first.
+    // The row that did not fit the last batch goes first, in a new one (its size was
+    // checked when it arrived).
     PGresult* r = std::exchange(pending_row_, nullptr);
+    ResultWriter::Room room = ResultWriter::Room::kRow;
+    if (Status st = writer_.room(row_bytes(r, 0), &room); !st.is_ok()) result_.status = std::move(st);
     handle_result(r);
     PQclear(r);
   }
@@ -776,20 +776,19 @@ void PgConn::drain_results() {
       return op_done();
     }
     if (PQresultStatus(r) == PGRES_SINGLE_TUPLE && result_.status.is_ok() &&
-        row_bytes(r, 0) > params_.max_frame_bytes) {
-      // No frame may pass max_frame_bytes: the statement fails; its remaining rows are read
-      // and dropped until the pipeline's end.
-      result_.status = Status(proto::ErrorCategory::kResources,
-                              fmt::format("a row of {} bytes is larger than max_frame_bytes ({})",
-                                          row_bytes(r, 0), params_.max_frame_bytes),
-                              "54000");
-    }
-    if (batch_ && PQresultStatus(r) == PGRES_SINGLE_TUPLE && result_.status.is_ok() &&
-        cur_ < nsteps_ && steps_[cur_] == Step::kExec && !batch_->fits(row_bytes(r, 0))) {
-      // The batch ends before a row that would take it past kMaxRowBatchBytes: keep the row
-      // for resume() and let the client read what we have.
-      pending_row_ = r;
-      return pause_stream();
+        cur_ < nsteps_ && steps_[cur_] == Step::kExec) {
+      send_columns(r);
+      ResultWriter::Room room = ResultWriter::Room::kRow;
+      if (Status s = writer_.room(row_bytes(r, 0), &room); !s.is_ok()) {
+        // No frame may pass max_frame_bytes: the statement fails; its remaining rows are
+        // read and dropped until the pipeline's end.
+        result_.status = std::move(s);
+      } else if (room == ResultWriter::Room::kFull) {
+        // The batch ends before a row that would take it past kMaxRowBatchBytes: keep the
+        // row for resume() and let the client read what we have.
+        pending_row_ = r;
+        return pause_stream();
+      }
     }
     handle_result(r);
     PQclear(r);
@@ -822,40 +821,36 @@ std::size_t PgConn::row_bytes(const PGresult* r, int row) const {
 }
 
 void PgConn::send_columns(const PGresult* r) {
-  if (columns_sent_) return;
-  columns_sent_ = true;
+  if (writer_.columns_sent()) return;
   int n = PQnfields(r);
-  if (n == 0) return;
+  if (n == 0) return writer_.no_columns();
   cols_.resize(static_cast<std::size_t>(n));  // reused: no allocation per result
   for (int c = 0; c < n; ++c) {
     cols_[static_cast<std::size_t>(c)].name = PQfname(r, c);
     cols_[static_cast<std::size_t>(c)].type = tag_of(PQftype(r, c));
   }
-  enc_->columns(req_.request_id, req_.session_id, cols_.data(), cols_.size());
+  if (Status s = writer_.columns(cols_.data(), cols_.size()); !s.is_ok()) result_.status = std::move(s);
 }
 
+// Encodes a row the writer made room for (ResultWriter::room()).
 void PgConn::encode_row(const PGresult* r, int row) {
   int n = PQnfields(r);
-  if (batch_ && !batch_->fits(row_bytes(r, row))) {  // a whole result: several batches
-    batch_->finish();
-    batch_.reset();
-  }
-  if (!batch_) batch_.emplace(*enc_, req_.request_id, req_.session_id, static_cast<std::uint16_t>(n));
+  proto::RowBatchEncoder& batch = writer_.row();
   for (int c = 0; c < n; ++c) {
     if (PQgetisnull(r, row, c) != 0) {
-      batch_->null();
+      batch.null();
       continue;
     }
     const char* v = PQgetvalue(r, row, c);
     int len = PQgetlength(r, row, c);
     switch (PQftype(r, c)) {
-      case kBoolOid: batch_->boolean(v[0] == 't'); break;
+      case kBoolOid: batch.boolean(v[0] == 't'); break;
       case kInt2Oid:
       case kInt4Oid:
       case kInt8Oid:
-      case kOidOid: batch_->int64(std::strtoll(v, nullptr, 10)); break;
+      case kOidOid: batch.int64(std::strtoll(v, nullptr, 10)); break;
       case kFloat4Oid:
-      case kFloat8Oid: batch_->real(std::strtod(v, nullptr)); break;
+      case kFloat8Oid: batch.real(std::strtod(v, nullptr)); break;
       case kByteaOid: {
         // Text format: \x followed by hex pairs.
         std::string_view s(v, static_cast<std::size_t>(len));
@@ -865,26 +860,24 @@ void PgConn::encode_row(const PGresult* r, int row) {
           for (std::size_t k = 0; k < out; ++k) {
             scratch_[k] = static_cast<char>(hexval(s[2 + 2 * k]) * 16 + hexval(s[3 + 2 * k]));
           }
-          batch_->blob(std::string_view(scratch_.data(), out));
+          batch.blob(std::string_view(scratch_.data(), out));
         } else {
-          batch_->blob(s);
+          batch.blob(s);
         }
         break;
       }
-      default: batch_->text(std::string_view(v, static_cast<std::size_t>(len))); break;
+      default: batch.text(std::string_view(v, static_cast<std::size_t>(len))); break;
     }
   }
-  batch_->end_row();
+  batch.end_row();
 }
 
 void PgConn::handle_result(PGresult* r) {
   Step step = cur_ < nsteps_ ? steps_[cur_] : Step::kPing;
   switch (PQresultStatus(r)) {
     case PGRES_SINGLE_TUPLE:
-      if (step == Step::kExec && result_.status.is_ok()) {
-        send_columns(r);
-        encode_row(r, 0);
-      }
+      if (step == Step::kExec && result_.status.is_ok()) encode_row(r, 0);  // room made
+
       return;
     case PGRES_TUPLES_OK:
     case PGRES_COMMAND_OK:
@@ -892,13 +885,13 @@ void PgConn::handle_result(PGresult* r) {
         if (step == Step::kExec && result_.status.is_ok()) {
           send_columns(r);
           // Rows that came whole (single-row mode could not be set): encode them all.
-          for (int row = 0, n = PQntuples(r); row < n; ++row) {
-            if (row_bytes(r, row) > params_.max_frame_bytes) {
-              result_.status = Status(proto::ErrorCategory::kResources,
-                                      fmt::format("a row of {} bytes is larger than "
-                                                  "max_frame_bytes ({})",
-                                                  row_bytes(r, row), params_.max_frame_bytes),
-                                      "54000");
+          for (int row = 0, n = PQntuples(r); row < n && result_.status.is_ok(); ++row) {
+            ResultWriter::Room room = ResultWriter::Room::kRow;
+            Status s = writer_.room(row_bytes(r, row), &room);
+            // A whole result cannot pause: a full batch just starts the next one.
+            if (s.is_ok() && room == ResultWriter::Room::kFull) s = writer_.room(row_bytes(r, row), &room);
+            if (!s.is_ok()) {
+              result_.status = std::move(s);
               break;
             }
             encode_row(r, row);
@@ -1011,8 +1004,8 @@ void PgConn::op_done() {
   const bool in_tx = tx == PQTRANS_INTRANS || tx == PQTRANS_INERROR;
   if (op_ == BackendOp::kExecute && !rollback_after_error_) {
     if (!result_.status.is_ok()) {
-      batch_.reset();
       result_.frames.bytes().clear();
+      writer_.abandon();
       if (stale_ != Stale::kNone && PQstatus(conn_) != CONNECTION_BAD) {
         const Stale why = std::exchange(stale_, Stale::kNone);
         // pgjdbc's rule: the statement is run again once, prepared anew, when nothing of
@@ -1029,8 +1022,8 @@ void PgConn::op_done() {
           nsteps_ = cur_ = 0;
           single_row_ = false;
           result_ = BackendResult{};
-          enc_.emplace(result_.frames.bytes());
-          columns_sent_ = false;
+          writer_.begin(req_.request_id, req_.session_id, params_.max_frame_bytes);
+          writer_.start(result_.frames.bytes());
           affected_ = 0;
           if (!send_exec()) return;
           return finish_send();
@@ -1060,14 +1053,10 @@ void PgConn::op_done() {
       single_row_ = false;
       return send_simple("COMMIT", Step::kCommit);
     } else {
-      if (batch_) {
-        batch_->finish();
-        batch_.reset();
-      }
       proto::Complete done;
       done.affected_rows = affected_;
       done.in_transaction = in_tx;
-      enc_->complete(req_.request_id, req_.session_id, done);
+      writer_.complete(done);
     }
   }
   result_.in_transaction = in_tx;
@@ -1090,7 +1079,7 @@ void PgConn::fail_broken(std::string why) {
   result_.broken = true;
   result_.in_transaction = false;
   result_.more = false;
-  batch_.reset();
+  writer_.abandon();
   phase_ = Phase::kIdle;
   watch(0);
   finish_op();

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "backend/result_writer.hpp"
 #include "dbmgr/config/config.hpp"
 
 namespace dbmgr::daemon {
@@ -172,9 +173,7 @@ class PgConn final : public BackendConn {
   bool retry_rollback_ = false; // the retry's pipeline starts with ROLLBACK
   BackendResult result_;
   PGresult* pending_row_ = nullptr;  // a row that did not fit the last batch (single-row mode)
-  std::optional<proto::Encoder> enc_;
-  std::optional<proto::RowBatchEncoder> batch_;
-  bool columns_sent_ = false;
+  ResultWriter writer_;  // the current execute's frames, across the batches of a stream
   std::vector<proto::ColumnDesc> cols_;  // send_columns()'s scratch, kept between results
   std::int64_t affected_ = 0;
   ExecRequest req_;
