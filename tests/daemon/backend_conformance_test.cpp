@@ -43,6 +43,7 @@
 #include <fmt/format.h>
 
 #include "backend/backend.hpp"
+#include "backend/blocking_pool.hpp"
 #include "backend/driver.hpp"
 #include "backend/odbc/odbc_conn.hpp"
 #include "clock.hpp"
@@ -594,11 +595,17 @@ class Fixture {
     for (BackendConn* c : conns_) c->close();
     conns_.clear();
     uv_close(reinterpret_cast<uv_handle_t*>(&guard_), nullptr);
-    // Connections finish closing on later turns (a worker job, libuv handles).
+    // Connections finish closing on later turns (a worker job, libuv handles). The ODBC
+    // threads of this loop stay until close_all(), which the daemon too calls last.
     auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (uv_run(&loop_, UV_RUN_NOWAIT) != 0 && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(1ms);
-    }
+    auto settle = [&] {
+      while (uv_run(&loop_, UV_RUN_NOWAIT) != 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+      }
+    };
+    settle();
+    dbmgr::daemon::blocking::close_all(&loop_);
+    settle();
     int rc = uv_loop_close(&loop_);
     CHECK_MESSAGE(rc == 0, engine_.name << ": the loop still has handles or requests after "
                                            "every connection was closed");
