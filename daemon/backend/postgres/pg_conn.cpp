@@ -527,6 +527,26 @@ bool PgConn::send_exec() {
       }
     }
   }
+  // Parameters that do not match the statement's placeholders: the client's mistake, told as
+  // SQLite and ODBC tell it (07001, invalid_request), not as the server's 08P01 about the
+  // bind message, which reads as a broken connection. Like any error it ends the transaction.
+  if (!scan.multi_statement) {
+    const int wanted = scan.question_marks > 0 ? scan.question_marks : scan.max_dollar;
+    if (static_cast<std::uint32_t>(wanted) != req_.params.size()) {
+      Status s(proto::ErrorCategory::kInvalidRequest,
+               fmt::format("the statement has {} parameter(s), {} given", wanted,
+                           req_.params.size()),
+               "07001");
+      if (PQtransactionStatus(conn_) == PQTRANS_INTRANS) {
+        result_.status = std::move(s);
+        rollback_after_error_ = true;
+        send_simple("ROLLBACK", Step::kRollback);
+      } else {
+        deliver_async(std::move(s));
+      }
+      return false;
+    }
+  }
   if (scan.multi_statement) {
     if (pgsql::changes_session_state(req_.sql)) dirty_ = true;
     if (req_.params.size() > 0) {
