@@ -470,6 +470,14 @@ Status OdbcConn::prepare(std::string_view sql, bool cacheable, SQLHSTMT* out) {
 Status OdbcConn::bind_params(SQLHSTMT st, const proto::ValueList& params) {
   SQLFreeStmt(st, SQL_RESET_PARAMS);
   const std::size_t n = params.size();
+  // Drivers ignore parameters past the markers and report too few as their own 07002: the
+  // count is checked here, and told as SQLite and PostgreSQL tell it.
+  SQLSMALLINT markers = 0;
+  if (ok(SQLNumParams(st, &markers)) && static_cast<std::size_t>(markers) != n) {
+    return Status(proto::ErrorCategory::kInvalidRequest,
+                  fmt::format("the statement has {} parameter(s), {} given", markers, n),
+                  "07001");
+  }
   pind_.resize(n);
   pint_.resize(n);
   pdbl_.resize(n);
