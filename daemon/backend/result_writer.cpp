@@ -23,7 +23,9 @@ void ResultWriter::start(std::vector<std::uint8_t>& out) {
 }
 
 Status ResultWriter::too_many_columns(std::size_t count) {
-  return Status(proto::ErrorCategory::kInvalidRequest,
+  // A program limit (class 54): category resources, as PostgreSQL's and SQLite's own
+  // "too many columns" (54011) are.
+  return Status(proto::ErrorCategory::kResources,
                 fmt::format("the result has {} columns; dbmgrd sends at most {}", count,
                             proto::kMaxColumns),
                 "54011");

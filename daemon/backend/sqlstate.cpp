@@ -59,6 +59,7 @@ constexpr CodeRule kClasses[] = {
     {"40", C::kSerialization},   // transaction rollback: serialization failure, deadlock
     {"72", C::kSerialization},   // snapshot too old
     {"55", C::kInvalidRequest},  // object not in prerequisite state (currval before nextval)
+    {"07", C::kInvalidRequest},  // dynamic SQL error: parameters that do not fit the markers
     {"28", C::kPermission},      // invalid authorization specification (bad password)
     {"0L", C::kPermission},      // invalid grantor
     {"0P", C::kPermission},      // invalid role specification

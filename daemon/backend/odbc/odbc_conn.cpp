@@ -491,6 +491,14 @@ Status OdbcConn::prepare(std::string_view sql, bool cacheable, SQLHSTMT* out) {
 Status OdbcConn::bind_params(SQLHSTMT st, const proto::ValueList& params) {
   SQLFreeStmt(st, SQL_RESET_PARAMS);
   const std::size_t n = params.size();
+  // Drivers ignore parameters past the markers and report too few as their own 07002: the
+  // count is checked here, and told as SQLite and PostgreSQL tell it.
+  SQLSMALLINT markers = 0;
+  if (ok(SQLNumParams(st, &markers)) && static_cast<std::size_t>(markers) != n) {
+    return Status(proto::ErrorCategory::kInvalidRequest,
+                  fmt::format("the statement has {} parameter(s), {} given", markers, n),
+                  "07001");
+  }
   pind_.resize(n);
   pint_.resize(n);
   pdbl_.resize(n);
@@ -952,7 +960,12 @@ Status OdbcConn::fetch_rows() {
         case proto::ValueTag::kBool: row.boolean(cell.b); break;
         case proto::ValueTag::kInt64: row.int64(cell.i); break;
         case proto::ValueTag::kDouble: row.real(cell.d); break;
-        case proto::ValueTag::kText: row.text(cell.view); break;
+        // The protocol's text is UTF-8: a character column holding other bytes (MariaDB
+        // describes `SELECT ?` of a binary parameter as text) goes out as the blob it is, as
+        // SQLite's text does.
+        case proto::ValueTag::kText:
+          if (proto::is_valid_utf8(cell.view)) row.text(cell.view); else row.blob(cell.view);
+          break;
         case proto::ValueTag::kBlob: row.blob(cell.view); break;
       }
     }

@@ -507,6 +507,9 @@ bool PgConn::send_exec() {
   // its last row (one more round trip, for these statements only).
   const bool late_commit = req_.commit_after && req_.begin == TxBegin::kNone && scan.returning;
   const bool begin = req_.begin != TxBegin::kNone || late_commit;
+  // What a paused batch reports as in_transaction: the statement runs inside a transaction
+  // (one it begins, or one already open), not in autocommit.
+  stream_in_tx_ = begin || PQtransactionStatus(conn_) == PQTRANS_INTRANS;
   // PostgreSQL text cannot hold a NUL byte, and libpq would cut the value at it: refuse the
   // statement, as psycopg does, before anything is sent (blobs carry NULs).
   {
@@ -522,6 +525,26 @@ bool PgConn::send_exec() {
                              "22021"));
         return false;
       }
+    }
+  }
+  // Parameters that do not match the statement's placeholders: the client's mistake, told as
+  // SQLite and ODBC tell it (07001, invalid_request), not as the server's 08P01 about the
+  // bind message, which reads as a broken connection. Like any error it ends the transaction.
+  if (!scan.multi_statement) {
+    const int wanted = scan.question_marks > 0 ? scan.question_marks : scan.max_dollar;
+    if (static_cast<std::uint32_t>(wanted) != req_.params.size()) {
+      Status s(proto::ErrorCategory::kInvalidRequest,
+               fmt::format("the statement has {} parameter(s), {} given", wanted,
+                           req_.params.size()),
+               "07001");
+      if (PQtransactionStatus(conn_) == PQTRANS_INTRANS) {
+        result_.status = std::move(s);
+        rollback_after_error_ = true;
+        send_simple("ROLLBACK", Step::kRollback);
+      } else {
+        deliver_async(std::move(s));
+      }
+      return false;
     }
   }
   if (scan.multi_statement) {
@@ -719,6 +742,7 @@ void PgConn::on_io(int events) {
 void PgConn::pause_stream() {
   writer_.finish_batch();
   result_.more = true;
+  result_.in_transaction = stream_in_tx_;
   paused_ = true;
   watch(0);  // the server waits while the client reads what we have
   phase_ = Phase::kRunning;

@@ -169,6 +169,7 @@ class PgConn final : public BackendConn {
   int cancels_in_flight_ = 0;       // PQcancel requests running on the worker pool
   bool reset_after_cancel_ = false; // a reset waits for them   // the statement is prepared in this pipeline (not cached)
   bool streamed_ = false;       // rows of the current execute went to the owner already
+  bool stream_in_tx_ = false;   // the current execute runs inside a transaction
   bool retry_rollback_ = false; // the retry's pipeline starts with ROLLBACK
   BackendResult result_;
   PGresult* pending_row_ = nullptr;  // a row that did not fit the last batch (single-row mode)
