@@ -494,7 +494,16 @@ Status OdbcConn::bind_params(SQLHSTMT st, const proto::ValueList& params) {
   // Drivers ignore parameters past the markers and report too few as their own 07002: the
   // count is checked here, and told as SQLite and PostgreSQL tell it.
   SQLSMALLINT markers = 0;
-  if (ok(SQLNumParams(st, &markers)) && static_cast<std::size_t>(markers) != n) {
+  bool known = false;
+  if (direct_exec()) {  // not prepared yet: the `?` outside literals and comments
+    int q = 0;
+    sqlscan::walk(req_.sql, params_.dialect->lexing, [&](std::size_t i) { q += req_.sql[i] == '?'; });
+    markers = static_cast<SQLSMALLINT>(q);
+    known = true;
+  } else {
+    known = ok(SQLNumParams(st, &markers));
+  }
+  if (known && static_cast<std::size_t>(markers) != n) {
     return Status(proto::ErrorCategory::kInvalidRequest,
                   fmt::format("the statement has {} parameter(s), {} given", markers, n),
                   "07001");
@@ -925,6 +934,17 @@ Status OdbcConn::fetch_rows() {
     if (!row_ready_) {
       // The next row: from the rowset in hand, or the next fetch.
       if (!block_ || pos_ >= fetched_) {
+        if (block_) {
+          // MariaDB Connector/ODBC leaves the indicator of a non-NULL fixed-size value (BIT,
+          // integers) as it was in an array fetch: a NULL earlier at that row of the array
+          // would stay NULL (torture_mariadb found it). Every indicator starts as "not NULL".
+          for (Column& k : cols_) {
+            if (k.tag == proto::ValueTag::kBool || k.tag == proto::ValueTag::kInt64 ||
+                k.tag == proto::ValueTag::kDouble) {
+              std::fill(k.ind.begin(), k.ind.end(), static_cast<SQLLEN>(k.width));
+            }
+          }
+        }
         running(stmt_);
         SQLRETURN rc = SQLFetch(stmt_);
         running(SQL_NULL_HSTMT);
@@ -1061,17 +1081,10 @@ void OdbcConn::learn_tx_state() {
 }
 
 void OdbcConn::work_end(bool commit) {
-  const bool abandoned = streaming_;  // a result not read to its end
-  if (abandoned && !commit) {
-    // Closing an unfinished result makes the driver read every remaining row from the
-    // server first (no result cache). Closing the connection is quicker and rolls back on
-    // the server as well: the pool makes a new one.
-    streaming_ = false;
-    stmt_ = SQL_NULL_HSTMT;
-    in_tx_ = false;
-    result_.broken = true;
-    return;
-  }
+  // A result not read to its end is closed first. Without a result cache the driver reads
+  // the rest of it from the server to do so (the driver manager refuses to end the
+  // transaction or disconnect before): a long unread result costs that time, on this
+  // connection's thread only.
   close_cursor();
   if (!connected_) {
     result_.status = Status::connection("the database connection is closed");
