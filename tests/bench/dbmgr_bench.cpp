@@ -287,6 +287,7 @@ struct Config {
   std::string dbmgr_mariadb_socket;  // a running dbmgrd in front of that MariaDB
   int dbmgr_mariadb_pid = 0;
   bool mariadb_private_db = false;  // smoke on a given server: a database of its own, dropped
+  int dbmgr_mariadb_worker_threads = 0;  // mariadb-dbmgrd's worker_threads; 0: its default
   // dbmgrd targets: reads (select1, point-select) as read-only one-shots (the default) or as
   // plain one-shots.
   bool dbmgr_reads_read_only = true;
@@ -2021,6 +2022,8 @@ void usage() {
                       dropped at the end, instead of --mariadb-db
   --mariadb-odbc-driver NAME  the ODBC driver (default "MariaDB Unicode")
   --dbmgr-mariadb-socket PATH [--dbmgr-mariadb-pid PID]   a running dbmgrd for that MariaDB
+  --dbmgr-mariadb-worker-threads N   worker_threads of the MariaDB dbmgrd it starts
+                      (default: dbmgrd's, 4); each ODBC call holds one for its duration
   --dbmgr-reads read-only|read-write   how the dbmgrd targets send select1 and
                       point-select: read-only one-shots (default) or plain ones
   --dbmgrd PATH       the daemon to start (default: $DBMGRD, else the build tree's)
@@ -2103,6 +2106,8 @@ Config parse_args(int argc, char** argv) {
       c.dbmgr_mariadb_socket = need(i);
     } else if (a == "--dbmgr-mariadb-pid") {
       c.dbmgr_mariadb_pid = std::stoi(need(i));
+    } else if (a == "--dbmgr-mariadb-worker-threads") {
+      c.dbmgr_mariadb_worker_threads = std::stoi(need(i));
     } else if (a == "--dbmgr-reads") {
       std::string v = need(i);
       if (v != "read-only" && v != "read-write") die("--dbmgr-reads: read-only or read-write");
@@ -2421,10 +2426,16 @@ int main(int argc, char** argv) {
       // As for PostgreSQL: 20 server connections, no overflow. MariaDB runs a thread per
       // connection; dbmgrd runs each ODBC call on its worker threads (worker_threads: 4).
       std::string yaml = wd + "/dbmgrd-mariadb.yaml";
-      std::ofstream(yaml) << "# dbmgr-bench: 20 server connections, as for PostgreSQL.\n"
-                             "pool:\n"
-                             "  pool_size: 20\n"
-                             "  max_overflow: 0\n";
+      {
+        std::ofstream f(yaml);
+        f << "# dbmgr-bench: 20 server connections, as for PostgreSQL.\n"
+             "pool:\n"
+             "  pool_size: 20\n"
+             "  max_overflow: 0\n";
+        if (cfg.dbmgr_mariadb_worker_threads > 0) {
+          f << "worker_threads: " << cfg.dbmgr_mariadb_worker_threads << "\n";
+        }
+      }
       Daemon d = start_dbmgrd(cfg, wd + "/dbmgrd-mariadb.sock", wd + "/dbmgrd-mariadb.log",
                               {{"DATABASE_TYPE", "mariadb"},
                                {"DATABASE_HOST", cfg.mariadb_socket},
