@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """Plots dbmgr-bench CSV files: TPS and p99 latency against clients, one PNG per workload.
 
-    /usr/bin/python3 tests/bench/plot.py OUT_DIR run1.csv [run2.csv ...]
+    /usr/bin/python3 tests/bench/plot.py [--prefix NAME] OUT_DIR run1.csv [run2.csv ...]
 
 Reads the merged rows (kind=point, round=all) of every CSV given; a (workload, target,
 clients) point present in several files is taken from the last one. Writes
-OUT_DIR/bench-WORKLOAD.png, and OUT_DIR/bench-idle-clients.png when the CSVs hold
---idle-clients rows. The disconnect workload (one client count) is drawn as bars of
+OUT_DIR/PREFIX-WORKLOAD.png (PREFIX: --prefix, default "bench"), and
+OUT_DIR/PREFIX-idle-clients.png when the CSVs hold --idle-clients rows. The MariaDB
+figures are drawn apart: --prefix bench-mariadb with the MariaDB CSVs only. The disconnect workload (one client count) is drawn as bars of
 p50/p99/p99.9 latency per target, with the issue's 5 ms p99 target. Needs matplotlib (Debian: apt-get install python3-matplotlib; use
 /usr/bin/python3 if another python3 comes first in PATH).
 """
@@ -20,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 TARGET_ORDER = ["pg-direct", "pg-pgbouncer", "pg-dbmgrd", "sqlite-inproc", "sqlite-procs",
-                "sqlite-dbmgrd"]
+                "sqlite-dbmgrd", "mariadb-direct", "mariadb-dbmgrd"]
 STYLE = {
     "pg-direct": ("tab:blue", "-", "o"),
     "pg-pgbouncer": ("tab:orange", "-", "s"),
@@ -28,10 +29,12 @@ STYLE = {
     "sqlite-inproc": ("tab:blue", "--", "o"),
     "sqlite-procs": ("tab:orange", "--", "s"),
     "sqlite-dbmgrd": ("tab:green", "--", "^"),
+    "mariadb-direct": ("tab:blue", ":", "o"),
+    "mariadb-dbmgrd": ("tab:green", ":", "^"),
 }
 
 
-def plot_disconnect(out_dir, points):
+def plot_disconnect(out_dir, points, prefix):
     """Bars: kill -> the waiter's reply, p50/p99/p99.9 per target (ms)."""
     rows = [(t, r) for t in TARGET_ORDER for k, r in sorted(points.items())
             if k[0] == "disconnect" and k[1] == t]
@@ -49,13 +52,17 @@ def plot_disconnect(out_dir, points):
     ax.set_title("disconnect: rollback, connection back in the pool")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = os.path.join(out_dir, "bench-disconnect.png")
+    out = os.path.join(out_dir, f"{prefix}-disconnect.png")
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
 
 
 def main(argv):
+    prefix = "bench"
+    if len(argv) >= 3 and argv[1] == "--prefix":
+        prefix = argv[2]
+        argv = argv[:1] + argv[3:]
     if len(argv) < 3:
         print(__doc__.strip(), file=sys.stderr)
         return 2
@@ -74,7 +81,7 @@ def main(argv):
     written = []
     for workload in sorted({k[0] for k in points}):
         if workload == "disconnect":
-            written.append(plot_disconnect(out_dir, points))
+            written.append(plot_disconnect(out_dir, points, prefix))
             continue
         fig, (ax_tps, ax_p99) = plt.subplots(1, 2, figsize=(12, 4.5))
         for target in TARGET_ORDER:
@@ -100,7 +107,7 @@ def main(argv):
             ax.grid(True, which="both", alpha=0.3)
         ax_tps.legend(fontsize=8)
         fig.tight_layout()
-        out = os.path.join(out_dir, f"bench-{workload}.png")
+        out = os.path.join(out_dir, f"{prefix}-{workload}.png")
         fig.savefig(out, dpi=90)
         plt.close(fig)
         written.append(out)
@@ -119,7 +126,7 @@ def main(argv):
         ax.set_title("idle clients")
         ax.legend()
         fig.tight_layout()
-        out = os.path.join(out_dir, "bench-idle-clients.png")
+        out = os.path.join(out_dir, f"{prefix}-idle-clients.png")
         fig.savefig(out, dpi=90)
         plt.close(fig)
         written.append(out)
