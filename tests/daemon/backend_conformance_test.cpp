@@ -266,10 +266,12 @@ struct Engine {
   // limit is lower: SQLite 2000, PostgreSQL 1664) or dbmgrd's ResultWriter.
   bool server_limits_columns = true;
 
-  // A stream paused inside a transaction cannot be rolled back on the connection: rollback()
+  // A stream paused inside a transaction is not rolled back on the connection: rollback()
   // reports it broken and the owner closes it, which ends the transaction (PgConn: the rest
-  // of the rows is still in libpq's pipeline ahead of a ROLLBACK).
-  bool rollback_mid_stream_closes = false;
+  // of the rows is still in libpq's pipeline ahead of a ROLLBACK). False: the statement is
+  // ended and the transaction rolled back on the same connection (SQLite resets the
+  // statement; OdbcConn closes the cursor, which makes the driver read the remaining rows).
+  bool rollback_mid_stream_closes = true;
   // SQL around a parameter of each type where a bare `?` in a select list loses its type
   // (psqlODBC sends untyped parameters; MariaDB makes a bare `?` text). Empty: a bare `?`.
   std::map<Tag, std::string> echo;
@@ -292,6 +294,7 @@ struct Engine {
   std::string long_sql;      // runs for many seconds unless cancelled
   std::string backend_id_sql;  // one value: this connection's server session id
   std::string kill_sql;      // ends server session {id}
+  std::string session_alive_sql;  // 1 while server session {id} exists, else 0
   std::vector<std::string> session_set;  // statements that change session state
   std::string session_probe;             // one value that shows it
   Cell session_value;                    // ... while it is set
@@ -350,10 +353,10 @@ Engine pg_sql(Engine e) {
   e.long_sql = "SELECT pg_sleep(10)";
   e.backend_id_sql = "SELECT pg_backend_pid()";
   e.kill_sql = "SELECT pg_terminate_backend({id})";
+  e.session_alive_sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = {id}";
   e.session_set = {"SET work_mem = '7777kB'", "CREATE TEMPORARY TABLE conf_session_tmp (x int)"};
   e.session_probe = "SHOW work_mem";
   e.session_value = Cell::text("7777kB");
-  e.rollback_mid_stream_closes = true;
   e.binary_as_text_sql = "SELECT convert_from(CAST(? AS bytea), 'UTF8')";
   e.binary_text_refused = true;  // text in a UTF8 database is UTF-8 (22021)
   return e;
@@ -404,6 +407,7 @@ const std::vector<Engine>& engines() {
     sqlite.long_sql =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000) "
         "SELECT count(*) FROM c";
+    sqlite.rollback_mid_stream_closes = false;  // the statement is reset, then ROLLBACK
     sqlite.binary_as_text_sql = "SELECT CAST(? AS TEXT)";
     v.push_back(sqlite);
 
@@ -447,9 +451,11 @@ const std::vector<Engine>& engines() {
     maria.long_sql = "SELECT SLEEP(10)";
     maria.backend_id_sql = "SELECT CONNECTION_ID()";
     maria.kill_sql = "KILL {id}";
+    maria.session_alive_sql = "SELECT count(*) FROM information_schema.processlist WHERE id = {id}";
     maria.session_set = {"SET @conf_v = 'set in this session'",
                          "CREATE TEMPORARY TABLE conf_session_tmp (x INT)"};
     maria.session_probe = "SELECT @conf_v";
+    maria.rollback_mid_stream_closes = false;  // OdbcConn closes the cursor and rolls back
     maria.session_value = Cell::text("set in this session");
     v.push_back(maria);
 
@@ -1077,6 +1083,7 @@ TEST_CASE("conformance: rollback in the middle of a paused stream ends it") {
     BackendConn* c = f.connect();
     BackendConn* observer = f.connect(/*read_only=*/true);
     const std::string t = f.create(c, "stream_tx", e.key_ddl);
+    const Cell server_id = e.server_kill ? single(f.rows(c, e.backend_id_sql)) : Cell::int64(0);
     Outcome ins = f.ok(c, "INSERT INTO " + t + " (id) VALUES (1)", {}, {.begin = TxBegin::kBegin});
     CHECK(ins.r.in_transaction);
     Outcome o = f.exec(c, sub(e.series_sql, "{n}", "20000"), {Cell::text(std::string(100, 'q'))});
@@ -1093,6 +1100,14 @@ TEST_CASE("conformance: rollback in the middle of a paused stream ends it") {
       // The owner closes it; closing ends the transaction on the server.
       CHECK(rb.r.broken);
       f.close(c);
+      // The server's session ends with the close (it held the transaction and its locks).
+      const std::string alive = sub(e.session_alive_sql, "{id}", std::to_string(server_id.i));
+      bool gone = false;
+      for (int i = 0; i < 40 && !gone; ++i) {
+        gone = single(f.rows(observer, alive)) == Cell::int64(0);
+        if (!gone) f.turn_until([] { return false; }, 50ms);
+      }
+      CHECK_MESSAGE(gone, "server session " << server_id.i << " still there 2 s after close()");
       CHECK(ids(f, observer, "SELECT id FROM " + t).empty());
       c = f.connect();
       CHECK(ids(f, c, "SELECT id FROM " + t).empty());

@@ -191,6 +191,9 @@ void OdbcConn::work_close() {
   // one open (25000), and the handle would leak. (An unfinished stream is not: that would
   // read the rest of it; the server rolls back when the connection goes.)
   if (connected_ && in_tx_ && !streaming_) end_tx(false).is_ok();
+  // SQLFreeHandle refuses a handle that is still connected (HY010): without SQLDisconnect
+  // the server's session stayed, with its open transaction and its locks.
+  disconnect();
   if (dbc_ != SQL_NULL_HDBC) SQLFreeHandle(SQL_HANDLE_DBC, dbc_);
   dbc_ = SQL_NULL_HDBC;
 }
@@ -491,22 +494,19 @@ Status OdbcConn::prepare(std::string_view sql, bool cacheable, SQLHSTMT* out) {
 Status OdbcConn::bind_params(SQLHSTMT st, const proto::ValueList& params) {
   SQLFreeStmt(st, SQL_RESET_PARAMS);
   const std::size_t n = params.size();
-  // Drivers ignore parameters past the markers and report too few as their own 07002: the
-  // count is checked here, and told as SQLite and PostgreSQL tell it.
-  SQLSMALLINT markers = 0;
-  bool known = false;
-  if (direct_exec()) {  // not prepared yet: the `?` outside literals and comments
-    int q = 0;
-    sqlscan::walk(req_.sql, params_.dialect->lexing, [&](std::size_t i) { q += req_.sql[i] == '?'; });
-    markers = static_cast<SQLSMALLINT>(q);
-    known = true;
-  } else {
-    known = ok(SQLNumParams(st, &markers));
-  }
-  if (known && static_cast<std::size_t>(markers) != n) {
-    return Status(proto::ErrorCategory::kInvalidRequest,
-                  fmt::format("the statement has {} parameter(s), {} given", markers, n),
-                  "07001");
+  // Drivers ignore parameters past the markers and report too few in their own words (07002,
+  // or MariaDB's "Malformed communication packet" when the statement goes with
+  // SQLExecDirect): the `?` of req_ outside literals and comments are counted here (not by
+  // SQLNumParams, which a direct handle answers for its previous statement), and a mismatch
+  // told as SQLite and PostgreSQL tell it.
+  thread_local std::string blanked;
+  if (sqlscan::blank_opaque(req_.sql, params_.dialect->lexing, blanked)) {
+    const auto markers = static_cast<std::size_t>(std::count(blanked.begin(), blanked.end(), '?'));
+    if (markers != n) {
+      return Status(proto::ErrorCategory::kInvalidRequest,
+                    fmt::format("the statement has {} parameter(s), {} given", markers, n),
+                    "07001");
+    }
   }
   pind_.resize(n);
   pint_.resize(n);
