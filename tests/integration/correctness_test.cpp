@@ -153,6 +153,42 @@ TEST_CASE("PostgreSQL: a read-only session or one-shot cannot write (read_only, 
   m.execute("DROP TABLE " + t);
 }
 
+TEST_CASE("PostgreSQL: SQL cannot take a read-only session out of its read-only transaction") {
+  Daemon d(pg_daemon());
+  dbmgr::DatabaseManager m(d.options());
+  std::string t = tname("roesc");
+  m.execute("DROP TABLE IF EXISTS " + t);
+  m.execute("CREATE TABLE " + t + " (id bigint)");
+  const char* escapes[] = {
+      "COMMIT",
+      "ROLLBACK",
+      "END",
+      "ABORT",
+      "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+      "SET default_transaction_read_only = off",
+      "SET transaction_read_only = off",
+  };
+  for (const char* esc : escapes) {
+    auto s = m.get_session(dbmgr::Access::kReadOnly);
+    s.execute("SELECT 1");
+    std::optional<dbmgr::Error> e;
+    try {
+      s.execute(esc);
+      s.execute("INSERT INTO " + t + " VALUES (1)");
+    } catch (const dbmgr::Error& err) {
+      e = err;
+    }
+    CHECK_MESSAGE(e.has_value(), esc << " then INSERT succeeded in a read-only session");
+    // read_only (25006), or PostgreSQL's own 25001 for a mode change after the first query.
+    if (e) {
+      CHECK_MESSAGE((e->category() == dbmgr::ErrorCategory::kReadOnly || e->sqlstate() == "25001"),
+                    esc << ": " << std::string(e->what()));
+    }
+  }
+  CHECK(count(m, "SELECT count(*) FROM " + t) == 0);
+  m.execute("DROP TABLE " + t);
+}
+
 TEST_CASE("SQLite: a read-only one-shot cannot write (read_only, 25006)") {
   Daemon d;
   dbmgr::DatabaseManager m(d.options("test", "rosql"));
