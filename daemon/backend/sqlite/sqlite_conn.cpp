@@ -342,6 +342,27 @@ void SqliteConn::work_open() {
   sqlite3_progress_handler(db_, 10000, &SqliteConn::on_progress, this);
 }
 
+namespace {
+
+// Pragmas that may take a value through dbmgrd: they read something (an argument that names
+// a table or an index, a check's limit), act once (optimize, wal_checkpoint,
+// incremental_vacuum), last only for the transaction (defer_foreign_keys), or are stored in
+// the database file for everyone (user_version, application_id, auto_vacuum, page_size).
+bool pragma_argument_allowed(const char* name) {
+  static constexpr const char* kAllowed[] = {
+      "table_info",   "table_xinfo",       "table_list",       "index_info",  "index_xinfo",
+      "index_list",   "foreign_key_list",  "foreign_key_check", "integrity_check",
+      "quick_check",  "optimize",          "wal_checkpoint",   "incremental_vacuum",
+      "defer_foreign_keys", "user_version", "application_id",  "auto_vacuum", "page_size",
+  };
+  for (const char* a : kAllowed) {
+    if (sqlite3_stricmp(name, a) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 int SqliteConn::authorize(void* self, int action, const char* a1, const char* a2,
                           const char* /*db*/, const char* /*trigger*/) {
   auto* conn = static_cast<SqliteConn*>(self);
@@ -365,6 +386,14 @@ int SqliteConn::authorize(void* self, int action, const char* a1, const char* a2
       if (a1 != nullptr && (sqlite3_stricmp(a1, "temp_store_directory") == 0 ||
                             sqlite3_stricmp(a1, "data_store_directory") == 0)) {
         why = "PRAGMA temp_store_directory and data_store_directory are not allowed through dbmgrd";
+      } else if (a1 != nullptr && a2 != nullptr && !pragma_argument_allowed(a1)) {
+        // A PRAGMA with a value sets the pooled connection's state, which the sessions after
+        // this one would inherit: query_only (a reader's guard against writes),
+        // foreign_keys, journal_mode, locking_mode, synchronous, busy_timeout, ... are the
+        // daemon's (config: sqlite busy_timeout, cache_size).
+        why = "PRAGMA with a value is not allowed through dbmgrd for this pragma: it would "
+              "change the pooled connection for the sessions after this one (reading it "
+              "without a value is allowed)";
       }
       break;
     default:
