@@ -251,6 +251,43 @@ TEST_CASE("SQLite: no PRAGMA opens a reader to writes or changes the next sessio
   CHECK(fk->category() == dbmgr::ErrorCategory::kConstraint);
 }
 
+TEST_CASE("SQLite: a session's temporary tables, views and triggers do not reach the next session") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "tempreset"));
+  m.execute("CREATE TABLE t (x INTEGER)");
+  for (int round = 0; round < 3; ++round) {
+    m.run([](dbmgr::Session& s) {
+      s.execute("CREATE TEMP TABLE secret (v TEXT)");
+      s.execute("INSERT INTO secret VALUES ('for this session only')");
+      s.execute("CREATE TEMP VIEW secret_v AS SELECT v FROM secret");
+      s.execute("CREATE TEMP TRIGGER spy AFTER INSERT ON main.t BEGIN "
+                "INSERT INTO secret VALUES ('seen'); END");
+      s.execute("CREATE INDEX temp.secret_i ON secret (v)");
+    });
+    // The next sessions on the one writer connection see none of it, and the trigger is gone.
+    m.execute("INSERT INTO t VALUES (1)");
+    for (const char* sql : {"SELECT count(*) FROM secret", "SELECT count(*) FROM secret_v",
+                            "SELECT count(*) FROM temp.secret"}) {
+      auto e = error_of([&] { m.execute(sql); });
+      CHECK_MESSAGE(std::string(e.message()).find("no such table") != std::string::npos, sql, ": ",
+                    e.what());
+    }
+    CHECK(m.execute("SELECT count(*) FROM temp.sqlite_master").scalar<std::int64_t>() == 0);
+    // Read-only sessions on the readers: a temporary table there is dropped as well (or refused).
+    {
+      auto r = m.get_session(dbmgr::Access::kReadOnly);
+      try {
+        r.execute("CREATE TEMP TABLE rsecret (v TEXT)");
+      } catch (const dbmgr::Error&) {
+      }
+      r.rollback();
+    }
+    auto e = error_of([&] { m.execute("SELECT count(*) FROM rsecret", {}, dbmgr::Access::kReadOnly); });
+    CHECK_MESSAGE(std::string(e.message()).find("no such table") != std::string::npos, e.what());
+  }
+  CHECK(count(m, "SELECT count(*) FROM t") == 3);
+}
+
 TEST_CASE("SQLite: a read-only one-shot cannot write (read_only, 25006)") {
   Daemon d;
   dbmgr::DatabaseManager m(d.options("test", "rosql"));

@@ -374,6 +374,12 @@ int SqliteConn::authorize(void* self, int action, const char* a1, const char* a2
               "file with the daemon's rights";
       }
       break;
+    case SQLITE_CREATE_TEMP_TABLE:
+    case SQLITE_CREATE_TEMP_INDEX:
+    case SQLITE_CREATE_TEMP_TRIGGER:
+    case SQLITE_CREATE_TEMP_VIEW:
+      conn->temp_made_ = true;
+      break;
     case SQLITE_DETACH:
       why = "DETACH is not allowed through dbmgrd";
       break;
@@ -854,6 +860,10 @@ void SqliteConn::work_end_tx(const char* sql) {
   if (sql == nullptr) {  // reset: make sure nothing is left open
     if (!sqlite3_get_autocommit(db_)) result_.status = exec_simple("ROLLBACK");
     in_tx_ = false;
+    if (result_.status.is_ok() && temp_made_) {
+      result_.status = drop_temp_objects();
+      if (!result_.status.is_ok()) result_.broken = true;  // closed rather than passed on
+    }
     return;
   }
   if (sqlite3_get_autocommit(db_)) {  // nothing open (already ended by an error or by SQL)
@@ -865,6 +875,35 @@ void SqliteConn::work_end_tx(const char* sql) {
     exec_simple("ROLLBACK").is_ok();
   }
   in_tx_ = !sqlite3_get_autocommit(db_);
+}
+
+Status SqliteConn::drop_temp_objects() {
+  std::vector<std::string> drops;
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db_,
+                              "SELECT type, name FROM temp.sqlite_master WHERE type IN "
+                              "('trigger', 'view', 'table') ORDER BY type = 'table'",
+                              -1, &st, nullptr);
+  while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+    std::string type(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+    std::string name(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)));
+    std::string quoted = "\"";
+    for (char ch : name) {
+      quoted += ch;
+      if (ch == '"') quoted += '"';
+    }
+    quoted += '"';
+    for (char& ch : type) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    drops.push_back(fmt::format("DROP {} IF EXISTS temp.{}", type, quoted));
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK) return error_status(rc, "cannot list the session's temporary objects");
+  for (const std::string& d : drops) {
+    if (Status s = exec_simple(d.c_str()); !s.is_ok()) return s;
+  }
+  // The cached statements that named them are stale now; SQLite re-prepares them itself.
+  temp_made_ = false;
+  return Status::ok();
 }
 
 std::string_view to_string(BackendOp op) {
