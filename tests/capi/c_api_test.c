@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
   }
 
   /* Bad arguments are the library's own errors. */
-  dbmgr_value bad = {(dbmgr_type)42, 0, 0, NULL, 0};
+  dbmgr_value bad = {42, 0, 0, NULL, 0};
   CHECK(dbmgr_execute(m, "SELECT ?", SIZE_MAX, &bad, 1, DBMGR_READ_WRITE, NULL, &err) == -1,
         "an unknown type accepted");
   if (err != NULL) {

@@ -15,11 +15,20 @@ cleanup() {
 trap cleanup EXIT
 
 flags=(-std=c11 -Wall -Wextra -Werror -pedantic)
-if [[ $sanitize != none && -n $sanitize ]]; then flags+=("-fsanitize=$sanitize"); fi
+link=("$cc")
+if [[ $sanitize != none && -n $sanitize ]]; then
+  # The library was built by clang++ with these sanitizers (b_lundef=false): the program
+  # brings their runtimes, the C++ parts of UBSan's included, so clang++ links it.
+  flags+=("-fsanitize=$sanitize")
+  link=(clang++ "-fsanitize=$sanitize")
+fi
 export PKG_CONFIG_PATH=$build/meson-uninstalled
 # shellcheck disable=SC2046
-"$cc" "${flags[@]}" "$src/tests/capi/c_api_test.c" -o "$tmp/c_api_test" \
-  $(pkg-config --cflags --libs dbmgr) -Wl,-rpath,"$build/client"
+"$cc" "${flags[@]}" -c "$src/tests/capi/c_api_test.c" -o "$tmp/c_api_test.o" \
+  $(pkg-config --cflags dbmgr)
+# shellcheck disable=SC2046
+"${link[@]}" "$tmp/c_api_test.o" -o "$tmp/c_api_test" $(pkg-config --libs dbmgr) \
+  -Wl,-rpath,"$build/client"
 # The program needs the shared library and the C header only.
 if ldd "$tmp/c_api_test" | grep -q 'libdbmgr.so.0 => not found'; then
   echo "run.sh: libdbmgr.so.0 not found for the test program" >&2

@@ -47,7 +47,7 @@ typedef enum dbmgr_type {
 /* One value: a parameter in, a cell out. `i` holds BOOL (0/1) and INT64, `d` DOUBLE,
  * `bytes`/`len` TEXT and BLOB (not NUL-terminated; for a cell, owned by its result). */
 typedef struct dbmgr_value {
-  dbmgr_type type;
+  int type; /* a dbmgr_type (an int, so that a foreign caller's bad value is an error, not UB) */
   int64_t i;
   double d;
   const char* bytes;
