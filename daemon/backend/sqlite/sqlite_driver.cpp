@@ -25,6 +25,19 @@ config::PoolSettings reader_settings(const config::PoolSettings& pool,
   return r;
 }
 
+// `sqlite.cache_size` is the page cache of one database, not of each connection (a reader
+// pool of 4 + 10 overflow at 64 MiB each held 900 MB): the writer keeps half, the readers
+// share the other half, each at least 1 MiB. Readers miss into the OS page cache, which holds
+// the file once for all of them.
+std::int64_t writer_cache_kib(const config::SqliteSettings& s) {
+  return std::max<std::int64_t>(s.cache_kib / 2, std::min<std::int64_t>(s.cache_kib, 1024));
+}
+std::int64_t reader_cache_kib(const config::SqliteSettings& s, const config::PoolSettings& r) {
+  const std::int64_t readers = std::max(1, r.pool_size + std::max(0, r.max_overflow));
+  return std::max<std::int64_t>((s.cache_kib - writer_cache_kib(s)) / readers,
+                                std::min<std::int64_t>(s.cache_kib, 1024));
+}
+
 class SqliteDriver final : public Driver {
  public:
   std::string_view name() const override { return "sqlite"; }
@@ -46,7 +59,10 @@ class SqliteDriver final : public Driver {
     std::string file = *path;
     // Once, on the loop, before any connection of this engine exists (see ensure_file).
     if (Status st = SqliteConn::ensure_file(file); !st.is_ok()) return st;
-    auto sqlite = c.sqlite;
+    auto writer = c.sqlite;
+    writer.cache_kib = writer_cache_kib(c.sqlite);
+    auto reader = c.sqlite;
+    reader.cache_kib = reader_cache_kib(c.sqlite, reader_settings(c.pool, c.sqlite));
     auto timeout = c.pool.statement_timeout;
     DriverContext x = ctx;
     std::vector<PoolPlan> plans;
@@ -55,7 +71,7 @@ class SqliteDriver final : public Driver {
         .label = fmt::format("{} (writer)", c.name),
         .settings = writer_settings(c.pool),
         .factory = [=] {
-          return new SqliteConn(x.loop, *x.clock, file, sqlite, timeout, x.max_frame_bytes,
+          return new SqliteConn(x.loop, *x.clock, file, writer, timeout, x.max_frame_bytes,
                                 SqliteConn::Role::kWriter);
         }});
     plans.push_back(PoolPlan{
@@ -63,7 +79,7 @@ class SqliteDriver final : public Driver {
         .label = fmt::format("{} (readers)", c.name),
         .settings = reader_settings(c.pool, c.sqlite),
         .factory = [=] {
-          return new SqliteConn(x.loop, *x.clock, file, sqlite, timeout, x.max_frame_bytes,
+          return new SqliteConn(x.loop, *x.clock, file, reader, timeout, x.max_frame_bytes,
                                 SqliteConn::Role::kReader);
         }});
     return plans;
