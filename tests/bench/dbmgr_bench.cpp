@@ -277,6 +277,7 @@ struct Config {
   std::string pg_host, pg_port = "5433", pg_user = "dbmgr", pg_password, pg_db = "dbmgr_test";
   std::string pgbouncer_host, pgbouncer_port = "6432";
   int pgbouncer_pid = 0;
+  bool pgbouncer_prepared = false;  // pg-pgbouncer: named prepared statements (1.21 and later)
   std::string dbmgr_socket;  // a running dbmgrd for pg-dbmgrd
   int dbmgr_pid = 0;
   std::string dbmgr_sqlite_socket;  // a running dbmgrd for sqlite-dbmgrd
@@ -310,6 +311,7 @@ struct Endpoints {
   std::string dbmgr_mariadb_socket;
   int sqlite_busy_timeout_ms = 30000;
   bool dbmgr_reads_read_only = true;
+  bool pgbouncer_prepared = false;
   std::int64_t accounts = 0, tellers = 0, branches = 0;
   int pgbouncer_pid = 0, dbmgr_pg_pid = 0, dbmgr_sqlite_pid = 0, dbmgr_pg1_pid = 0,
       dbmgr_mariadb_pid = 0;
@@ -946,7 +948,7 @@ std::unique_ptr<Client> make_client(Target t, const Endpoints& ep) {
     case Target::kPgDirect:
       return std::make_unique<PgClient>(ep.pg_conninfo, true, ep);
     case Target::kPgBouncer:
-      return std::make_unique<PgClient>(ep.pgbouncer_conninfo, false, ep);
+      return std::make_unique<PgClient>(ep.pgbouncer_conninfo, ep.pgbouncer_prepared, ep);
     case Target::kPgDbmgrd:
       return std::make_unique<DbmgrClient>(ep.dbmgr_pg_socket, ep);
     case Target::kSqliteDbmgrd:
@@ -2013,6 +2015,10 @@ void usage() {
   --pg-host DIR --pg-port P --pg-user U --pg-password PW --pg-db DB
                       a running PostgreSQL (else a private one via scripts/test-servers.sh)
   --pgbouncer-host DIR --pgbouncer-port P [--pgbouncer-pid PID]
+  --pgbouncer-prepared  pg-pgbouncer uses named prepared statements, as users of PgBouncer
+                      1.21 and later do (max_prepared_statements); default: unnamed, as 1.18
+                      needs. The PgBouncer started by the tool is the first on PATH
+                      (../shared/anchors/build-pgbouncer.sh DIR builds 1.25.2)
   --dbmgr-socket PATH [--dbmgr-pid PID]     a running dbmgrd in front of that PostgreSQL
   --dbmgr-sqlite-socket PATH --sqlite-dir DIR   a running SQLite dbmgrd and its DATABASE_PATH
                       (the database file is DIR/bench.db, DATABASE_NAME=bench)
@@ -2108,6 +2114,8 @@ Config parse_args(int argc, char** argv) {
       c.dbmgr_mariadb_pid = std::stoi(need(i));
     } else if (a == "--dbmgr-mariadb-worker-threads") {
       c.dbmgr_mariadb_worker_threads = std::stoi(need(i));
+    } else if (a == "--pgbouncer-prepared") {
+      c.pgbouncer_prepared = true;
     } else if (a == "--dbmgr-reads") {
       std::string v = need(i);
       if (v != "read-only" && v != "read-write") die("--dbmgr-reads: read-only or read-write");
@@ -2205,6 +2213,7 @@ int main(int argc, char** argv) {
   Endpoints ep;
   ep.sqlite_busy_timeout_ms = cfg.sqlite_busy_timeout_ms;
   ep.dbmgr_reads_read_only = cfg.dbmgr_reads_read_only;
+  ep.pgbouncer_prepared = cfg.pgbouncer_prepared;
   ep.accounts = std::max<std::int64_t>(1, std::llround(cfg.scale * 100000));
   ep.branches = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(cfg.scale)));
   ep.tellers = ep.branches * 10;
@@ -2480,6 +2489,19 @@ int main(int argc, char** argv) {
       "floor: one Unix-socket round trip (socketpair, two processes): p50 %.1f us, mean "
       "%.1f us\n",
       floor.p50_us, floor.mean_us);
+  if (!ep.pgbouncer_conninfo.empty()) {
+    std::string version = "unknown version";
+    if (FILE* p = popen("pgbouncer --version 2>/dev/null", "r")) {
+      char line[256] = {0};
+      if (std::fgets(line, sizeof line, p) != nullptr) {
+        version = line;
+        while (!version.empty() && (version.back() == '\n' || version.back() == '\r')) version.pop_back();
+      }
+      pclose(p);
+    }
+    std::printf("pgbouncer: %s (the first on PATH), %s statements\n", version.c_str(),
+                ep.pgbouncer_prepared ? "named prepared" : "unnamed");
+  }
   std::printf("data: %lld accounts, %lld tellers, %lld branches; %.1f s per point, %d rounds\n",
               static_cast<long long>(ep.accounts), static_cast<long long>(ep.tellers),
               static_cast<long long>(ep.branches), cfg.duration_s, cfg.rounds);
