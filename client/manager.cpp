@@ -193,8 +193,8 @@ Result DatabaseManager::execute(std::string_view sql, const std::vector<Param>& 
 
 namespace {
 
-// Sends one request on a pooled connection and waits for its reply: `queue(c)` encodes it
-// and registers what to expect. It is resent once, on a fresh connection, only when a
+// Sends one request on a pooled connection and waits for its reply: `queue(c, p)` encodes
+// it and registers `p` for what to expect. It is resent once, on a fresh connection, only when a
 // reused one failed before the daemon got any of it (it may have restarted meanwhile), so
 // nothing ever runs twice.
 template <typename Queue>
@@ -204,14 +204,15 @@ void request(detail::ManagerCore& core, Queue&& queue) {
     detail::Lease lease{core, core.acquire(&fresh, attempt > 0)};
     Connection& c = *lease.conn;
     c.begin_batch();
-    queue(c);
+    detail::Pending p;
+    queue(c, p);
     try {
       c.round_trip();
     } catch (const Error&) {
       if (attempt == 0 && !fresh && c.failed_before_sending()) continue;
       throw;
     }
-    c.throw_first_error();
+    if (p.error) throw *p.error;
     return;
   }
 }
@@ -223,13 +224,13 @@ Result DatabaseManager::one_shot(std::string_view sql, const Param* params, std:
   const std::uint32_t flags = access == Access::kReadOnly ? proto::kOpenReadOnly : 0;
   const std::string prefix = core_->prefix();
   Result result;
-  request(*core_, [&](Connection& c) {
+  request(*core_, [&](Connection& c, detail::Pending& p) {
     const std::vector<proto::Value>& values = c.values(params, count);
     std::uint32_t rid = c.next_request_id();
     std::size_t start = c.output_size();
     c.encoder().one_shot(rid, core_->database_, prefix, flags, sql, values.data(), values.size());
-    c.check_frame_size(start);
-    c.expect(rid, Expect::kResult, &result);
+    c.check_frame_size(start, start);
+    c.expect(p, rid, Expect::kResult, &result);
   });
   return result;
 }
@@ -237,14 +238,14 @@ Result DatabaseManager::one_shot(std::string_view sql, const Param* params, std:
 DatabaseInfo DatabaseManager::fetch_info(bool test_connection) {
   const std::string prefix = core_->prefix();
   DatabaseInfo info;
-  request(*core_, [&](Connection& c) {
+  request(*core_, [&](Connection& c, detail::Pending& p) {
     std::uint32_t rid = c.next_request_id();
     proto::Info req;
     req.database = core_->database_;
     req.prefix = prefix;
     req.flags = test_connection ? proto::kInfoTestConnection : 0;
     c.encoder().info(rid, req);
-    c.expect(rid, Expect::kInfo, nullptr, &info);
+    c.expect(p, rid, Expect::kInfo, nullptr, &info);
   });
   return info;
 }
@@ -263,10 +264,10 @@ DatabaseInfo DatabaseManager::info() {
 }
 
 void DatabaseManager::ping() {
-  request(*core_, [](Connection& c) {
+  request(*core_, [](Connection& c, detail::Pending& p) {
     std::uint32_t rid = c.next_request_id();
     c.encoder().empty(proto::MsgType::kPing, rid, 0);
-    c.expect(rid, Expect::kPong);
+    c.expect(p, rid, Expect::kPong);
   });
 }
 
