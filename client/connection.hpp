@@ -31,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "dbmgr/error.hpp"
@@ -73,6 +74,12 @@ class Connection : public Outbox {
   bool idle_and_alive(bool always_peek = false) const;
   // Closes the fd without writing anything (the connection belongs to another process).
   void abandon() noexcept;
+  // Hands the handshaken socket over (the async transport takes it); the Connection is then
+  // broken and closes nothing.
+  int release_fd() noexcept {
+    broken_ = true;
+    return std::exchange(fd_, -1);
+  }
 
   const std::string& label() const { return label_; }
   const std::string& server_version() const { return server_version_; }

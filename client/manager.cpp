@@ -8,8 +8,10 @@
 #include <fstream>
 #include <utility>
 
+#include "async_op.hpp"
 #include "connection.hpp"
 #include "manager_core.hpp"
+#include "multiplexer.hpp"
 
 namespace dbmgr {
 namespace detail {
@@ -46,6 +48,30 @@ ManagerCore::ManagerCore(const Options& options)
       max_idle_(options.max_idle_connections),
       id_(g_next_manager_id.fetch_add(1)),
       prefix_(options.db_prefix) {}
+
+ManagerCore::~ManagerCore() {
+  if (!mux_) return;
+  if (mux_->pid() != ::getpid()) {
+    // Inherited through fork(): its thread does not exist here, and its socket is the
+    // parent's. Leave it (and its memory) alone.
+    new std::shared_ptr<Multiplexer>(std::move(mux_));
+    return;
+  }
+  mux_->stop();
+}
+
+std::shared_ptr<Multiplexer> ManagerCore::async_transport() {
+  std::lock_guard lock(mu_);
+  if (mux_ && mux_->pid() != ::getpid()) {
+    new std::shared_ptr<Multiplexer>(std::move(mux_));  // the parent's; see ~ManagerCore
+  }
+  if (mux_) {
+    std::lock_guard mux_lock(mux_->mu_);
+    if (mux_->broken_) mux_.reset();  // its sessions keep it until they are gone
+  }
+  if (!mux_) mux_ = Multiplexer::open(socket_path_, client_name_);
+  return mux_;
+}
 
 std::unique_ptr<Connection> ManagerCore::acquire(bool* fresh, bool after_dead_send) {
   std::vector<std::unique_ptr<Connection>> dead;  // closed after unlocking
@@ -269,6 +295,62 @@ void DatabaseManager::ping() {
     c.encoder().empty(proto::MsgType::kPing, rid, 0);
     c.expect(p, rid, Expect::kPong);
   });
+}
+
+AsyncSession DatabaseManager::get_async_db(Access access) {
+  std::shared_ptr<detail::Multiplexer> mux = core_->async_transport();
+  return AsyncSession(std::make_shared<detail::AsyncSessionState>(std::move(mux), core_->database_,
+                                                                  core_->prefix(), access));
+}
+
+Async<Result> DatabaseManager::execute_async(std::string_view sql,
+                                             std::initializer_list<Param> params,
+                                             Access access) {
+  return one_shot_async(sql, params.begin(), params.size(), access);
+}
+
+Async<Result> DatabaseManager::execute_async(std::string_view sql,
+                                             const std::vector<Param>& params, Access access) {
+  return one_shot_async(sql, params.data(), params.size(), access);
+}
+
+Async<Result> DatabaseManager::one_shot_async(std::string_view sql, const Param* params,
+                                              std::size_t count, Access access) {
+  using detail::AsyncOp;
+  auto finished = [](Error e) {
+    AsyncOp* op = AsyncOp::finished(detail::OpKind::kOneShot, std::move(e));
+    op->refs_ = 1;
+    return Async<Result>(op);
+  };
+  std::shared_ptr<detail::Multiplexer> mux;
+  try {
+    mux = core_->async_transport();
+  } catch (const Error& e) {
+    return finished(e);
+  }
+  const std::uint32_t flags = access == Access::kReadOnly ? proto::kOpenReadOnly : 0;
+  const std::string prefix = core_->prefix();
+  AsyncOp* op;
+  {
+    std::lock_guard lock(mux->mu_);
+    if (mux->broken_) return finished(*mux->broken_);
+    try {
+      const std::vector<proto::Value>& values = mux->values(params, count);
+      std::uint32_t rid = mux->router().next_request_id();
+      std::size_t start = mux->output_size();
+      mux->encoder().one_shot(rid, core_->database_, prefix, flags, sql, values.data(),
+                              values.size());
+      mux->check_frame_size(start, start);
+      op = new AsyncOp(detail::OpKind::kOneShot, mux, nullptr);
+      mux->router().expect(op->req_.exec, rid, Expect::kResult, &op->result_);
+    } catch (const Error& e) {
+      return finished(e);
+    }
+    op->remaining_ = 1;
+    op->refs_ = 2;  // the handle's and the transport's
+  }
+  mux->wake();
+  return Async<Result>(op);
 }
 
 std::string DatabaseManager::prefix() const { return core_->prefix(); }

@@ -27,12 +27,14 @@
 #include <exception>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "dbmgr/async.hpp"
 #include "dbmgr/error.hpp"
 #include "dbmgr/result.hpp"
 #include "dbmgr/session.hpp"
@@ -105,6 +107,21 @@ class DatabaseManager {
   Result execute(std::string_view sql, const std::vector<Param>& params,
                  Access access = Access::kReadWrite);
 
+  // An AsyncSession (dbmgr/async.hpp) on this manager's one multiplexed daemon socket, which
+  // the first call connects (throws dbmgr::Error if it cannot) and a broken one replaces.
+  AsyncSession get_async_db(Access access = Access::kReadWrite);
+  // Runs the coroutine f(AsyncSession&) (returning a Task<R> or another awaitable) in a
+  // transaction: commits when it returns (a failed commit fails the Task), rolls back and
+  // rethrows when it throws. The Task starts at once; the manager must outlive it.
+  template <typename F>
+  auto run_async(F f, Access access = Access::kReadWrite)
+      -> Task<decltype(std::declval<std::invoke_result_t<F&, AsyncSession&>&>().await_resume())>;
+  // A one-shot statement over the async transport: its own transaction, one round trip.
+  Async<Result> execute_async(std::string_view sql, std::initializer_list<Param> params = {},
+                              Access access = Access::kReadWrite);
+  Async<Result> execute_async(std::string_view sql, const std::vector<Param>& params,
+                              Access access = Access::kReadWrite);
+
   // Round trip to the daemon (kPing); throws dbmgr::Error if it does not answer.
   void ping();
 
@@ -122,6 +139,8 @@ class DatabaseManager {
 
  private:
   Result one_shot(std::string_view sql, const Param* params, std::size_t count, Access access);
+  Async<Result> one_shot_async(std::string_view sql, const Param* params, std::size_t count,
+                               Access access);
   DatabaseInfo fetch_info(bool test_connection);
 
   std::shared_ptr<detail::ManagerCore> core_;
@@ -152,6 +171,49 @@ std::invoke_result_t<F&, Session&> DatabaseManager::run(F&& f, Access access) {
     R result = produce();
     session.commit();
     return result;
+  }
+}
+
+template <typename F>
+auto DatabaseManager::run_async(F f, Access access)
+    -> Task<decltype(std::declval<std::invoke_result_t<F&, AsyncSession&>&>().await_resume())> {
+  using R = decltype(std::declval<std::invoke_result_t<F&, AsyncSession&>&>().await_resume());
+  AsyncSession session = get_async_db(access);
+  std::exception_ptr failure;
+  if constexpr (std::is_void_v<R>) {
+    try {
+      co_await f(session);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) {
+      try {
+        co_await session.rollback();
+      } catch (...) {
+      }
+      co_await session.close();
+      std::rethrow_exception(failure);
+    }
+    co_await session.commit();
+    co_await session.close();
+  } else {
+    std::optional<R> result;
+    try {
+      result.emplace(co_await f(session));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) {
+      try {
+        co_await session.rollback();
+      } catch (...) {
+      }
+      co_await session.close();
+      std::rethrow_exception(failure);
+    }
+    co_await session.commit();
+    co_await session.close();
+    co_return std::move(*result);
   }
 }
 
