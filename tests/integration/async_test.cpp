@@ -8,9 +8,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -247,4 +249,19 @@ TEST_CASE("async: a daemon killed mid-flight fails every pending operation promp
   }
   std::printf("async: %d pending operations failed %.3f s after the daemon was killed\n",
               kWaiting, after);
+}
+
+TEST_CASE("async: the README's example (client/examples/async_quickstart.cpp) prints its counts") {
+  Daemon d;
+  dbmgr::test::TempDir out;
+  const std::string log = out.path() + "/out.txt";
+  const std::string cmd = "DBMGR_SOCKET='" + d.socket() + "' '" +
+                          dbmgr::test::required_env("DBMGR_ASYNC_EXAMPLE") + "' > '" + log +
+                          "' 2>&1";
+  CHECK(std::system(cmd.c_str()) == 0);
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(text == "1000 visits\ndeleted 500\n");
+  dbmgr::DatabaseManager m(d.options("test"));
+  CHECK(m.execute("SELECT count(*) FROM async_visits").scalar<std::int64_t>() == 500);
 }
