@@ -100,9 +100,10 @@ void ten_thousand(dbmgr::DatabaseManager& m, const char* backend) {
   std::printf(
       "async %s: %d sessions from one thread in %.2f s (%.0f transactions/s); threads %d "
       "before, %d with %d in flight, %d after; client RSS %ld KiB -> %ld KiB with them in "
-      "flight: %.0f bytes per session in flight\n",
+      "flight: %.0f bytes per session in flight; %d errors%s%s\n",
       backend, kSessions, secs, kSessions / secs, threads_before, threads_during, in_flight,
-      threads_after, rss_before, rss_during, per_session);
+      threads_after, rss_before, rss_during, per_session, f.errors.load(),
+      f.first_error.empty() ? "" : ", the first: ", f.first_error.c_str());
   std::fflush(stdout);
 }
 
