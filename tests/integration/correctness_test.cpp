@@ -153,6 +153,141 @@ TEST_CASE("PostgreSQL: a read-only session or one-shot cannot write (read_only, 
   m.execute("DROP TABLE " + t);
 }
 
+TEST_CASE("PostgreSQL: SQL cannot take a read-only session out of its read-only transaction") {
+  Daemon d(pg_daemon());
+  dbmgr::DatabaseManager m(d.options());
+  std::string t = tname("roesc");
+  m.execute("DROP TABLE IF EXISTS " + t);
+  m.execute("CREATE TABLE " + t + " (id bigint)");
+  const char* escapes[] = {
+      "COMMIT",
+      "ROLLBACK",
+      "END",
+      "ABORT",
+      "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+      "SET default_transaction_read_only = off",
+      "SET transaction_read_only = off",
+  };
+  for (const char* esc : escapes) {
+    auto s = m.get_session(dbmgr::Access::kReadOnly);
+    s.execute("SELECT 1");
+    std::optional<dbmgr::Error> e;
+    try {
+      s.execute(esc);
+      s.execute("INSERT INTO " + t + " VALUES (1)");
+    } catch (const dbmgr::Error& err) {
+      e = err;
+    }
+    CHECK_MESSAGE(e.has_value(), esc << " then INSERT succeeded in a read-only session");
+    // read_only (25006), or PostgreSQL's own 25001 for a mode change after the first query.
+    if (e) {
+      CHECK_MESSAGE((e->category() == dbmgr::ErrorCategory::kReadOnly || e->sqlstate() == "25001"),
+                    esc << ": " << std::string(e->what()));
+    }
+  }
+  CHECK(count(m, "SELECT count(*) FROM " + t) == 0);
+  m.execute("DROP TABLE " + t);
+}
+
+TEST_CASE("SQLite: no PRAGMA opens a reader to writes or changes the next session's connection") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "ropragma"));
+  m.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)");
+  m.execute("CREATE TABLE c (id INTEGER, p INTEGER REFERENCES p(id))");
+  // A read-only session turns its reader's query_only off, then writes.
+  for (int round = 0; round < 3; ++round) {
+    std::optional<dbmgr::Error> e;
+    try {
+      auto s = m.get_session(dbmgr::Access::kReadOnly);
+      s.execute("PRAGMA query_only = 0");
+      s.execute("INSERT INTO p VALUES (" + std::to_string(100 + round) + ")");
+      s.commit();
+    } catch (const dbmgr::Error& err) {
+      e = err;
+    }
+    CHECK_MESSAGE(e.has_value(), "a read-only session wrote after PRAGMA query_only = 0");
+    // ... or as read-only one-shots on the readers, one after the other.
+    try {
+      m.execute("PRAGMA query_only = 0", {}, dbmgr::Access::kReadOnly);
+    } catch (const dbmgr::Error&) {
+    }
+    auto e2 = [&]() -> std::optional<dbmgr::Error> {
+      try {
+        m.execute("INSERT INTO p VALUES (" + std::to_string(200 + round) + ")", {},
+                  dbmgr::Access::kReadOnly);
+      } catch (const dbmgr::Error& err) {
+        return err;
+      }
+      return std::nullopt;
+    }();
+    CHECK_MESSAGE(e2.has_value(), "a read-only one-shot wrote after PRAGMA query_only = 0");
+  }
+  CHECK(count(m, "SELECT count(*) FROM p") == 0);
+  // A session or one-shot that turns foreign keys off does not leave them off for the next.
+  auto pragma_error = error_of([&] { m.execute("PRAGMA foreign_keys = OFF"); });
+  CHECK(pragma_error.category() == dbmgr::ErrorCategory::kPermission);
+  CHECK_MESSAGE(std::string(pragma_error.message()).find("not allowed through dbmgrd") != std::string::npos,
+                pragma_error.message());
+  // Reading a pragma, and the pragmas that read or act once, still work.
+  CHECK(m.execute("PRAGMA foreign_keys").scalar<std::int64_t>() == 1);
+  CHECK(m.execute("PRAGMA table_info(p)").size() == 1);
+  CHECK(m.execute("PRAGMA user_version = 7").empty());
+  CHECK(m.execute("PRAGMA user_version").scalar<std::int64_t>() == 7);
+  {
+    auto s = m.get_session();
+    try {
+      s.execute("PRAGMA foreign_keys = OFF");
+    } catch (const dbmgr::Error&) {
+    }
+    s.rollback();
+  }
+  std::optional<dbmgr::Error> fk;
+  try {
+    m.execute("INSERT INTO c VALUES (1, 999)");
+  } catch (const dbmgr::Error& err) {
+    fk = err;
+  }
+  REQUIRE_MESSAGE(fk.has_value(), "foreign keys were off for the next session");
+  CHECK(fk->category() == dbmgr::ErrorCategory::kConstraint);
+}
+
+TEST_CASE("SQLite: a session's temporary tables, views and triggers do not reach the next session") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "tempreset"));
+  m.execute("CREATE TABLE t (x INTEGER)");
+  for (int round = 0; round < 3; ++round) {
+    m.run([](dbmgr::Session& s) {
+      s.execute("CREATE TEMP TABLE secret (v TEXT)");
+      s.execute("INSERT INTO secret VALUES ('for this session only')");
+      s.execute("CREATE TEMP VIEW secret_v AS SELECT v FROM secret");
+      s.execute("CREATE TEMP TRIGGER spy AFTER INSERT ON main.t BEGIN "
+                "INSERT INTO secret VALUES ('seen'); END");
+      s.execute("CREATE INDEX temp.secret_i ON secret (v)");
+    });
+    // The next sessions on the one writer connection see none of it, and the trigger is gone.
+    m.execute("INSERT INTO t VALUES (1)");
+    for (const char* sql : {"SELECT count(*) FROM secret", "SELECT count(*) FROM secret_v",
+                            "SELECT count(*) FROM temp.secret"}) {
+      auto e = error_of([&] { m.execute(sql); });
+      CHECK_MESSAGE(std::string(e.message()).find("no such table") != std::string::npos, sql, ": ",
+                    e.what());
+    }
+    CHECK(m.execute("SELECT count(*) FROM temp.sqlite_master").scalar<std::int64_t>() == 0);
+    // Read-only sessions on the readers: a temporary table there is dropped as well (or refused).
+    {
+      auto r = m.get_session(dbmgr::Access::kReadOnly);
+      try {
+        r.execute("CREATE TEMP TABLE rsecret (v TEXT)");
+      } catch (const dbmgr::Error&) {
+      }
+      r.rollback();
+    }
+    auto e = error_of([&] { m.execute("SELECT count(*) FROM rsecret", {}, dbmgr::Access::kReadOnly); });
+    CHECK_MESSAGE(std::string(e.message()).find("no such table") != std::string::npos, e.what());
+  }
+  CHECK(count(m, "SELECT count(*) FROM t") == 3);
+}
+
 TEST_CASE("SQLite: a read-only one-shot cannot write (read_only, 25006)") {
   Daemon d;
   dbmgr::DatabaseManager m(d.options("test", "rosql"));

@@ -460,6 +460,72 @@ TEST_CASE("MariaDB: read-only sessions refuse writes and leave nothing") {
   CHECK(Oracle("test.mro").run("SELECT v FROM t ORDER BY v") == "1\n3\n4");
 }
 
+TEST_CASE("MariaDB: a read-only session or one-shot cannot write through DDL, COMMIT, CALL, SET or a function") {
+  Daemon d(mariadb_daemon("pool:\n  pool_size: 1\n  max_overflow: 0\n"));
+  dbmgr::DatabaseManager m(d.options("test", "mroh"));
+  fresh_table(m, "CREATE TABLE t (v INT PRIMARY KEY)");
+  m.execute("INSERT INTO t VALUES (1)");
+  m.execute("DROP TABLE IF EXISTS made_ro");
+  m.execute("CREATE OR REPLACE PROCEDURE ro_p() BEGIN SET SESSION TRANSACTION READ WRITE; "
+            "INSERT INTO t VALUES (50); END");
+  m.execute("CREATE OR REPLACE FUNCTION ro_w() RETURNS INT MODIFIES SQL DATA BEGIN "
+            "INSERT INTO t VALUES (60); RETURN 1; END");
+  m.execute("CREATE OR REPLACE FUNCTION ro_flip() RETURNS INT BEGIN "
+            "SET @@session.tx_read_only = 0; RETURN 1; END");
+  auto refused = [](const std::optional<dbmgr::Error>& e, const std::string& what) {
+    REQUIRE_MESSAGE(e, what << ": succeeded in a read-only session");
+    CHECK_MESSAGE(e->category() == dbmgr::ErrorCategory::kReadOnly, what << ": " << std::string(e->what()));
+    CHECK_MESSAGE(e->sqlstate() == "25006", what << ": " << std::string(e->what()));
+  };
+  const char* one_shots[] = {
+      "CREATE TABLE made_ro (x INT)",                        // DDL commits and goes on outside
+      "CREATE TEMPORARY TABLE made_ro_tmp (x INT)",
+      "INSERT INTO t VALUES (2)",
+      "SELECT ro_w()",                                       // a function that writes
+      "CALL ro_p()",                                         // a procedure that makes itself read-write
+      "SET STATEMENT tx_read_only=0 FOR INSERT INTO t VALUES (3)",
+      "EXECUTE IMMEDIATE 'INSERT INTO t VALUES (4)'",
+      "/* c */ UPDATE t SET v = 7",
+      "SELECT v FROM t FOR UPDATE",
+  };
+  for (const char* sql : one_shots) {
+    refused(error_of([&] { m.execute(sql, {}, dbmgr::Access::kReadOnly); }), sql);
+  }
+  {
+    // In a session: COMMIT in SQL, then a write (the next transaction would be read-write).
+    auto s = m.get_session(dbmgr::Access::kReadOnly);
+    CHECK(s.execute("SELECT count(*) FROM t").scalar<std::int64_t>() == 1);
+    auto e = error_of([&] { s.execute("COMMIT"); s.execute("INSERT INTO t VALUES (5)"); });
+    refused(e, "COMMIT; INSERT");
+    s.rollback();
+    refused(error_of([&] { s.execute("SET SESSION TRANSACTION READ WRITE"); }), "SET SESSION TRANSACTION");
+    s.rollback();
+    refused(error_of([&] { s.execute("CREATE TABLE made_ro (x INT)"); }), "DDL in a session");
+    s.rollback();
+  }
+  // A function that turns the session's default read-write does not open the next read-only
+  // statement to writes (each read-only request begins its own read-only transaction), on
+  // the one pooled connection.
+  CHECK(m.execute("SELECT ro_flip()", {}, dbmgr::Access::kReadOnly).scalar<std::int64_t>() == 1);
+  refused(error_of([&] { m.execute("INSERT INTO t VALUES (8)", {}, dbmgr::Access::kReadOnly); }),
+          "INSERT after a function made the session read-write");
+  // Reads of every shape still work read-only.
+  CHECK(m.execute("(SELECT 1) UNION ALL (SELECT 2)", {}, dbmgr::Access::kReadOnly).size() == 2);
+  CHECK(m.execute("/* lead */ SELECT v FROM t WHERE v = ?", {1}, dbmgr::Access::kReadOnly)
+            .scalar<std::int64_t>() == 1);
+  CHECK(m.execute("WITH a AS (SELECT v FROM t) SELECT count(*) FROM a", {}, dbmgr::Access::kReadOnly)
+            .scalar<std::int64_t>() == 1);
+  CHECK(m.execute("SHOW TABLES LIKE 'made_ro%'", {}, dbmgr::Access::kReadOnly).size() == 0);
+  // The pooled connection writes again for a read-write one-shot and session.
+  m.execute("INSERT INTO t VALUES (9)");
+  m.run([](dbmgr::Session& s) { s.execute("INSERT INTO t VALUES (10)"); });
+  CHECK(Oracle("test.mroh").run("SELECT v FROM t ORDER BY v") == "1\n9\n10");
+  CHECK(Oracle("test.mroh").run("SHOW TABLES LIKE 'made_ro%'") == "");
+  m.execute("DROP PROCEDURE ro_p");
+  m.execute("DROP FUNCTION ro_w");
+  m.execute("DROP FUNCTION ro_flip");
+}
+
 TEST_CASE("MariaDB: errors carry SQLSTATE and category; placeholders; REGEXP") {
   Daemon d(mariadb_daemon());
   dbmgr::DatabaseManager m(d.options("test", "merr"));

@@ -89,6 +89,12 @@ class Param {
   Param(const std::string& s) { set_view(Type::kText, s); }
   Param(std::string&& s) : type_(Type::kText), owned_(std::move(s)), owns_(true) {}
   Param(const Blob& b) { set_view(Type::kBlob, b.view()); }
+  // A blob parameter that borrows `bytes` (not copied: they must outlive the call).
+  static Param blob_view(std::string_view bytes) {
+    Param p;
+    p.set_view(Type::kBlob, bytes);
+    return p;
+  }
   Param(Blob&& b) : type_(Type::kBlob), owns_(true) {
     owned_.assign(reinterpret_cast<const char*>(b.data()), b.size());
   }

@@ -679,6 +679,9 @@ void OdbcConn::work_execute() {
         "this database's server has no read-only transactions; dbmgrd cannot make this "
         "session read-only"));
   }
+  if (req_.read_only && params_.flavor == OdbcParams::Flavor::kMariadb) {
+    if (Status s = read_only_check(req_.sql); !s.is_ok()) return fail(std::move(s));
+  }
   if (req_.begin == TxBegin::kBegin) {
     if (autocommit_) {
       if (Status s = set_autocommit(false); !s.is_ok()) return fail(std::move(s));
@@ -720,6 +723,43 @@ void OdbcConn::work_execute() {
     }
     return fail(std::move(s));
   }
+}
+
+Status OdbcConn::read_only_check(std::string_view sql) const {
+  thread_local std::string blanked;
+  sqlscan::blank_opaque(sql, params_.dialect->lexing, blanked);
+  const std::string_view b = blanked;
+  // Statement by statement: a `;` outside literals and comments ends one.
+  for (std::size_t start = 0; start < b.size();) {
+    std::size_t stop = b.find(';', start);
+    if (stop == std::string_view::npos) stop = b.size();
+    const std::string_view stmt = b.substr(start, stop - start);
+    std::size_t end = 0;
+    const std::string_view w = sqlscan::first_word(stmt, &end);
+    std::string_view refused;
+    bool ends = false;
+    if (sqlscan::word_is(w, "CALL") || sqlscan::word_is(w, "EXECUTE")) {
+      refused = sqlscan::word_is(w, "CALL") ? "CALL" : "EXECUTE";
+    } else if (sqlscan::word_is(w, "SET") &&
+               (sqlscan::word_is(sqlscan::first_word(stmt, nullptr, end), "STATEMENT") ||
+                sqlscan::has_word(stmt, "TRANSACTION") || sqlscan::has_word(stmt, "TX_READ_ONLY") ||
+                sqlscan::has_word(stmt, "TRANSACTION_READ_ONLY") ||
+                sqlscan::has_word(stmt, "AUTOCOMMIT"))) {
+      refused = "SET STATEMENT, SET TRANSACTION or SET autocommit";
+    } else if (!w.empty() && tx_control_sql(sql.substr(start, stop - start), &ends)) {
+      refused = "SQL that begins or ends a transaction (DDL included)";
+    }
+    if (!refused.empty()) {
+      return Status(proto::ErrorCategory::kReadOnly,
+                    fmt::format("the session is read-only: {} is refused in a read-only "
+                                "session on MariaDB/MySQL (the server would let it end the "
+                                "read-only transaction and go on read-write)",
+                                refused),
+                    "25006");
+    }
+    start = stop + 1;
+  }
+  return Status::ok();
 }
 
 bool OdbcConn::cacheable_sql(std::string_view sql) const {

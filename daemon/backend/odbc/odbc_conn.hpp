@@ -141,6 +141,12 @@ class OdbcConn final : public WorkerConn {
   // the old ones.
   bool direct_exec() const { return params_.flavor == OdbcParams::Flavor::kMariadb; }
   void learn_tx_state();
+  // MariaDB/MySQL: the refusal of a read-only request's statement that START TRANSACTION
+  // READ ONLY does not hold (the server lets it end the transaction and go on read-write):
+  // DDL and other SQL that commits implicitly, COMMIT/ROLLBACK/START/XA in SQL, SET
+  // TRANSACTION, SET autocommit, SET STATEMENT and tx_read_only; CALL and EXECUTE (a
+  // procedure or dynamic SQL can do all of that). Every statement of a script is checked.
+  Status read_only_check(std::string_view sql) const;
   Status exec_direct(std::string_view sql);
   Status prepare(std::string_view sql, bool cacheable, SQLHSTMT* out);
   bool cacheable_sql(std::string_view sql) const;

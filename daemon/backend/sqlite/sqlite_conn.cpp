@@ -342,6 +342,27 @@ void SqliteConn::work_open() {
   sqlite3_progress_handler(db_, 10000, &SqliteConn::on_progress, this);
 }
 
+namespace {
+
+// Pragmas that may take a value through dbmgrd: they read something (an argument that names
+// a table or an index, a check's limit), act once (optimize, wal_checkpoint,
+// incremental_vacuum), last only for the transaction (defer_foreign_keys), or are stored in
+// the database file for everyone (user_version, application_id, auto_vacuum, page_size).
+bool pragma_argument_allowed(const char* name) {
+  static constexpr const char* kAllowed[] = {
+      "table_info",   "table_xinfo",       "table_list",       "index_info",  "index_xinfo",
+      "index_list",   "foreign_key_list",  "foreign_key_check", "integrity_check",
+      "quick_check",  "optimize",          "wal_checkpoint",   "incremental_vacuum",
+      "defer_foreign_keys", "user_version", "application_id",  "auto_vacuum", "page_size",
+  };
+  for (const char* a : kAllowed) {
+    if (sqlite3_stricmp(name, a) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 int SqliteConn::authorize(void* self, int action, const char* a1, const char* a2,
                           const char* /*db*/, const char* /*trigger*/) {
   auto* conn = static_cast<SqliteConn*>(self);
@@ -352,6 +373,12 @@ int SqliteConn::authorize(void* self, int action, const char* a1, const char* a2
         why = "ATTACH and VACUUM INTO are not allowed through dbmgrd: they would open another "
               "file with the daemon's rights";
       }
+      break;
+    case SQLITE_CREATE_TEMP_TABLE:
+    case SQLITE_CREATE_TEMP_INDEX:
+    case SQLITE_CREATE_TEMP_TRIGGER:
+    case SQLITE_CREATE_TEMP_VIEW:
+      conn->temp_made_ = true;
       break;
     case SQLITE_DETACH:
       why = "DETACH is not allowed through dbmgrd";
@@ -365,6 +392,14 @@ int SqliteConn::authorize(void* self, int action, const char* a1, const char* a2
       if (a1 != nullptr && (sqlite3_stricmp(a1, "temp_store_directory") == 0 ||
                             sqlite3_stricmp(a1, "data_store_directory") == 0)) {
         why = "PRAGMA temp_store_directory and data_store_directory are not allowed through dbmgrd";
+      } else if (a1 != nullptr && a2 != nullptr && !pragma_argument_allowed(a1)) {
+        // A PRAGMA with a value sets the pooled connection's state, which the sessions after
+        // this one would inherit: query_only (a reader's guard against writes),
+        // foreign_keys, journal_mode, locking_mode, synchronous, busy_timeout, ... are the
+        // daemon's (config: sqlite busy_timeout, cache_size).
+        why = "PRAGMA with a value is not allowed through dbmgrd for this pragma: it would "
+              "change the pooled connection for the sessions after this one (reading it "
+              "without a value is allowed)";
       }
       break;
     default:
@@ -825,6 +860,10 @@ void SqliteConn::work_end_tx(const char* sql) {
   if (sql == nullptr) {  // reset: make sure nothing is left open
     if (!sqlite3_get_autocommit(db_)) result_.status = exec_simple("ROLLBACK");
     in_tx_ = false;
+    if (result_.status.is_ok() && temp_made_) {
+      result_.status = drop_temp_objects();
+      if (!result_.status.is_ok()) result_.broken = true;  // closed rather than passed on
+    }
     return;
   }
   if (sqlite3_get_autocommit(db_)) {  // nothing open (already ended by an error or by SQL)
@@ -836,6 +875,35 @@ void SqliteConn::work_end_tx(const char* sql) {
     exec_simple("ROLLBACK").is_ok();
   }
   in_tx_ = !sqlite3_get_autocommit(db_);
+}
+
+Status SqliteConn::drop_temp_objects() {
+  std::vector<std::string> drops;
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db_,
+                              "SELECT type, name FROM temp.sqlite_master WHERE type IN "
+                              "('trigger', 'view', 'table') ORDER BY type = 'table'",
+                              -1, &st, nullptr);
+  while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+    std::string type(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+    std::string name(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)));
+    std::string quoted = "\"";
+    for (char ch : name) {
+      quoted += ch;
+      if (ch == '"') quoted += '"';
+    }
+    quoted += '"';
+    for (char& ch : type) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    drops.push_back(fmt::format("DROP {} IF EXISTS temp.{}", type, quoted));
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK) return error_status(rc, "cannot list the session's temporary objects");
+  for (const std::string& d : drops) {
+    if (Status s = exec_simple(d.c_str()); !s.is_ok()) return s;
+  }
+  // The cached statements that named them are stale now; SQLite re-prepares them itself.
+  temp_made_ = false;
+  return Status::ok();
 }
 
 std::string_view to_string(BackendOp op) {

@@ -64,6 +64,9 @@ class SqliteConn final : public WorkerConn {
   void do_rollback() override;
   void do_ping() override;
   void do_reset() override;
+  // A session made temporary tables, views, indexes or triggers (the authorizer saw one
+  // made): they are dropped before the next session gets the connection.
+  bool needs_reset() const override { return temp_made_; }
   void do_cancel() override;
   // Every item of `job` in one transaction: BEGIN IMMEDIATE, then per item SAVEPOINT, the
   // statement, RELEASE (ROLLBACK TO on its error), then COMMIT.
@@ -116,6 +119,8 @@ class SqliteConn final : public WorkerConn {
   ExecRequest req_;
   std::string script_;  // worker: the rest of a multi-statement script, NUL-terminated
   const char* denied_ = nullptr;  // worker: why the authorizer refused the last statement
+  bool temp_made_ = false;        // worker: needs_reset()
+  Status drop_temp_objects();
   sqlite3_stmt* stmt_ = nullptr;  // the statement being streamed
   bool stmt_cached_ = false;
   ResultWriter writer_;     // the result of stmt_, across the batches of a stream
