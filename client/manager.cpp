@@ -46,6 +46,7 @@ ManagerCore::ManagerCore(const Options& options)
       client_name_(options.client_name.empty() ? default_client_name() : options.client_name),
       database_(options.database),
       max_idle_(options.max_idle_connections),
+      async_io_thread_(options.async_io_thread),
       id_(g_next_manager_id.fetch_add(1)),
       prefix_(options.db_prefix) {}
 
@@ -69,7 +70,7 @@ std::shared_ptr<Multiplexer> ManagerCore::async_transport() {
     std::lock_guard mux_lock(mux_->mu_);
     if (mux_->broken_) mux_.reset();  // its sessions keep it until they are gone
   }
-  if (!mux_) mux_ = Multiplexer::open(socket_path_, client_name_);
+  if (!mux_) mux_ = Multiplexer::open(socket_path_, client_name_, async_io_thread_);
   return mux_;
 }
 
@@ -352,6 +353,12 @@ Async<Result> DatabaseManager::one_shot_async(std::string_view sql, const Param*
   mux->wake();
   return Async<Result>(op);
 }
+
+int DatabaseManager::async_socket() { return core_->async_transport()->socket(); }
+
+bool DatabaseManager::async_wants_write() { return core_->async_transport()->wants_write(); }
+
+void DatabaseManager::process_events() { core_->async_transport()->process_events(); }
 
 std::string DatabaseManager::prefix() const { return core_->prefix(); }
 const std::string& DatabaseManager::socket_path() const { return core_->socket_path_; }

@@ -47,6 +47,7 @@ struct ManagerCore {
   const std::string client_name_;
   const std::string database_;
   const std::size_t max_idle_;
+  const bool async_io_thread_;
   const std::uint64_t id_;  // distinguishes managers in thread_session()'s per-thread table
 
   mutable std::mutex mu_;

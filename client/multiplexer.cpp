@@ -17,7 +17,7 @@
 namespace dbmgr::detail {
 
 std::shared_ptr<Multiplexer> Multiplexer::open(const std::string& socket_path,
-                                               std::string_view client_name) {
+                                               std::string_view client_name, bool io_thread) {
   std::unique_ptr<Connection> c = Connection::open(socket_path, client_name);
   const std::uint32_t limit = c->max_frame_bytes();
   std::shared_ptr<Multiplexer> m(new Multiplexer(c->release_fd(), socket_path));
@@ -29,8 +29,11 @@ std::shared_ptr<Multiplexer> Multiplexer::open(const std::string& socket_path,
                         std::string("cannot create an eventfd for the async client: ") +
                             std::strerror(errno));
   }
-  m->self_ = m;
-  m->thread_ = std::thread([raw = m.get()] { raw->run(); });
+  m->io_thread_ = io_thread;
+  if (io_thread) {
+    m->self_ = m;
+    m->thread_ = std::thread([raw = m.get()] { raw->run(); });
+  }
   return m;
 }
 
@@ -53,12 +56,27 @@ Multiplexer::~Multiplexer() {
 
 void Multiplexer::stop() {
   if (stop_.exchange(true)) return;
+  if (!io_thread_) {
+    std::unique_lock lock(mu_);
+    fail_locked(Error::client(ErrorCategory::kConnection,
+                              "the DatabaseManager of this async session was destroyed"));
+    complete_ready(lock);
+    return;
+  }
   std::uint64_t one = 1;
   (void)!::write(event_fd_, &one, sizeof one);
   if (thread_.joinable() && !on_io_thread()) thread_.join();
 }
 
 void Multiplexer::wake() {
+  if (!io_thread_) {
+    // Application-driven: write now what fits; process_events() sends the rest.
+    // A send that breaks the socket fails what is in flight; those operations complete in
+    // the next process_events() (never inside the call that made a request).
+    std::lock_guard lock(mu_);
+    if (!broken_) flush_locked();
+    return;
+  }
   if (on_io_thread()) return;  // the loop sends before it waits again
   if (wake_pending_.exchange(true)) return;
   std::uint64_t one = 1;
@@ -107,6 +125,50 @@ void Multiplexer::complete_ready(std::unique_lock<std::mutex>& lock) {
     batch.clear();
     lock.lock();
   }
+}
+
+void Multiplexer::read_locked(bool drain) {
+  auto on_frame = [this](const proto::FrameView& f) { return router_.on_frame(f); };
+  while (!broken_) {
+    ssize_t n = ::recv(fd_, in_.data(), in_.size(), MSG_DONTWAIT);
+    int err = errno;
+    if (n > 0) {
+      proto::DecodeError e = decoder_.feed(in_.data(), static_cast<std::size_t>(n), on_frame);
+      if (router_.stream_error()) {
+        fail_locked(*router_.stream_error());
+      } else if (e != proto::DecodeError::kOk) {
+        fail_locked(Error::client(ErrorCategory::kProtocol,
+                                  "malformed frame from dbmgrd at '" + label_ +
+                                      "': " + std::string(proto::to_string(e))));
+      }
+      if (!drain || static_cast<std::size_t>(n) < in_.size()) return;
+    } else if (n == 0) {
+      fail_locked(Error::client(ErrorCategory::kConnection,
+                                "connection to dbmgrd at '" + label_ +
+                                    "' was closed by the daemon (daemon restarted or stopped?)"));
+    } else if (err == EINTR) {
+      continue;
+    } else if (err == EAGAIN || err == EWOULDBLOCK) {
+      return;
+    } else {
+      fail_locked(Error::client(ErrorCategory::kConnection,
+                                "connection to dbmgrd at '" + label_ +
+                                    "' failed while reading: " + std::strerror(err)));
+    }
+  }
+}
+
+bool Multiplexer::wants_write() {
+  std::lock_guard lock(mu_);
+  return !broken_ && sent_ < out_.size();
+}
+
+void Multiplexer::process_events() {
+  std::unique_lock lock(mu_);
+  if (!broken_ && flush_locked()) read_locked(/*drain=*/true);
+  complete_ready(lock);  // continuations may queue requests: send them before returning
+  if (!broken_) flush_locked();
+  complete_ready(lock);
 }
 
 void Multiplexer::run() {

@@ -40,8 +40,9 @@ class Multiplexer : public Outbox, public std::enable_shared_from_this<Multiplex
  public:
   // Connects and handshakes on the caller's thread (throws dbmgr::Error), then starts the
   // I/O thread.
+  // `io_thread` false: no thread; the application drives it (socket(), process_events()).
   static std::shared_ptr<Multiplexer> open(const std::string& socket_path,
-                                           std::string_view client_name);
+                                           std::string_view client_name, bool io_thread = true);
   ~Multiplexer();
   Multiplexer(const Multiplexer&) = delete;
   Multiplexer& operator=(const Multiplexer&) = delete;
@@ -52,6 +53,11 @@ class Multiplexer : public Outbox, public std::enable_shared_from_this<Multiplex
   void wake();
   bool on_io_thread() const { return std::this_thread::get_id() == io_thread_id_.load(); }
   pid_t pid() const { return pid_; }
+
+  // The application-driven mode (no I/O thread): see DatabaseManager::process_events().
+  int socket() const { return fd_; }
+  bool wants_write();
+  void process_events();
   const std::string& label() const { return label_; }
 
   std::mutex mu_;
@@ -68,9 +74,12 @@ class Multiplexer : public Outbox, public std::enable_shared_from_this<Multiplex
   // Sends what it can without blocking; false (and fail_locked) when the socket broke.
   bool flush_locked();
   void complete_ready(std::unique_lock<std::mutex>& lock);
+  // Under mu_: reads what the socket has (all of it when `drain`), feeds the router.
+  void read_locked(bool drain);
 
   int fd_;
   int event_fd_ = -1;
+  bool io_thread_ = true;
   pid_t pid_;
   std::string label_;
   std::size_t sent_ = 0;  // guarded by mu_: bytes at the front of out_ already written

@@ -3,10 +3,12 @@
 // many sessions, futures and co_await, errors through them, a broken socket failing what is
 // in flight, cancellation sending kCancel + kRollback). The real daemon: tests/integration.
 #include <doctest/doctest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <chrono>
 #include <future>
 #include <map>
@@ -53,6 +55,16 @@ dbmgr::Task<std::int64_t> insert_and_commit(dbmgr::AsyncSession s, int i) {
   co_await s.commit();
   co_await s.close();
   co_return r.last_insert_id();
+}
+
+bool eventually_request(const ScriptedPeer& peer, const std::string& sql) {
+  for (int i = 0; i < 2000; ++i) {
+    for (const Request& r : peer.requests_of(proto_t::kExecute)) {
+      if (r.sql == sql) return true;
+    }
+    ::usleep(1000);
+  }
+  return false;
 }
 
 dbmgr::Task<int> add_after(dbmgr::Task<std::int64_t> t, int k) {
@@ -287,5 +299,69 @@ TEST_SUITE("client") {
     op.cancel();
     Error e = catch_error([&] { f.get(); });
     CHECK(e.category() == ErrorCategory::kCancelled);
+  }
+
+  TEST_CASE("async without an I/O thread: the application polls async_socket(), process_events()") {
+    ScriptedPeer peer;
+    peer.set_handler([](const Request& r, dbmgr::test::Reply&) {
+      return r.type == proto_t::kExecute && r.sql == "HANG";  // never answered
+    });
+    dbmgr::Options o = options_for(peer);
+    o.async_io_thread = false;
+    dbmgr::DatabaseManager db(o);
+    auto threads = [] {
+      int n = 0;
+      namespace fs = std::filesystem;
+      for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/task")) ++n;
+      return n;
+    };
+    const int before = threads();
+    std::vector<dbmgr::Task<std::int64_t>> tasks;
+    for (int i = 0; i < 30; ++i) tasks.push_back(insert_and_commit(db.get_async_db(), i));
+    CHECK(threads() == before);  // no I/O thread was started
+    CHECK_FALSE(tasks[0].done());
+    int turns = 0;
+    auto all_done = [&] {
+      for (auto& t : tasks) {
+        if (!t.done()) return false;
+      }
+      return true;
+    };
+    while (!all_done() && turns < 10000) {
+      pollfd p{db.async_socket(),
+               static_cast<short>(POLLIN | (db.async_wants_write() ? POLLOUT : 0)), 0};
+      REQUIRE(::poll(&p, 1, 5000) > 0);
+      db.process_events();  // the coroutines resume here, on this thread
+      ++turns;
+    }
+    REQUIRE(all_done());
+    for (auto& t : tasks) CHECK(t.get() == 42);
+    CHECK(threads() == before);
+    CHECK(peer.accepted() == 1);
+    CHECK(peer.requests_of(proto_t::kCommit).size() == 30);
+    CHECK_FALSE(db.async_wants_write());
+
+    // A future in this mode is made ready by process_events().
+    auto s = db.get_async_db();
+    std::future<dbmgr::Result> f = s.execute("SELECT rows 2");
+    while (f.wait_for(0ms) != std::future_status::ready) {
+      pollfd p{db.async_socket(), POLLIN, 0};
+      REQUIRE(::poll(&p, 1, 5000) > 0);
+      db.process_events();
+    }
+    CHECK(f.get().size() == 2);
+
+    // The daemon going away: the next process_events() fails what is in flight.
+    auto hang = s.execute("HANG").future();
+    REQUIRE(peer.requests_of(proto_t::kExecute).size() >= 1);
+    REQUIRE(eventually_request(peer, "HANG"));
+    peer.drop_all_connections();
+    while (hang.wait_for(0ms) != std::future_status::ready) {
+      pollfd p{db.async_socket(), POLLIN, 0};
+      REQUIRE(::poll(&p, 1, 5000) > 0);
+      db.process_events();
+    }
+    Error e = catch_error([&] { hang.get(); });
+    CHECK(e.category() == ErrorCategory::kConnection);
   }
 }

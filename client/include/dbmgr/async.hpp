@@ -7,12 +7,15 @@
 // a manager travels over one daemon socket (the multiplexed transport, client/multiplexer.hpp):
 // each has its own daemon session id, requests are written as they are made (pipelined),
 // and replies are matched by request id, so one application thread can keep thousands of
-// sessions in flight. The library's own I/O thread does all socket work; no call here
-// blocks the caller (the first get_async_db() connects and handshakes, once).
+// sessions in flight. The library's own I/O thread does all socket work (or the application's
+// loop does, through DatabaseManager::async_socket() and process_events(), with
+// Options::async_io_thread = false); no call here blocks the caller (the first
+// get_async_db() connects and handshakes, once).
 //
 // Where code continues: a coroutine suspended on an Async<T> is resumed on the library's I/O
-// thread, and a future is made ready there. Do not block inside such a coroutine (no
-// future.get(), no Session calls that wait on the daemon): that would stall every session.
+// thread (without it: inside process_events()), and a future is made ready there. Do not
+// block inside such a coroutine (no future.get(), no Session calls that wait on the daemon):
+// that would stall every session.
 //
 // Errors arrive as dbmgr::Error through the awaitable (thrown by co_await) or the future,
 // never from the call itself. A broken socket fails every operation in flight on it with a

@@ -55,6 +55,9 @@ struct Options {
   std::string client_name;
   // Idle socket connections kept for reuse; more are closed when returned.
   std::size_t max_idle_connections = 8;
+  // Async sessions: true, the library's own I/O thread drives their socket; false, the
+  // application does, by polling async_socket() and calling process_events() (no thread).
+  bool async_io_thread = true;
 };
 
 // What the daemon reports about the resolved database (see DESIGN section 6).
@@ -121,6 +124,17 @@ class DatabaseManager {
                               Access access = Access::kReadWrite);
   Async<Result> execute_async(std::string_view sql, const std::vector<Param>& params,
                               Access access = Access::kReadWrite);
+
+  // Driving the async socket from the application's own loop (Options::async_io_thread =
+  // false), as with libpq's PQsocket: poll async_socket() for reading (and for writing while
+  // async_wants_write()), then call process_events(), which writes what is queued, reads
+  // what arrived and completes those operations on the calling thread (coroutines resume
+  // inside it). Never blocks. The socket changes when a broken one is replaced by
+  // get_async_db(): ask again after it. Not reentrant (do not call it from a coroutine it
+  // resumes). Throws dbmgr::Error when the transport cannot be connected.
+  int async_socket();
+  bool async_wants_write();
+  void process_events();
 
   // Round trip to the daemon (kPing); throws dbmgr::Error if it does not answer.
   void ping();
