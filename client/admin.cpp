@@ -104,9 +104,10 @@ std::string AdminClient::request(std::uint8_t command, std::string_view argument
   a.argument = argument;
   c.encoder().admin(rid, a);
   std::string text;
-  c.expect(rid, detail::Expect::kAdmin, nullptr, nullptr, &text);
+  detail::Pending p;
+  c.expect(p, rid, detail::Expect::kAdmin, nullptr, nullptr, &text);
   c.round_trip();
-  c.throw_first_error();
+  if (p.error) throw *p.error;
   return text;
 }
 
@@ -127,9 +128,10 @@ std::chrono::nanoseconds AdminClient::ping() {
   c.begin_batch();
   std::uint32_t rid = c.next_request_id();
   c.encoder().empty(proto::MsgType::kPing, rid, 0);
-  c.expect(rid, detail::Expect::kPong);
+  detail::Pending p;
+  c.expect(p, rid, detail::Expect::kPong);
   c.round_trip();
-  c.throw_first_error();
+  if (p.error) throw *p.error;
   return std::chrono::steady_clock::now() - start;
 }
 

@@ -33,84 +33,13 @@ unsigned fork_generation() {
 
 constexpr auto kPeekAfterIdle = std::chrono::seconds(1);
 
-Error daemon_error(const proto::ErrorMsg& m) {
-  return Error(static_cast<ErrorCategory>(m.category), std::string(m.message),
-               std::string(m.sqlstate));
-}
-
-Type to_type(proto::ValueTag t) { return static_cast<Type>(t); }
-
 }  // namespace
-
-// ---------------------------------------------------------------- ResultBuilder
-
-void ResultBuilder::begin(Result& r) { r = Result(); }
-
-bool ResultBuilder::columns(Result& r, const proto::ColumnList& cols) {
-  if (!r.columns_.empty() || r.row_count_ != 0) return false;
-  r.columns_.reserve(cols.size());
-  r.declared_types_.reserve(cols.size());
-  cols.for_each([&](const proto::ColumnDesc& c) {
-    r.columns_.emplace_back(c.name);
-    r.declared_types_.push_back(to_type(c.type));
-  });
-  return !r.columns_.empty();
-}
-
-bool ResultBuilder::rows(Result& r, const proto::Rows& rows) {
-  if (r.columns_.empty() || rows.column_count != r.columns_.size()) return false;
-  std::size_t add_bytes = 0;
-  r.cells_.reserve(r.cells_.size() + std::size_t{rows.row_count} * rows.column_count);
-  for (proto::Value v : rows.values) {
-    if (v.tag == proto::ValueTag::kText || v.tag == proto::ValueTag::kBlob) {
-      add_bytes += v.bytes.size();
-    }
-  }
-  r.bytes_.reserve(r.bytes_.size() + add_bytes);
-  for (proto::Value v : rows.values) add_cell(r, v);
-  r.row_count_ += rows.row_count;
-  return true;
-}
-
-void ResultBuilder::complete(Result& r, const proto::Complete& c) {
-  r.affected_rows_ = c.affected_rows;
-  r.last_insert_id_ = c.last_insert_id;
-}
-
-void ResultBuilder::add_cell(Result& r, const proto::Value& v) {
-  Result::Cell cell;
-  cell.type = to_type(v.tag);
-  switch (v.tag) {
-    case proto::ValueTag::kNull:
-      break;
-    case proto::ValueTag::kBool:
-      cell.i = v.b ? 1 : 0;
-      break;
-    case proto::ValueTag::kInt64:
-      cell.i = v.i;
-      break;
-    case proto::ValueTag::kDouble:
-      cell.d = v.d;
-      break;
-    case proto::ValueTag::kText:
-    case proto::ValueTag::kBlob:
-      cell.offset = r.bytes_.size();
-      cell.length = v.bytes.size();
-      r.bytes_.append(v.bytes);
-      break;
-  }
-  r.cells_.push_back(cell);
-}
-
-void ResultBuilder::set_columns(Result& r, std::vector<std::string> names) {
-  r.declared_types_.assign(names.size(), Type::kNull);
-  r.columns_ = std::move(names);
-}
 
 // ---------------------------------------------------------------- Connection
 
 Connection::Connection(int fd, std::string label)
-    : fd_(fd),
+    : Outbox(label),
+      fd_(fd),
       pid_(::getpid()),
       fork_generation_(fork_generation()),
       last_io_(std::chrono::steady_clock::now()),
@@ -170,11 +99,17 @@ void Connection::handshake(std::string_view client_name) {
   hello.client_name = client_name;
   hello.pid = static_cast<std::uint32_t>(pid_);
   encoder_.hello(rid, hello);
-  std::size_t i = expect(rid, Expect::kHelloOk);
+  Pending p;
+  expect(p, rid, Expect::kHelloOk, nullptr, nullptr, &server_version_);
   round_trip();
-  if (pending_[i].error) {
+  if (!p.error) {
+    // The daemon's limit, both ways: what we may send and what it may send us.
+    max_frame_bytes_ = p.max_frame_bytes;
+    decoder_.set_max_frame_bytes(std::max(p.max_frame_bytes, proto::kDefaultMaxFrameBytes));
+  }
+  if (p.error) {
     broken_ = true;
-    Error e = *pending_[i].error;
+    Error e = *p.error;
     throw Error(e.category(), "dbmgrd at '" + label_ + "' refused the handshake: " + e.message(),
                 e.sqlstate());
   }
@@ -205,74 +140,7 @@ void Connection::abandon() noexcept {
 
 void Connection::begin_batch() {
   out_.clear();
-  for (std::size_t i = 0; i < pending_count_; ++i) pending_[i] = Pending();
-  pending_count_ = 0;
-  pending_done_ = 0;
   send_failed_ = false;
-}
-
-const std::vector<proto::Value>& Connection::values(const Param* params, std::size_t count) {
-  if (count > proto::kMaxParams) {
-    throw Error::client(ErrorCategory::kInvalidRequest,
-                        std::to_string(count) + " parameters; a statement takes at most " +
-                            std::to_string(proto::kMaxParams));
-  }
-  values_.clear();
-  for (std::size_t i = 0; i < count; ++i) {
-    const Param& p = params[i];
-    switch (p.type()) {
-      case Type::kNull:
-        values_.push_back(proto::Value::null());
-        break;
-      case Type::kBool:
-        values_.push_back(proto::Value::boolean(p.as_bool()));
-        break;
-      case Type::kInt64:
-        values_.push_back(proto::Value::int64(p.as_int64()));
-        break;
-      case Type::kDouble:
-        values_.push_back(proto::Value::real(p.as_double()));
-        break;
-      case Type::kText:
-        if (!proto::is_valid_utf8(p.bytes())) {
-          throw Error::client(ErrorCategory::kData,
-                              "parameter " + std::to_string(i + 1) +
-                                  " is not valid UTF-8 text; pass binary data as dbmgr::Blob");
-        }
-        values_.push_back(proto::Value::text(p.bytes()));
-        break;
-      case Type::kBlob:
-        values_.push_back(proto::Value::blob(p.bytes()));
-        break;
-    }
-  }
-  return values_;
-}
-
-std::size_t Connection::expect(std::uint32_t request_id, Expect what, Result* result,
-                               DatabaseInfo* info, std::string* text) {
-  // The library never pipelines more than kMaxPending requests; more is a bug here.
-  if (pending_count_ >= kMaxPending) std::abort();
-  Pending& p = pending_[pending_count_];
-  p = Pending();
-  p.request_id = request_id;
-  p.expect = what;
-  p.result = result;
-  p.info = info;
-  p.text = text;
-  if (result != nullptr) ResultBuilder::begin(*result);
-  return pending_count_++;
-}
-
-void Connection::check_frame_size(std::size_t frame_start) {
-  std::size_t payload = out_.size() - frame_start - proto::kHeaderSize;
-  if (payload > max_frame_bytes_) {
-    begin_batch();
-    throw Error::client(ErrorCategory::kInvalidRequest,
-                        "request of " + std::to_string(payload) +
-                            " bytes exceeds the daemon's max_frame_bytes (" +
-                            std::to_string(max_frame_bytes_) + ")");
-  }
 }
 
 void Connection::fail(ErrorCategory category, std::string message) {
@@ -312,17 +180,37 @@ void Connection::send_all() {
 }
 
 void Connection::round_trip() {
-  if (broken()) {
-    fail(ErrorCategory::kConnection, "connection to dbmgrd at '" + label_ + "' is broken");
+  // Whatever way this ends, no Pending of the batch (they live in the caller's frame) stays
+  // registered: a failure ends them all with its error.
+  try {
+    if (broken()) {
+      fail(ErrorCategory::kConnection, "connection to dbmgrd at '" + label_ + "' is broken");
+    }
+    if (!owned_by_this_process()) {
+      fail(ErrorCategory::kConnection, "connection to dbmgrd at '" + label_ +
+                                           "' belongs to process " + std::to_string(pid_) +
+                                           " (used after fork)");
+    }
+    send_all();
+    router_.clear_stream_error();
+    auto on = [this](const proto::FrameView& f) { return router_.on_frame(f); };
+    read_replies(on);
+  } catch (const Error& e) {
+    router_.fail_all(e);
+    throw;
   }
-  if (!owned_by_this_process()) {
-    fail(ErrorCategory::kConnection, "connection to dbmgrd at '" + label_ +
-                                         "' belongs to process " + std::to_string(pid_) +
-                                         " (used after fork)");
+  if (router_.closing()) broken_ = true;
+  if (router_.stream_error()) {
+    broken_ = true;
+    Error e = *router_.stream_error();
+    router_.fail_all(e);
+    throw e;
   }
-  send_all();
-  stream_error_.reset();
-  auto on = [this](const proto::FrameView& f) { return on_frame(f); };
+  last_io_ = std::chrono::steady_clock::now();
+}
+
+template <typename On>
+void Connection::read_replies(On& on) {
   // Frames kept from an earlier read (none in normal operation) come first.
   if (decoder_.paused()) {
     proto::DecodeError err = decoder_.resume(on);
@@ -338,7 +226,7 @@ void Connection::round_trip() {
   // of the daemon's CPU under load (perf). poll() waiters are only woken for the events
   // they asked for. After a read, the next one is tried without waiting first.
   bool readable = false;
-  while (pending_done_ < pending_count_ && !stream_error_) {
+  while (router_.outstanding() > 0 && !router_.stream_error()) {
     if (!readable) {
       pollfd p{fd_, POLLIN, 0};
       if (::poll(&p, 1, -1) < 0) {
@@ -358,133 +246,10 @@ void Connection::round_trip() {
     readable = true;
     if (n == 0) fail_io("reading a reply", 0);
     proto::DecodeError err = decoder_.feed(in_.data(), static_cast<std::size_t>(n), on);
-    if (err != proto::DecodeError::kOk && !stream_error_) {
+    if (err != proto::DecodeError::kOk && !router_.stream_error()) {
       fail(ErrorCategory::kProtocol, "malformed frame from dbmgrd at '" + label_ +
                                          "': " + std::string(proto::to_string(err)));
     }
-  }
-  if (stream_error_) {
-    broken_ = true;
-    throw *stream_error_;
-  }
-  last_io_ = std::chrono::steady_clock::now();
-}
-
-bool Connection::on_frame(const proto::FrameView& frame) {
-  auto protocol_error = [&](std::string what) {
-    stream_error_ = Error::client(ErrorCategory::kProtocol,
-                                  "dbmgrd at '" + label_ + "' sent " + std::move(what));
-    return false;
-  };
-  proto::Message msg;
-  proto::DecodeError err = proto::decode(frame, &msg);
-  if (err != proto::DecodeError::kOk) {
-    return protocol_error("a malformed " + std::string(proto::to_string(frame.header.type)) +
-                          " frame: " + std::string(proto::to_string(err)));
-  }
-  // Replies of different sessions may interleave: find the request this frame answers.
-  Pending* found = nullptr;
-  if (frame.header.request_id != 0) {
-    for (std::size_t i = 0; i < pending_count_; ++i) {
-      if (!pending_[i].done && pending_[i].request_id == frame.header.request_id) {
-        found = &pending_[i];
-        break;
-      }
-    }
-  }
-  // An error that names no pending request ends the connection: the daemon sends one with
-  // request id 0 before closing (protocol error, shutdown).
-  if (found == nullptr) {
-    if (const auto* e = std::get_if<proto::ErrorMsg>(&msg)) {
-      Error de = daemon_error(*e);
-      stream_error_ =
-          Error(de.category(), "dbmgrd at '" + label_ + "' closed the connection: " + de.message(),
-                de.sqlstate());
-      return false;
-    }
-    return protocol_error("an unexpected " + std::string(proto::to_string(frame.header.type)) +
-                          " frame (request id " + std::to_string(frame.header.request_id) + ")");
-  }
-  Pending& p = *found;
-  if (const auto* e = std::get_if<proto::ErrorMsg>(&msg)) {
-    p.error = daemon_error(*e);
-    p.done = true;
-    ++pending_done_;
-    // Only protocol errors close the connection; the daemon does so right after this one.
-    if (e->category == proto::ErrorCategory::kProtocol) broken_ = true;
-    return true;
-  }
-  auto unexpected = [&]() {
-    return protocol_error("a " + std::string(proto::to_string(frame.header.type)) +
-                          " frame where it was not expected (request id " +
-                          std::to_string(p.request_id) + ")");
-  };
-  switch (p.expect) {
-    case Expect::kHelloOk: {
-      const auto* h = std::get_if<proto::HelloOk>(&msg);
-      if (h == nullptr) return unexpected();
-      if (h->version < proto::kMinVersion || h->version > proto::kMaxVersion) {
-        return protocol_error("protocol version " + std::to_string(h->version) +
-                              ", which this client does not speak");
-      }
-      server_version_.assign(h->server_version);
-      // The daemon's limit, both ways: what we may send and what it may send us. The
-      // decoder applies it from the next frame on (this one is already whole).
-      max_frame_bytes_ = h->max_frame_bytes;
-      decoder_.set_max_frame_bytes(std::max(h->max_frame_bytes, proto::kDefaultMaxFrameBytes));
-      break;
-    }
-    case Expect::kOk:
-      if (!std::holds_alternative<proto::Ok>(msg)) return unexpected();
-      break;
-    case Expect::kPong:
-      if (!std::holds_alternative<proto::Pong>(msg)) return unexpected();
-      break;
-    case Expect::kAdmin: {
-      const auto* r = std::get_if<proto::AdminResult>(&msg);
-      if (r == nullptr) return unexpected();
-      if (p.text != nullptr) p.text->assign(r->json);
-      break;
-    }
-    case Expect::kInfo: {
-      const auto* r = std::get_if<proto::InfoResult>(&msg);
-      if (r == nullptr) return unexpected();
-      if (p.info != nullptr) {
-        p.info->type.assign(r->type);
-        p.info->name.assign(r->name);
-        p.info->uri.assign(r->uri);
-        p.info->pk_type.assign(r->pk_type);
-        p.info->pk_column_type.assign(r->pk_column_type);
-      }
-      break;
-    }
-    case Expect::kResult: {
-      if (const auto* c = std::get_if<proto::Columns>(&msg)) {
-        if (p.saw_columns || !ResultBuilder::columns(*p.result, c->columns)) return unexpected();
-        p.saw_columns = true;
-        return true;
-      }
-      if (const auto* r = std::get_if<proto::Rows>(&msg)) {
-        if (!ResultBuilder::rows(*p.result, *r)) {
-          return protocol_error("a row batch that does not match its column list");
-        }
-        return true;
-      }
-      const auto* done = std::get_if<proto::Complete>(&msg);
-      if (done == nullptr) return unexpected();
-      ResultBuilder::complete(*p.result, *done);
-      p.in_transaction = done->in_transaction;
-      break;
-    }
-  }
-  p.done = true;
-  ++pending_done_;
-  return true;
-}
-
-void Connection::throw_first_error() const {
-  for (std::size_t i = 0; i < pending_count_; ++i) {
-    if (pending_[i].error) throw *pending_[i].error;
   }
 }
 

@@ -1,21 +1,22 @@
-// detail::Connection: one blocking Unix-socket connection to dbmgrd, handshaken, with its
-// pipelined request/reply bookkeeping. Internal to libdbmgr (not installed).
+// detail::Connection: the blocking transport, one Unix-socket connection to dbmgrd,
+// handshaken, driven by poll() on the caller's thread. Internal to libdbmgr (not installed).
 //
-// A request batch is built in three steps: begin_batch(), then per request encode it with
-// encoder() and register what it expects back with expect(), then round_trip(), which
-// writes the whole batch with one send() and reads until every expected reply arrived,
-// matching each reply frame to its request by request id (replies of different sessions may
-// interleave, docs/protocol.md section 4; the frames of one reply arrive in order). Errors the
-// daemon reports are stored per request (pending(i).error) so the caller can tell, say, a failed
-// kOpen from a failed kExecute; round_trip() itself throws only when the connection is
-// unusable (socket error, EOF, malformed or unexpected frame), after marking it broken.
+// A request batch is built in three steps: begin_batch(), then per request encode it into
+// the Outbox (encoder()) and register the Pending that receives its reply with the router
+// (expect()), then round_trip(), which writes the whole batch with one send() and reads until
+// every registered reply arrived. The ReplyRouter matches each frame to its request by
+// request id (replies of different sessions may interleave, docs/protocol.md section 4);
+// there is no limit on how many requests a batch holds. Errors the daemon reports are stored
+// per request (Pending::error) so the caller can tell, say, a failed kOpen from a failed
+// kExecute; round_trip() itself throws only when the connection is unusable (socket error,
+// EOF, malformed or unexpected frame), after marking it broken.
 //
-// Buffers (the output vector, the read buffer, the decoder's assembly buffer and the
-// parameter scratch vector) live as long as the connection and are reused, so a steady
-// stream of requests allocates nothing but the Results' own storage.
+// Buffers (the output vector, the read buffer, the decoder's assembly buffer, the router's
+// table and the parameter scratch vector) live as long as the connection and are reused, so
+// a steady stream of requests allocates nothing but the Results' own storage.
 //
-// The connection also remembers the daemon-side session it keeps open (session_*), so the
-// next Session borrowing it with the same database/prefix/flags skips kOpen.
+// The connection also remembers the daemon-side session it keeps open (daemon_session_), so
+// the next Session borrowing it with the same database/prefix/flags skips kOpen.
 //
 // Thread-safety: none; a Connection is used by one Session (or one one-shot call) at a
 // time, which the manager's free list guarantees. pid() is the process that opened it;
@@ -24,62 +25,25 @@
 
 #include <sys/types.h>
 
-#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "dbmgr/error.hpp"
 #include "dbmgr/manager.hpp"
 #include "dbmgr/protocol/codec.hpp"
 #include "dbmgr/result.hpp"
+#include "session_core.hpp"
 
 namespace dbmgr::detail {
 
-// Copies decoded result frames into a Result (a friend of Result).
-class ResultBuilder {
+class Connection : public Outbox {
  public:
-  static void begin(Result& r);
-  // false: malformed (a second kColumns, or too many columns).
-  static bool columns(Result& r, const proto::ColumnList& cols);
-  // false: rows before kColumns, or a column count different from kColumns'.
-  static bool rows(Result& r, const proto::Rows& rows);
-  static void complete(Result& r, const proto::Complete& c);
-  // For tests: appends one cell to a Result being built by hand.
-  static void add_cell(Result& r, const proto::Value& v);
-  static void set_columns(Result& r, std::vector<std::string> names);
-  static void finish_rows(Result& r, std::size_t row_count) { r.row_count_ = row_count; }
-};
-
-// What a request expects back.
-enum class Expect : std::uint8_t {
-  kHelloOk,  // kHelloOk
-  kOk,       // kOk
-  kResult,   // [kColumns] kRows* kComplete
-  kInfo,     // kInfoResult
-  kPong,     // kPong
-  kAdmin,    // kAdminResult (its JSON text goes to Pending::text)
-};
-
-struct Pending {
-  std::uint32_t request_id = 0;
-  Expect expect = Expect::kOk;
-  Result* result = nullptr;      // kResult: filled as frames arrive
-  DatabaseInfo* info = nullptr;  // kInfo
-  std::string* text = nullptr;   // kAdmin: the JSON document
-  std::optional<Error> error;    // the daemon's kError for this request
-  bool in_transaction = false;   // kResult: from kComplete
-  bool done = false;
-  bool saw_columns = false;
-};
-
-class Connection {
- public:
-  static constexpr std::size_t kMaxPending = 4;
   static constexpr std::size_t kReadChunk = 64 * 1024;
 
   // Connects to `socket_path` and completes the handshake; throws dbmgr::Error.
@@ -110,55 +74,37 @@ class Connection {
   bool idle_and_alive(bool always_peek = false) const;
   // Closes the fd without writing anything (the connection belongs to another process).
   void abandon() noexcept;
+  // Hands the handshaken socket over (the async transport takes it); the Connection is then
+  // broken and closes nothing.
+  int release_fd() noexcept {
+    broken_ = true;
+    return std::exchange(fd_, -1);
+  }
 
   const std::string& label() const { return label_; }
-  std::uint32_t max_frame_bytes() const { return max_frame_bytes_; }
   const std::string& server_version() const { return server_version_; }
 
   // ---- building and running a batch ----
+  // Drops unsent output (a batch is built from empty).
   void begin_batch();
-  std::uint32_t next_request_id() {
-    return ++last_request_id_ == 0 ? ++last_request_id_ : last_request_id_;
+  std::uint32_t next_request_id() { return router_.next_request_id(); }
+  // Registers `p` for the reply of the request just encoded (see ReplyRouter::expect).
+  void expect(Pending& p, std::uint32_t request_id, Expect what, Result* result = nullptr,
+              DatabaseInfo* info = nullptr, std::string* text = nullptr) {
+    router_.expect(p, request_id, what, result, info, text);
   }
-  std::uint32_t new_session_id() {
-    return ++last_session_id_ == 0 ? ++last_session_id_ : last_session_id_;
-  }
-  proto::Encoder& encoder() { return encoder_; }
-  // Converts params into proto values (views into them) in a reused vector; throws
-  // dbmgr::Error (data) on text that is not UTF-8 or too many parameters.
-  const std::vector<proto::Value>& values(const Param* params, std::size_t count);
-  // Registers the reply the request just encoded expects; returns its index for pending().
-  std::size_t expect(std::uint32_t request_id, Expect what, Result* result = nullptr,
-                     DatabaseInfo* info = nullptr, std::string* text = nullptr);
-  // Throws dbmgr::Error (invalid_request) and drops the batch if the frame encoded since
-  // `frame_start` (an offset in the output) is larger than the daemon accepts.
-  void check_frame_size(std::size_t frame_start);
-  std::size_t output_size() const { return out_.size(); }
-  // Sends the batch and reads every expected reply (see the top of this file).
+  // Sends the batch and reads until every registered reply arrived (see the top).
   void round_trip();
-  const Pending& pending(std::size_t i) const { return pending_[i]; }
-  std::size_t pending_count() const { return pending_count_; }
-  // Throws the first daemon error of the batch, if any.
-  void throw_first_error() const;
 
-  // ---- the daemon-side session this socket keeps open (0: none) ----
-  std::uint32_t session_id_ = 0;
-  std::string session_database_;
-  std::string session_prefix_;
-  std::uint32_t session_flags_ = 0;
-  // The daemon answered killed/not_found for it: it must be closed and a new one opened.
-  bool session_dead_ = false;
-  bool session_matches(std::string_view database, std::string_view prefix,
-                       std::uint32_t flags) const {
-    return session_id_ != 0 && !session_dead_ && session_database_ == database &&
-           session_prefix_ == prefix && session_flags_ == flags;
-  }
+  // The daemon-side session this socket keeps open (id 0: none).
+  DaemonSession daemon_session_;
 
  private:
   Connection(int fd, std::string label);
   void handshake(std::string_view client_name);
   void send_all();
-  bool on_frame(const proto::FrameView& frame);
+  template <typename On>
+  void read_replies(On& on);
   [[noreturn]] void fail(ErrorCategory category, std::string message);
   [[noreturn]] void fail_io(const char* what, int err);
 
@@ -169,21 +115,10 @@ class Connection {
   std::string label_;
   bool broken_ = false;
   bool send_failed_ = false;
-  std::uint32_t max_frame_bytes_ = proto::kDefaultMaxFrameBytes;
   std::string server_version_;
-  std::uint32_t last_request_id_ = 0;
-  std::uint32_t last_session_id_ = 0;
 
-  std::vector<std::uint8_t> out_;
-  proto::Encoder encoder_{out_};
   std::vector<std::uint8_t> in_;
   proto::FrameDecoder decoder_;
-  std::vector<proto::Value> values_;
-
-  std::array<Pending, kMaxPending> pending_;
-  std::size_t pending_count_ = 0;
-  std::size_t pending_done_ = 0;         // requests whose reply has fully arrived
-  std::optional<Error> stream_error_;    // set by on_frame when the stream is unusable
 };
 
 }  // namespace dbmgr::detail

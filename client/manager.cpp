@@ -8,8 +8,10 @@
 #include <fstream>
 #include <utility>
 
+#include "async_op.hpp"
 #include "connection.hpp"
 #include "manager_core.hpp"
+#include "multiplexer.hpp"
 
 namespace dbmgr {
 namespace detail {
@@ -44,8 +46,33 @@ ManagerCore::ManagerCore(const Options& options)
       client_name_(options.client_name.empty() ? default_client_name() : options.client_name),
       database_(options.database),
       max_idle_(options.max_idle_connections),
+      async_io_thread_(options.async_io_thread),
       id_(g_next_manager_id.fetch_add(1)),
       prefix_(options.db_prefix) {}
+
+ManagerCore::~ManagerCore() {
+  if (!mux_) return;
+  if (mux_->pid() != ::getpid()) {
+    // Inherited through fork(): its thread does not exist here, and its socket is the
+    // parent's. Leave it (and its memory) alone.
+    new std::shared_ptr<Multiplexer>(std::move(mux_));
+    return;
+  }
+  mux_->stop();
+}
+
+std::shared_ptr<Multiplexer> ManagerCore::async_transport() {
+  std::lock_guard lock(mu_);
+  if (mux_ && mux_->pid() != ::getpid()) {
+    new std::shared_ptr<Multiplexer>(std::move(mux_));  // the parent's; see ~ManagerCore
+  }
+  if (mux_) {
+    std::lock_guard mux_lock(mux_->mu_);
+    if (mux_->broken_) mux_.reset();  // its sessions keep it until they are gone
+  }
+  if (!mux_) mux_ = Multiplexer::open(socket_path_, client_name_, async_io_thread_);
+  return mux_;
+}
 
 std::unique_ptr<Connection> ManagerCore::acquire(bool* fresh, bool after_dead_send) {
   std::vector<std::unique_ptr<Connection>> dead;  // closed after unlocking
@@ -193,8 +220,8 @@ Result DatabaseManager::execute(std::string_view sql, const std::vector<Param>& 
 
 namespace {
 
-// Sends one request on a pooled connection and waits for its reply: `queue(c)` encodes it
-// and registers what to expect. It is resent once, on a fresh connection, only when a
+// Sends one request on a pooled connection and waits for its reply: `queue(c, p)` encodes
+// it and registers `p` for what to expect. It is resent once, on a fresh connection, only when a
 // reused one failed before the daemon got any of it (it may have restarted meanwhile), so
 // nothing ever runs twice.
 template <typename Queue>
@@ -204,14 +231,15 @@ void request(detail::ManagerCore& core, Queue&& queue) {
     detail::Lease lease{core, core.acquire(&fresh, attempt > 0)};
     Connection& c = *lease.conn;
     c.begin_batch();
-    queue(c);
+    detail::Pending p;
+    queue(c, p);
     try {
       c.round_trip();
     } catch (const Error&) {
       if (attempt == 0 && !fresh && c.failed_before_sending()) continue;
       throw;
     }
-    c.throw_first_error();
+    if (p.error) throw *p.error;
     return;
   }
 }
@@ -223,13 +251,13 @@ Result DatabaseManager::one_shot(std::string_view sql, const Param* params, std:
   const std::uint32_t flags = access == Access::kReadOnly ? proto::kOpenReadOnly : 0;
   const std::string prefix = core_->prefix();
   Result result;
-  request(*core_, [&](Connection& c) {
+  request(*core_, [&](Connection& c, detail::Pending& p) {
     const std::vector<proto::Value>& values = c.values(params, count);
     std::uint32_t rid = c.next_request_id();
     std::size_t start = c.output_size();
     c.encoder().one_shot(rid, core_->database_, prefix, flags, sql, values.data(), values.size());
-    c.check_frame_size(start);
-    c.expect(rid, Expect::kResult, &result);
+    c.check_frame_size(start, start);
+    c.expect(p, rid, Expect::kResult, &result);
   });
   return result;
 }
@@ -237,14 +265,14 @@ Result DatabaseManager::one_shot(std::string_view sql, const Param* params, std:
 DatabaseInfo DatabaseManager::fetch_info(bool test_connection) {
   const std::string prefix = core_->prefix();
   DatabaseInfo info;
-  request(*core_, [&](Connection& c) {
+  request(*core_, [&](Connection& c, detail::Pending& p) {
     std::uint32_t rid = c.next_request_id();
     proto::Info req;
     req.database = core_->database_;
     req.prefix = prefix;
     req.flags = test_connection ? proto::kInfoTestConnection : 0;
     c.encoder().info(rid, req);
-    c.expect(rid, Expect::kInfo, nullptr, &info);
+    c.expect(p, rid, Expect::kInfo, nullptr, &info);
   });
   return info;
 }
@@ -263,12 +291,74 @@ DatabaseInfo DatabaseManager::info() {
 }
 
 void DatabaseManager::ping() {
-  request(*core_, [](Connection& c) {
+  request(*core_, [](Connection& c, detail::Pending& p) {
     std::uint32_t rid = c.next_request_id();
     c.encoder().empty(proto::MsgType::kPing, rid, 0);
-    c.expect(rid, Expect::kPong);
+    c.expect(p, rid, Expect::kPong);
   });
 }
+
+AsyncSession DatabaseManager::get_async_db(Access access) {
+  std::shared_ptr<detail::Multiplexer> mux = core_->async_transport();
+  return AsyncSession(std::make_shared<detail::AsyncSessionState>(std::move(mux), core_->database_,
+                                                                  core_->prefix(), access));
+}
+
+Async<Result> DatabaseManager::execute_async(std::string_view sql,
+                                             std::initializer_list<Param> params,
+                                             Access access) {
+  return one_shot_async(sql, params.begin(), params.size(), access);
+}
+
+Async<Result> DatabaseManager::execute_async(std::string_view sql,
+                                             const std::vector<Param>& params, Access access) {
+  return one_shot_async(sql, params.data(), params.size(), access);
+}
+
+Async<Result> DatabaseManager::one_shot_async(std::string_view sql, const Param* params,
+                                              std::size_t count, Access access) {
+  using detail::AsyncOp;
+  auto finished = [](Error e) {
+    AsyncOp* op = AsyncOp::finished(detail::OpKind::kOneShot, std::move(e));
+    op->refs_ = 1;
+    return Async<Result>(op);
+  };
+  std::shared_ptr<detail::Multiplexer> mux;
+  try {
+    mux = core_->async_transport();
+  } catch (const Error& e) {
+    return finished(e);
+  }
+  const std::uint32_t flags = access == Access::kReadOnly ? proto::kOpenReadOnly : 0;
+  const std::string prefix = core_->prefix();
+  AsyncOp* op;
+  {
+    std::lock_guard lock(mux->mu_);
+    if (mux->broken_) return finished(*mux->broken_);
+    try {
+      const std::vector<proto::Value>& values = mux->values(params, count);
+      std::uint32_t rid = mux->router().next_request_id();
+      std::size_t start = mux->output_size();
+      mux->encoder().one_shot(rid, core_->database_, prefix, flags, sql, values.data(),
+                              values.size());
+      mux->check_frame_size(start, start);
+      op = new AsyncOp(detail::OpKind::kOneShot, mux, nullptr);
+      mux->router().expect(op->req_.exec, rid, Expect::kResult, &op->result_);
+    } catch (const Error& e) {
+      return finished(e);
+    }
+    op->remaining_ = 1;
+    op->refs_ = 2;  // the handle's and the transport's
+  }
+  mux->wake();
+  return Async<Result>(op);
+}
+
+int DatabaseManager::async_socket() { return core_->async_transport()->socket(); }
+
+bool DatabaseManager::async_wants_write() { return core_->async_transport()->wants_write(); }
+
+void DatabaseManager::process_events() { core_->async_transport()->process_events(); }
 
 std::string DatabaseManager::prefix() const { return core_->prefix(); }
 const std::string& DatabaseManager::socket_path() const { return core_->socket_path_; }

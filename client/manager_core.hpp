@@ -21,8 +21,11 @@
 
 namespace dbmgr::detail {
 
+class Multiplexer;
+
 struct ManagerCore {
   explicit ManagerCore(const Options& options);
+  ~ManagerCore();  // stops the async transport: what is in flight on it fails
 
   // An idle connection that passed the liveness check, or a new one (then *fresh = true).
   // Dead, foreign-process and surplus connections met on the way are closed.
@@ -36,17 +39,22 @@ struct ManagerCore {
   void drop_inherited() noexcept;
   std::string prefix() const;
   std::size_t idle_count() const;
+  // The multiplexed socket of this manager's AsyncSessions, connected on first use and
+  // replaced when broken or inherited from a parent process; throws dbmgr::Error.
+  std::shared_ptr<Multiplexer> async_transport();
 
   const std::string socket_path_;
   const std::string client_name_;
   const std::string database_;
   const std::size_t max_idle_;
+  const bool async_io_thread_;
   const std::uint64_t id_;  // distinguishes managers in thread_session()'s per-thread table
 
   mutable std::mutex mu_;
   std::string prefix_;                             // guarded by mu_
   std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_; most recent last
   std::optional<DatabaseInfo> info_;               // guarded by mu_; for prefix_
+  std::shared_ptr<Multiplexer> mux_;               // guarded by mu_
 };
 
 // Where a client connects when Options::socket_path is empty.

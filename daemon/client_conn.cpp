@@ -139,7 +139,7 @@ void ClientConn::schedule_resume() {
 
 void ClientConn::update_reading() {
   if (closing_ || shutting_down_) return;
-  bool want = write_queue_bytes_ < kHighWater && pending_requests_ < kMaxPendingRequests;
+  bool want = write_queue_bytes_ < kHighWater && pending_requests_ < max_pending_requests();
   if (want) {
     // Frames kept by an earlier stop go first; with a resume queued (an admin document's
     // turn is over) they wait for it.
@@ -219,7 +219,7 @@ bool ClientConn::on_frame(const proto::FrameView& f) {
   }
   // Stop taking requests while a megabyte of replies waits (admin documents, results): the
   // rest stay in the decoder until the output drains (schedule_resume()).
-  return !closing_ && !shutting_down_ && pending_requests_ < kMaxPendingRequests &&
+  return !closing_ && !shutting_down_ && pending_requests_ < max_pending_requests() &&
          !output_full();
 }
 
@@ -363,6 +363,11 @@ void ClientConn::request_done(std::size_t payload_bytes) {
   if (!closing_) sync_held();
   // Called from inside sessions' callbacks: reading resumes on a later loop turn.
   if (!reading_ || decoder_.paused()) schedule_resume();
+}
+
+int ClientConn::max_pending_requests() const {
+  const int per_sessions = server_.settings().max_sessions_per_client;
+  return per_sessions > kMinPendingRequests / 2 ? 2 * per_sessions : kMinPendingRequests;
 }
 
 Status ClientConn::session_room() const {

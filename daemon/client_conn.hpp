@@ -51,7 +51,13 @@ class ClientConn final : private Deferred {
  public:
   static constexpr std::size_t kHighWater = 1024 * 1024;
   static constexpr std::size_t kLowWater = 256 * 1024;
-  static constexpr int kMaxPendingRequests = 4096;
+  // Requests queued behind their sessions at which reading stops: at least this many, and
+  // at least two per allowed session (max_pending_requests()). A request waiting for a pool
+  // lease counts, so a lower cap than the sessions a client may open lets waiters fill it:
+  // the commit that would free the lease is then never read (10,000 AsyncSessions on one
+  // socket waiting for the SQLite writer deadlocked until pool_timeout). Memory stays bounded
+  // by max_client_buffered_bytes, which counts the queued requests' bytes.
+  static constexpr int kMinPendingRequests = 4096;
   static constexpr std::size_t kMaxNameBytes = 64;  // of the client name in hello
 
   ClientConn(Server& server, std::uint64_t id);
@@ -121,6 +127,7 @@ class ClientConn final : private Deferred {
   bool account_input();
   std::size_t sync_held();  // account_input() without the limits
   Status session_room() const;  // max_sessions_per_client
+  int max_pending_requests() const;
   bool output_full() const { return write_queue_bytes_ + out_.size() >= kHighWater; }
 
   bool on_frame(const proto::FrameView& f);

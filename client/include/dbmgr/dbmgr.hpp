@@ -19,6 +19,7 @@
 #pragma once
 
 #include "dbmgr/admin.hpp"
+#include "dbmgr/async.hpp"
 #include "dbmgr/error.hpp"
 #include "dbmgr/manager.hpp"
 #include "dbmgr/result.hpp"

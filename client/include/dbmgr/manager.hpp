@@ -27,12 +27,14 @@
 #include <exception>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "dbmgr/async.hpp"
 #include "dbmgr/error.hpp"
 #include "dbmgr/result.hpp"
 #include "dbmgr/session.hpp"
@@ -53,6 +55,9 @@ struct Options {
   std::string client_name;
   // Idle socket connections kept for reuse; more are closed when returned.
   std::size_t max_idle_connections = 8;
+  // Async sessions: true, the library's own I/O thread drives their socket; false, the
+  // application does, by polling async_socket() and calling process_events() (no thread).
+  bool async_io_thread = true;
 };
 
 // What the daemon reports about the resolved database (see DESIGN section 6).
@@ -105,6 +110,32 @@ class DatabaseManager {
   Result execute(std::string_view sql, const std::vector<Param>& params,
                  Access access = Access::kReadWrite);
 
+  // An AsyncSession (dbmgr/async.hpp) on this manager's one multiplexed daemon socket, which
+  // the first call connects (throws dbmgr::Error if it cannot) and a broken one replaces.
+  AsyncSession get_async_db(Access access = Access::kReadWrite);
+  // Runs the coroutine f(AsyncSession&) (returning a Task<R> or another awaitable) in a
+  // transaction: commits when it returns (a failed commit fails the Task), rolls back and
+  // rethrows when it throws. The Task starts at once; the manager must outlive it.
+  template <typename F>
+  auto run_async(F f, Access access = Access::kReadWrite)
+      -> Task<decltype(std::declval<std::invoke_result_t<F&, AsyncSession&>&>().await_resume())>;
+  // A one-shot statement over the async transport: its own transaction, one round trip.
+  Async<Result> execute_async(std::string_view sql, std::initializer_list<Param> params = {},
+                              Access access = Access::kReadWrite);
+  Async<Result> execute_async(std::string_view sql, const std::vector<Param>& params,
+                              Access access = Access::kReadWrite);
+
+  // Driving the async socket from the application's own loop (Options::async_io_thread =
+  // false), as with libpq's PQsocket: poll async_socket() for reading (and for writing while
+  // async_wants_write()), then call process_events(), which writes what is queued, reads
+  // what arrived and completes those operations on the calling thread (coroutines resume
+  // inside it). Never blocks. The socket changes when a broken one is replaced by
+  // get_async_db(): ask again after it. Not reentrant (do not call it from a coroutine it
+  // resumes). Throws dbmgr::Error when the transport cannot be connected.
+  int async_socket();
+  bool async_wants_write();
+  void process_events();
+
   // Round trip to the daemon (kPing); throws dbmgr::Error if it does not answer.
   void ping();
 
@@ -122,6 +153,8 @@ class DatabaseManager {
 
  private:
   Result one_shot(std::string_view sql, const Param* params, std::size_t count, Access access);
+  Async<Result> one_shot_async(std::string_view sql, const Param* params, std::size_t count,
+                               Access access);
   DatabaseInfo fetch_info(bool test_connection);
 
   std::shared_ptr<detail::ManagerCore> core_;
@@ -152,6 +185,49 @@ std::invoke_result_t<F&, Session&> DatabaseManager::run(F&& f, Access access) {
     R result = produce();
     session.commit();
     return result;
+  }
+}
+
+template <typename F>
+auto DatabaseManager::run_async(F f, Access access)
+    -> Task<decltype(std::declval<std::invoke_result_t<F&, AsyncSession&>&>().await_resume())> {
+  using R = decltype(std::declval<std::invoke_result_t<F&, AsyncSession&>&>().await_resume());
+  AsyncSession session = get_async_db(access);
+  std::exception_ptr failure;
+  if constexpr (std::is_void_v<R>) {
+    try {
+      co_await f(session);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) {
+      try {
+        co_await session.rollback();
+      } catch (...) {
+      }
+      co_await session.close();
+      std::rethrow_exception(failure);
+    }
+    co_await session.commit();
+    co_await session.close();
+  } else {
+    std::optional<R> result;
+    try {
+      result.emplace(co_await f(session));
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) {
+      try {
+        co_await session.rollback();
+      } catch (...) {
+      }
+      co_await session.close();
+      std::rethrow_exception(failure);
+    }
+    co_await session.commit();
+    co_await session.close();
+    co_return std::move(*result);
   }
 }
 

@@ -30,6 +30,7 @@
 #include <exception>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,13 +41,95 @@
 
 namespace dbmgr {
 
-namespace detail {
-class Connection;
-struct ManagerCore;
-}  // namespace detail
-
 // Whether a session may write. Read-only sessions let SQLite run them on reader connections.
 enum class Access : std::uint8_t { kReadWrite, kReadOnly };
+
+namespace detail {
+class Connection;
+class Outbox;
+struct DaemonSession;
+struct ExecuteRequests;
+struct ManagerCore;
+struct Pending;
+
+// The states of a session (Session or AsyncSession); one transition happens per outcome.
+enum class SessionState : std::uint8_t {
+  kIdle,           // no transaction; the next execute() begins one
+  kInTransaction,  // statements ran; commit() or rollback() ends it
+  kFailed,         // the daemon reported an error and rolled back; awaiting rollback()
+  kBroken,         // the socket broke or belongs to another process; awaiting rollback()
+  kClosed,         // closed or moved from; holds no connection
+};
+
+// The session core shared by Session and AsyncSession: what a session sends for execute,
+// commit and rollback, and how each outcome moves its state. It does no I/O: it encodes
+// requests into a transport's Outbox and registers their Pendings with its router, and
+// reads the Pendings back once the transport has the replies. Defined in
+// client/session_core.cpp; not part of the API (its layout is here so a Session holds it
+// without an allocation).
+class SessionCore {
+ public:
+  SessionCore() = default;
+  SessionCore(std::string database, std::string prefix, Access access)
+      : database_(std::move(database)),
+        prefix_(std::move(prefix)),
+        access_(access),
+        state_(SessionState::kIdle) {}
+
+  SessionState state() const { return state_; }
+  const std::string& database() const { return database_; }
+  const std::string& prefix() const { return prefix_; }
+  Access access() const { return access_; }
+  std::uint32_t open_flags() const;
+
+  // The error execute() and commit() give in the failed and broken states.
+  Error broken_error() const;
+  // Throws what execute() on a closed, failed or broken session throws.
+  void check_usable() const;
+
+  // Encodes [kClose dead/other session] [kOpen] kExecute for `ds` (one write) and registers
+  // their replies in `req`. Throws (nothing encoded, nothing registered) on parameters that
+  // do not travel or a frame over the daemon's limit.
+  void send_execute(Outbox& out, DaemonSession& ds, ExecuteRequests& req, std::string_view sql,
+                    const Param* params, std::size_t count, Result* result) const;
+  // Moves the state by the replies of send_execute(). Returns the error to report, if any;
+  // *retry: the daemon session was gone (killed, unknown) while no transaction was open, so
+  // the statement may be sent again (it reopens) when `may_retry`.
+  std::optional<Error> on_execute_replies(const ExecuteRequests& req, DaemonSession& ds,
+                                          bool may_retry, bool* retry);
+  // The socket broke under an execute: an open transaction is lost.
+  void on_execute_lost(const Error& e);
+
+  // commit(): true when a kCommit must be sent (a transaction is open).
+  bool needs_commit() const { return state_ == SessionState::kInTransaction; }
+  void send_commit(Outbox& out, const DaemonSession& ds, Pending& p) const;
+  std::optional<Error> on_commit_reply(const Pending& p);
+  // The socket broke during COMMIT: the outcome is unknown; returns the error to report.
+  Error on_commit_lost(const Error& e);
+
+  // rollback(): moves to idle; true when a kRollback must be sent on `ds` (null: none).
+  bool begin_rollback(const DaemonSession* ds);
+  void send_rollback(Outbox& out, const DaemonSession& ds, Pending& p) const;
+  // An error to report (the caller then forgets the daemon session), or none (a killed or
+  // unknown session: nothing was left to roll back; `ds` is marked dead).
+  std::optional<Error> on_rollback_reply(const Pending& p, DaemonSession& ds);
+
+  void set_state(SessionState s) { state_ = s; }
+  void set_broken(std::string why) {
+    state_ = SessionState::kBroken;
+    failure_ = std::move(why);
+  }
+  void clear_failure() { failure_.clear(); }
+
+ private:
+  std::string database_;
+  std::string prefix_;
+  Access access_ = Access::kReadWrite;
+  SessionState state_ = SessionState::kClosed;
+  std::string failure_;  // what() of the error that failed or broke the transaction
+};
+
+}  // namespace detail
 
 class Session {
  public:
@@ -74,15 +157,18 @@ class Session {
   void close() noexcept;
 
   // A transaction is open (a statement ran and neither commit nor rollback ended it).
-  bool in_transaction() const { return state_ == State::kInTransaction; }
+  bool in_transaction() const { return txn_.state() == detail::SessionState::kInTransaction; }
   // The last statement or commit failed and rollback() has not been called yet.
-  bool failed() const { return state_ == State::kFailed || state_ == State::kBroken; }
+  bool failed() const {
+    return txn_.state() == detail::SessionState::kFailed ||
+           txn_.state() == detail::SessionState::kBroken;
+  }
   // Not closed (and not moved from).
-  bool is_open() const { return state_ != State::kClosed; }
-  Access access() const { return access_; }
+  bool is_open() const { return txn_.state() != detail::SessionState::kClosed; }
+  Access access() const { return txn_.access(); }
   // The database and prefix this session was opened for (empty database: the default).
-  const std::string& database() const { return database_; }
-  const std::string& prefix() const { return prefix_; }
+  const std::string& database() const { return txn_.database(); }
+  const std::string& prefix() const { return txn_.prefix(); }
 
  protected:
   friend class DatabaseManager;
@@ -92,30 +178,15 @@ class Session {
   void rollback_noexcept() noexcept;
 
  private:
-  // The states of a Session; one transition happens per request outcome.
-  enum class State : std::uint8_t {
-    kIdle,           // no transaction; the next execute() begins one
-    kInTransaction,  // statements ran; commit() or rollback() ends it
-    kFailed,         // the daemon reported an error and rolled back; awaiting rollback()
-    kBroken,         // the socket broke or belongs to another process; awaiting rollback()
-    kClosed,         // closed or moved from; holds no connection
-  };
-
   void detect_fork();
-  void check_usable();
   void forget_inherited_connection() noexcept;  // init_worker()
   void acquire_connection(bool* fresh, bool after_dead_send = false);
   void release_connection() noexcept;
   void drop_connection() noexcept;
-  Error broken_error() const;
 
   std::shared_ptr<detail::ManagerCore> core_;
   std::unique_ptr<detail::Connection> conn_;  // borrowed from core_ while open
-  std::string database_;
-  std::string prefix_;
-  Access access_ = Access::kReadWrite;
-  State state_ = State::kClosed;
-  std::string failure_;  // what() of the error that failed or broke the transaction
+  detail::SessionCore txn_;                   // the transaction state and its transitions
 };
 
 // The scope object of DatabaseManager::get_db(): a Session that commits when it leaves its
