@@ -301,7 +301,11 @@ class Connection:
         self._autocommit = bool(autocommit)
         self._session = None
         self._closed = False
-        # Opening the session reaches the daemon: no daemon is an OperationalError here.
+        # A ping reaches the daemon (one round trip): no daemon is an OperationalError
+        # here, not at the first execute.
+        err = ctypes.c_void_p()
+        if _capi.manager_ping(self._manager, ctypes.byref(err)) != 0:
+            _raise_from(_capi.take_error(err))
         self._open_session()
 
     def _open_session(self):
