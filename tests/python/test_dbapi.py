@@ -393,3 +393,42 @@ def test_two_connections_two_threads(daemon, table):
         cur = c.cursor()
         cur.execute("SELECT t, count(*), CAST(sum(i) AS BIGINT) FROM %s GROUP BY t ORDER BY t" % table)
         assert cur.fetchall() == [(0, 50, 1225), (1, 50, 1225)]
+
+
+def test_fork_child_uses_its_own_daemon_connection(daemon, table):
+    # The package's managers are shared per process and inherited by a child; the child
+    # calls dbmgr_manager_init_worker (os.register_at_fork) and the library itself also
+    # tells an inherited daemon connection: parent and child both keep working. (This
+    # test passes without the package's hook too.) The parent reads before the fork: a
+    # read-write SQLite session would hold the writer.
+    with daemon.connect() as c:
+        c.cursor().execute("CREATE TABLE %s (who TEXT)" % table)
+    parent = daemon.connect(read_only=True)
+    try:
+        _fork_and_check(daemon, table, parent)
+    finally:
+        parent.close()
+
+
+def _fork_and_check(daemon, table, parent):
+    cur = parent.cursor()
+    cur.execute("SELECT count(*) FROM %s" % table)
+    assert cur.fetchone() == (0,)
+    parent.rollback()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with daemon.connect() as c:
+                c.cursor().execute("INSERT INTO %s VALUES (?)" % table, ("child",))
+            code = 0
+        except BaseException as e:  # noqa: BLE001 (reported by the parent's assert)
+            os.write(2, ("child: %r\n" % e).encode())
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    with daemon.connect() as c:
+        c.cursor().execute("INSERT INTO %s VALUES (?)" % table, ("parent",))
+    cur.execute("SELECT who FROM %s ORDER BY who" % table)
+    assert cur.fetchall() == [("child",), ("parent",)]
