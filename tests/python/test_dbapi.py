@@ -432,3 +432,24 @@ def _fork_and_check(daemon, table, parent):
         c.cursor().execute("INSERT INTO %s VALUES (?)" % table, ("parent",))
     cur.execute("SELECT who FROM %s ORDER BY who" % table)
     assert cur.fetchall() == [("child",), ("parent",)]
+
+
+def test_library_lookup_order(tmp_path):
+    from dbmgr import _capi
+    assert _capi._candidates({"DBMGR_LIBRARY": "/x/libdbmgr.so.0"}, str(tmp_path)) == \
+        (["/x/libdbmgr.so.0"], True)
+    # Not a source tree: the system's library only.
+    names, explicit = _capi._candidates({}, str(tmp_path))
+    assert not explicit and names[0] == "libdbmgr.so.0"
+    # A source tree with both builds: build/ first, then build-test/, then the system's.
+    (tmp_path / "client" / "include" / "dbmgr").mkdir(parents=True)
+    (tmp_path / "client" / "include" / "dbmgr" / "dbmgr.h").write_text("")
+    for b in ("build", "build-test", "build-asan"):
+        (tmp_path / b / "client").mkdir(parents=True)
+        (tmp_path / b / "client" / "libdbmgr.so.0").write_text("")
+    names, _ = _capi._candidates({}, str(tmp_path))
+    assert names[:3] == [str(tmp_path / "build" / "client" / "libdbmgr.so.0"),
+                         str(tmp_path / "build-test" / "client" / "libdbmgr.so.0"),
+                         "libdbmgr.so.0"]
+    # The tests themselves load the library they were given.
+    assert _capi.library_path == os.environ["DBMGR_LIBRARY"]

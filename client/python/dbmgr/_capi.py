@@ -55,13 +55,15 @@ class Info(ctypes.Structure):
     ]
 
 
-def _candidates():
-    env = os.environ.get("DBMGR_LIBRARY")
+def _candidates(environ=os.environ, root=None):
+    """The names to try, in order, and whether the first was asked for explicitly."""
+    env = environ.get("DBMGR_LIBRARY")
     if env:
         return [env], True
     out = []
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.normpath(os.path.join(here, "..", "..", ".."))
+    if root is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        root = os.path.normpath(os.path.join(here, "..", "..", ".."))
     if os.path.isfile(os.path.join(root, "client", "include", "dbmgr", "dbmgr.h")):
         for build in ("build", "build-test"):
             p = os.path.join(root, build, "client", "libdbmgr.so.0")
