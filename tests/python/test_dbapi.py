@@ -135,6 +135,14 @@ def test_int_out_of_range(daemon):
             cur.execute("SELECT ?", (-2**63 - 1,))
         with pytest.raises(dbmgr.ProgrammingError):
             cur.execute("SELECT ?", (object(),))
+        with pytest.raises(dbmgr.DataError):
+            cur.execute("SELECT ?", (decimal.Decimal("NaN"),))
+        with pytest.raises(dbmgr.DataError):
+            cur.execute("SELECT ?", (decimal.Decimal("-Infinity"),))
+        with pytest.raises(dbmgr.ProgrammingError):
+            cur.execute("SELECT ?", {"a": 1})
+        with pytest.raises(dbmgr.ProgrammingError):
+            cur.execute("SELECT ?", "a")
         cur.execute("SELECT ?", (-2**63,))
         assert cur.fetchone() == (-2**63,)
 
@@ -142,6 +150,9 @@ def test_int_out_of_range(daemon):
 def test_description_and_fetch_sizes(daemon, table):
     with daemon.connect() as c:
         cur = c.cursor()
+        assert cur.rowcount == -1 and cur.description is None and cur.lastrowid is None
+        cur.setinputsizes([None])
+        cur.setoutputsize(10)
         cur.execute("CREATE TABLE %s (id BIGINT PRIMARY KEY, name TEXT, score %s)"
                     % (table, "REAL" if daemon.engine == "sqlite" else "DOUBLE PRECISION"))
         assert cur.description is None
@@ -259,6 +270,7 @@ def test_integrity_error_then_usable(daemon, table):
             cur.execute("INSERT INTO %s VALUES (1)" % table)
         err = e.value
         assert err.category == "constraint"
+        assert isinstance(err, c.IntegrityError) and c.IntegrityError is dbmgr.IntegrityError
         assert err.sqlstate is not None and err.sqlstate.startswith("23"), err.sqlstate
         if daemon.engine == "postgresql":
             assert err.sqlstate == "23505" and err.pgcode == "23505"
@@ -327,6 +339,15 @@ def test_autocommit_is_one_shot(daemon, table):
         assert a.autocommit
     finally:
         a.close()
+
+
+def test_connections_share_a_manager(daemon):
+    from dbmgr import _capi
+    with daemon.connect():
+        before = len(_capi._managers)
+    with daemon.connect() as a, daemon.connect() as b:
+        assert a._manager.value == b._manager.value
+    assert len(_capi._managers) == before
 
 
 def test_no_daemon_is_operational_error(tmp_path):
