@@ -474,3 +474,29 @@ def test_library_lookup_order(tmp_path):
                          "libdbmgr.so.0"]
     # The tests themselves load the library they were given.
     assert _capi.library_path == os.environ["DBMGR_LIBRARY"]
+
+
+def _python_blocks(path):
+    text = open(os.path.join(os.path.dirname(__file__), "..", "..", path)).read()
+    blocks = []
+    while "```python\n" in text:
+        text = text.split("```python\n", 1)[1]
+        block, text = text.split("```", 1)
+        blocks.append(block)
+    return blocks
+
+
+@pytest.mark.parametrize("own_daemon", ["sqlite"], indirect=True)
+def test_doc_examples_run(own_daemon, monkeypatch, capsys):
+    # README's and docs/python.md's Python snippets, as written, against a real dbmgrd
+    # named by DBMGR_SOCKET (the snippets give no socket).
+    monkeypatch.setenv("DBMGR_SOCKET", own_daemon.socket)
+    doc = _python_blocks("docs/python.md")
+    readme = _python_blocks("README.md")
+    assert len(doc) == 1 and len(readme) == 1
+    exec(compile(doc[0], "docs/python.md", "exec"), {})
+    assert capsys.readouterr().out == "id (1, 'ann')\n"
+    with own_daemon.connect(database="app", prefix="test") as c:
+        c.cursor().execute("DELETE FROM users")
+    exec(compile(readme[0], "README.md", "exec"), {})
+    assert capsys.readouterr().out == "('ann',)\n"

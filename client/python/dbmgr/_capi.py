@@ -172,7 +172,9 @@ _managers_lock = threading.Lock()
 
 
 def manager(socket_path, database, prefix, client_name):
-    key = (socket_path, database, prefix, client_name)
+    # The library reads $DBMGR_SOCKET when no socket is given: so does the key, so that a
+    # changed environment does not reuse a manager of another daemon.
+    key = (socket_path or os.environ.get("DBMGR_SOCKET") or None, database, prefix, client_name)
     with _managers_lock:
         m = _managers.get(key)
         if m is not None:
