@@ -4,6 +4,7 @@ started by the tests themselves. Run by meson test python_dbapi (tests/python/me
 
 import os
 import signal
+import socket as socketlib
 import subprocess
 import tempfile
 import time
@@ -39,14 +40,25 @@ class Daemon:
             [os.environ["DBMGRD"], "--socket", self.socket, "--log-level", "warn"],
             cwd=self.dir, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        # Await the socket (the daemon creates it once it listens), bounded.
-        while not os.path.exists(self.socket):
+        # Await the daemon accepting connections (the socket file exists from bind(), a
+        # moment before listen()), bounded.
+        while not self._accepts():
             if self.proc.poll() is not None:
                 raise RuntimeError("dbmgrd exited: " + self.read_log())
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("dbmgrd did not listen in 10 s: " + self.read_log())
             time.sleep(0.01)
+
+    def _accepts(self):
+        s = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        try:
+            s.connect(self.socket)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def read_log(self):
         with open(os.path.join(self.dir, "dbmgrd.log"), "rb") as f:

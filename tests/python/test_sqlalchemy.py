@@ -57,3 +57,17 @@ def test_orm_model_and_session(daemon, table):
     with engine.connect() as c:
         assert not sqlalchemy.inspect(c).has_table(table)
     engine.dispose()
+
+
+def test_url_read_only_and_client_name(daemon, table):
+    with daemon.connect() as c:
+        c.cursor().execute("CREATE TABLE %s (id BIGINT)" % table)
+    engine = create_engine(_url(daemon) + "&read_only=true&client_name=sa-test", future=True)
+    args = engine.dialect.create_connect_args(engine.url)[1]
+    assert args["read_only"] is True and args["client_name"] == "sa-test"
+    with engine.connect() as c:
+        assert c.exec_driver_sql("SELECT count(*) FROM %s" % table).scalar() == 0
+        with pytest.raises(sqlalchemy.exc.OperationalError) as e:
+            c.exec_driver_sql("INSERT INTO %s VALUES (1)" % table)
+        assert e.value.orig.category == "read_only"
+    engine.dispose()
