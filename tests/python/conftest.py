@@ -3,6 +3,7 @@ and one on the test suite's PostgreSQL (DBMGR_TEST_PG_* from scripts/test-server
 started by the tests themselves. Run by meson test python_dbapi (tests/python/meson.build)."""
 
 import os
+import shutil
 import signal
 import socket as socketlib
 import subprocess
@@ -89,7 +90,12 @@ class Daemon:
                 self.proc.kill()
                 raise
             assert rc == 0, "dbmgrd did not exit cleanly: " + self.read_log()
+        self.close()
+
+    def close(self):
+        """Removes the daemon's folder (its socket, log and SQLite files)."""
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _engines():
@@ -116,6 +122,8 @@ def own_daemon(request):
     yield d
     if d.proc.poll() is None:
         d.stop()
+    else:
+        d.close()
 
 
 _counter = [0]
