@@ -1,0 +1,73 @@
+"""The SQLAlchemy dialects sqlite+dbmgr and postgresql+dbmgr with an ORM model and a
+Session, through a real dbmgrd (issue 15). SQLAlchemy 1.4 from Debian 12."""
+
+import os
+import urllib.parse
+
+import pytest
+import sqlalchemy
+from sqlalchemy import Column, Integer, String, create_engine, func, select
+from sqlalchemy.orm import Session, declarative_base
+
+import dbmgr
+import dbmgr.sqlalchemy
+
+dbmgr.sqlalchemy.register()
+
+
+def _url(daemon):
+    q = {"socket": daemon.socket}
+    if daemon.engine == "sqlite":
+        q["prefix"] = "test"
+        return "sqlite+dbmgr:///pytest?" + urllib.parse.urlencode(q)
+    return "postgresql+dbmgr:///%s?%s" % (os.environ["DBMGR_TEST_PG_DB"], urllib.parse.urlencode(q))
+
+
+def test_orm_model_and_session(daemon, table):
+    engine = create_engine(_url(daemon), future=True)
+    assert engine.dialect.driver == "dbmgr"
+    assert engine.dialect.name == daemon.engine
+    assert isinstance(engine.pool, sqlalchemy.pool.NullPool)
+    Base = declarative_base()
+
+    class User(Base):
+        __tablename__ = table
+        id = Column(Integer, primary_key=True)
+        email = Column(String(100), nullable=False, unique=True)
+
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add_all([User(email="ann@example.org"), User(email="bob@example.org")])
+        s.commit()
+    with Session(engine) as s:
+        s.add(User(email="eve@example.org"))
+        s.flush()
+        s.rollback()
+    with Session(engine) as s:
+        users = s.scalars(select(User).order_by(User.id)).all()
+        assert [(u.id, u.email) for u in users] == [(1, "ann@example.org"), (2, "bob@example.org")]
+        s.add(User(email="ann@example.org"))
+        with pytest.raises(sqlalchemy.exc.IntegrityError) as e:
+            s.commit()
+        assert isinstance(e.value.orig, dbmgr.IntegrityError)
+        assert e.value.orig.sqlstate.startswith("23")
+        s.rollback()
+        assert s.scalar(select(func.count()).select_from(User)) == 2
+    Base.metadata.drop_all(engine)
+    with engine.connect() as c:
+        assert not sqlalchemy.inspect(c).has_table(table)
+    engine.dispose()
+
+
+def test_url_read_only_and_client_name(daemon, table):
+    with daemon.connect() as c:
+        c.cursor().execute("CREATE TABLE %s (id BIGINT)" % table)
+    engine = create_engine(_url(daemon) + "&read_only=true&client_name=sa-test", future=True)
+    args = engine.dialect.create_connect_args(engine.url)[1]
+    assert args["read_only"] is True and args["client_name"] == "sa-test"
+    with engine.connect() as c:
+        assert c.exec_driver_sql("SELECT count(*) FROM %s" % table).scalar() == 0
+        with pytest.raises(sqlalchemy.exc.OperationalError) as e:
+            c.exec_driver_sql("INSERT INTO %s VALUES (1)" % table)
+        assert e.value.orig.category == "read_only"
+    engine.dispose()
