@@ -61,7 +61,11 @@ start sqlite
 DBMGR_SOCKET=$tmp/sqlite.sock "$tmp/c_api_test" sqlite capi test
 stop
 
-: "${DBMGR_TEST_PG_HOST:?PostgreSQL test server not set up (scripts/test-servers.sh start DIR pg)}"
+if [[ -z ${DBMGR_TEST_PG_HOST:-} ]]; then
+  # docs/testing.md: a test whose server is not set up skips (meson: 77), after what it could do.
+  echo "run.sh: the SQLite part passed; PostgreSQL skipped: no DBMGR_TEST_PG_* (scripts/test-servers.sh start DIR pg)"
+  exit 77
+fi
 export DATABASE_TYPE=postgresql DATABASE_HOST=$DBMGR_TEST_PG_HOST DATABASE_PORT=$DBMGR_TEST_PG_PORT \
   DATABASE_USER=$DBMGR_TEST_PG_USER DATABASE_PASSWORD=$DBMGR_TEST_PG_PASSWORD \
   DATABASE_NAME=$DBMGR_TEST_PG_DB
