@@ -127,20 +127,24 @@ void Multiplexer::complete_ready(std::unique_lock<std::mutex>& lock) {
   }
 }
 
-void Multiplexer::read_locked(bool drain) {
+void Multiplexer::feed_locked(std::size_t n) {
   auto on_frame = [this](const proto::FrameView& f) { return router_.on_frame(f); };
+  proto::DecodeError e = decoder_.feed(in_.data(), n, on_frame);
+  if (router_.stream_error()) {
+    fail_locked(*router_.stream_error());
+  } else if (e != proto::DecodeError::kOk) {
+    fail_locked(Error::client(ErrorCategory::kProtocol, "malformed frame from dbmgrd at '" +
+                                                            label_ + "': " +
+                                                            std::string(proto::to_string(e))));
+  }
+}
+
+void Multiplexer::read_locked(bool drain) {
   while (!broken_) {
     ssize_t n = ::recv(fd_, in_.data(), in_.size(), MSG_DONTWAIT);
     int err = errno;
     if (n > 0) {
-      proto::DecodeError e = decoder_.feed(in_.data(), static_cast<std::size_t>(n), on_frame);
-      if (router_.stream_error()) {
-        fail_locked(*router_.stream_error());
-      } else if (e != proto::DecodeError::kOk) {
-        fail_locked(Error::client(ErrorCategory::kProtocol,
-                                  "malformed frame from dbmgrd at '" + label_ +
-                                      "': " + std::string(proto::to_string(e))));
-      }
+      feed_locked(static_cast<std::size_t>(n));
       if (!drain || static_cast<std::size_t>(n) < in_.size()) return;
     } else if (n == 0) {
       fail_locked(Error::client(ErrorCategory::kConnection,
@@ -174,7 +178,6 @@ void Multiplexer::process_events() {
 void Multiplexer::run() {
   io_thread_id_ = std::this_thread::get_id();
   std::shared_ptr<Multiplexer> self = std::move(self_);  // keeps this alive until the end
-  auto on_frame = [this](const proto::FrameView& f) { return router_.on_frame(f); };
   std::unique_lock lock(mu_);
   while (!broken_) {
     if (stop_) {
@@ -205,14 +208,7 @@ void Multiplexer::run() {
       int err = errno;
       lock.lock();
       if (n > 0) {
-        proto::DecodeError e = decoder_.feed(in_.data(), static_cast<std::size_t>(n), on_frame);
-        if (router_.stream_error()) {
-          fail_locked(*router_.stream_error());
-        } else if (e != proto::DecodeError::kOk) {
-          fail_locked(Error::client(ErrorCategory::kProtocol,
-                                    "malformed frame from dbmgrd at '" + label_ +
-                                        "': " + std::string(proto::to_string(e))));
-        }
+        feed_locked(static_cast<std::size_t>(n));
       } else if (n == 0) {
         fail_locked(Error::client(ErrorCategory::kConnection,
                                   "connection to dbmgrd at '" + label_ +

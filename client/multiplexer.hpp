@@ -75,6 +75,7 @@ class Multiplexer : public Outbox, public std::enable_shared_from_this<Multiplex
   bool flush_locked();
   void complete_ready(std::unique_lock<std::mutex>& lock);
   // Under mu_: reads what the socket has (all of it when `drain`), feeds the router.
+  void feed_locked(std::size_t n);  // decode n bytes of in_; a bad stream fails all
   void read_locked(bool drain);
 
   int fd_;
