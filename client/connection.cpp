@@ -162,19 +162,32 @@ void Connection::fail_io(const char* what, int err) {
   fail(ErrorCategory::kConnection, std::move(msg));
 }
 
-void Connection::send_all() {
+template <typename On>
+void Connection::send_all(On& on) {
   if (fd_ < 0)
     fail(ErrorCategory::kConnection, "connection to dbmgrd at '" + label_ + "' is closed");
+  // A batch larger than the socket's buffer (a long pipeline) is written as the daemon reads
+  // it, and its replies are read meanwhile: the daemon stops reading a client whose replies
+  // pile up, so a client that only wrote would wait for it forever.
   std::size_t sent = 0;
   while (sent < out_.size()) {
-    ssize_t n = ::send(fd_, out_.data() + sent, out_.size() - sent, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
+    ssize_t n = ::send(fd_, out_.data() + sent, out_.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
       int err = errno;
       if (sent == 0) send_failed_ = true;
       fail_io("sending a request", err == EPIPE ? 0 : err);
     }
-    sent += static_cast<std::size_t>(n);
+    pollfd p{fd_, POLLIN | POLLOUT, 0};
+    if (::poll(&p, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      fail_io("sending a request", errno);
+    }
+    if ((p.revents & POLLIN) != 0) read_once(on);
   }
   out_.clear();
 }
@@ -191,9 +204,9 @@ void Connection::round_trip() {
                                            "' belongs to process " + std::to_string(pid_) +
                                            " (used after fork)");
     }
-    send_all();
     router_.clear_stream_error();
     auto on = [this](const proto::FrameView& f) { return router_.on_frame(f); };
+    send_all(on);
     read_replies(on);
   } catch (const Error& e) {
     router_.fail_all(e);
@@ -234,23 +247,27 @@ void Connection::read_replies(On& on) {
         fail_io("waiting for a reply", errno);
       }
     }
-    ssize_t n = ::recv(fd_, in_.data(), in_.size(), MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        readable = false;
-        continue;
-      }
-      fail_io("reading a reply", errno);
-    }
-    readable = true;
-    if (n == 0) fail_io("reading a reply", 0);
-    proto::DecodeError err = decoder_.feed(in_.data(), static_cast<std::size_t>(n), on);
-    if (err != proto::DecodeError::kOk && !router_.stream_error()) {
-      fail(ErrorCategory::kProtocol, "malformed frame from dbmgrd at '" + label_ +
-                                         "': " + std::string(proto::to_string(err)));
-    }
+    readable = read_once(on);
   }
+}
+
+template <typename On>
+bool Connection::read_once(On& on) {
+  ssize_t n;
+  do {
+    n = ::recv(fd_, in_.data(), in_.size(), MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    fail_io("reading a reply", errno);
+  }
+  if (n == 0) fail_io("reading a reply", 0);
+  proto::DecodeError err = decoder_.feed(in_.data(), static_cast<std::size_t>(n), on);
+  if (err != proto::DecodeError::kOk && !router_.stream_error()) {
+    fail(ErrorCategory::kProtocol, "malformed frame from dbmgrd at '" + label_ +
+                                       "': " + std::string(proto::to_string(err)));
+  }
+  return true;
 }
 
 }  // namespace dbmgr::detail

@@ -102,7 +102,11 @@ class Connection : public Outbox {
  private:
   Connection(int fd, std::string label);
   void handshake(std::string_view client_name);
-  void send_all();
+  template <typename On>
+  void send_all(On& on);
+  // One non-blocking read fed to the decoder; false when nothing was there.
+  template <typename On>
+  bool read_once(On& on);
   template <typename On>
   void read_replies(On& on);
   [[noreturn]] void fail(ErrorCategory category, std::string message);

@@ -81,17 +81,14 @@ void Session::forget_inherited_connection() noexcept {
   }
 }
 
-Result Session::execute(std::string_view sql, const Param* params, std::size_t count) {
-  detect_fork();
-  txn_.check_usable();
-  Result result;
+template <typename Send, typename Replies, typename Lost>
+void Session::exchange(Send&& send, Replies&& replies, Lost&& lost) {
   for (int attempt = 0;; ++attempt) {
     bool fresh = false;
     acquire_connection(&fresh, attempt > 0);
     Connection& c = *conn_;
     c.begin_batch();
-    detail::ExecuteRequests req;
-    txn_.send_execute(c, c.daemon_session_, req, sql, params, count, &result);
+    send(c);
     try {
       c.round_trip();
     } catch (const Error& e) {
@@ -101,16 +98,95 @@ Result Session::execute(std::string_view sql, const Param* params, std::size_t c
           attempt == 0 && !fresh && txn_.state() == State::kIdle && c.failed_before_sending();
       drop_connection();
       if (retry) continue;
-      txn_.on_execute_lost(e);
-      throw;
+      throw lost(e);
     }
     bool retry = false;
-    std::optional<Error> error =
-        txn_.on_execute_replies(req, c.daemon_session_, attempt == 0, &retry);
+    std::optional<Error> error = replies(c, attempt == 0, &retry);
     if (retry) continue;
     if (error) throw *error;
-    return result;
+    return;
   }
+}
+
+Result Session::execute(std::string_view sql, const Param* params, std::size_t count) {
+  detect_fork();
+  txn_.check_usable();
+  Result result;
+  detail::ExecuteRequests req;
+  exchange(
+      [&](Connection& c) {
+        req = detail::ExecuteRequests();
+        txn_.send_execute(c, c.daemon_session_, req, sql, params, count, &result);
+      },
+      [&](Connection& c, bool may_retry, bool* retry) {
+        return txn_.on_execute_replies(req, c.daemon_session_, may_retry, retry);
+      },
+      [&](const Error& e) {
+        txn_.on_execute_lost(e);
+        return e;
+      });
+  return result;
+}
+
+// ---------------------------------------------------------------- Pipeline
+
+Pipeline& Pipeline::add(std::string_view sql, std::initializer_list<Param> params) {
+  return add(sql, params.begin(), params.size());
+}
+
+Pipeline& Pipeline::add(std::string_view sql, const std::vector<Param>& params) {
+  return add(sql, params.data(), params.size());
+}
+
+Pipeline& Pipeline::add(std::string_view sql, const Param* params, std::size_t count) {
+  thread_local std::vector<proto::Value> values;
+  detail::Outbox::to_values(params, count, values);  // throws before anything is queued
+  const std::size_t start = frames_.size();
+  proto::Encoder enc(frames_);
+  enc.execute(0, 0, sql, values.data(), values.size());  // ids set when sent
+  starts_.push_back(start);
+  return *this;
+}
+
+void Pipeline::clear() noexcept {
+  frames_.clear();
+  starts_.clear();
+}
+
+std::vector<Result> Pipeline::commit() { return run(true); }
+
+std::vector<Result> Pipeline::execute() { return run(false); }
+
+std::vector<Result> Pipeline::run(bool commit) {
+  Session& s = *session_;
+  s.detect_fork();
+  s.txn_.check_usable();
+  if (starts_.empty()) {
+    if (commit) s.commit();
+    return {};
+  }
+  std::vector<Result> results(starts_.size());
+  detail::PipelineRequests req;
+  struct Clear {  // the statements are used up, whatever the outcome
+    Pipeline* p;
+    ~Clear() { p->clear(); }
+  } clear_at_end{this};
+  s.exchange(
+      [&](Connection& c) {
+        req = detail::PipelineRequests();
+        s.txn_.send_pipeline(c, c.daemon_session_, req, frames_, starts_, results.data(),
+                             commit);
+      },
+      [&](Connection& c, bool may_retry, bool* retry) {
+        return s.txn_.on_pipeline_replies(req, c.daemon_session_, frames_, starts_, may_retry,
+                                          retry);
+      },
+      [&](const Error& e) {
+        if (commit) return s.txn_.on_commit_lost(e);
+        s.txn_.on_execute_lost(e);
+        return e;
+      });
+  return results;
 }
 
 void Session::commit() {

@@ -1,33 +1,35 @@
 // The session core: what a Session or AsyncSession sends, and how each outcome moves it.
 #include "session_core.hpp"
 
+#include <span>
 #include <utility>
+#include <variant>
 
 namespace dbmgr::detail {
 
 // ---------------------------------------------------------------- Outbox
 
-const std::vector<proto::Value>& Outbox::values(const Param* params, std::size_t count) {
+void Outbox::to_values(const Param* params, std::size_t count, std::vector<proto::Value>& out) {
   if (count > proto::kMaxParams) {
     throw Error::client(ErrorCategory::kInvalidRequest,
                         std::to_string(count) + " parameters; a statement takes at most " +
                             std::to_string(proto::kMaxParams));
   }
-  values_.clear();
+  out.clear();
   for (std::size_t i = 0; i < count; ++i) {
     const Param& p = params[i];
     switch (p.type()) {
       case Type::kNull:
-        values_.push_back(proto::Value::null());
+        out.push_back(proto::Value::null());
         break;
       case Type::kBool:
-        values_.push_back(proto::Value::boolean(p.as_bool()));
+        out.push_back(proto::Value::boolean(p.as_bool()));
         break;
       case Type::kInt64:
-        values_.push_back(proto::Value::int64(p.as_int64()));
+        out.push_back(proto::Value::int64(p.as_int64()));
         break;
       case Type::kDouble:
-        values_.push_back(proto::Value::real(p.as_double()));
+        out.push_back(proto::Value::real(p.as_double()));
         break;
       case Type::kText:
         if (!proto::is_valid_utf8(p.bytes())) {
@@ -35,14 +37,13 @@ const std::vector<proto::Value>& Outbox::values(const Param* params, std::size_t
                               "parameter " + std::to_string(i + 1) +
                                   " is not valid UTF-8 text; pass binary data as dbmgr::Blob");
         }
-        values_.push_back(proto::Value::text(p.bytes()));
+        out.push_back(proto::Value::text(p.bytes()));
         break;
       case Type::kBlob:
-        values_.push_back(proto::Value::blob(p.bytes()));
+        out.push_back(proto::Value::blob(p.bytes()));
         break;
     }
   }
-  return values_;
 }
 
 void Outbox::check_frame_size(std::size_t mark, std::size_t frame_start) {
@@ -86,50 +87,107 @@ void SessionCore::check_usable() const {
   }
 }
 
-void SessionCore::send_execute(Outbox& out, DaemonSession& ds, ExecuteRequests& req,
-                               std::string_view sql, const Param* params, std::size_t count,
-                               Result* result) const {
+void SessionCore::encode_head(Outbox& out, const DaemonSession& ds, ExecuteRequests& req,
+                              std::size_t mark) const {
   const std::uint32_t flags = open_flags();
-  const std::vector<proto::Value>& values = out.values(params, count);
   ReplyRouter& router = out.router();
-  const std::size_t mark = out.output_size();
-
-  // Pipeline: [kClose old] [kOpen new] kExecute, written with one send().
   req.opening = !ds.matches(database_, prefix_, flags);
   req.closing = req.opening && ds.id != 0;
-  std::uint32_t close_rid = 0, open_rid = 0;
-  std::uint32_t sid = ds.id;
+  req.session_id = ds.id;
   if (req.closing) {
-    close_rid = router.next_request_id();
-    out.encoder().empty(proto::MsgType::kClose, close_rid, ds.id);
+    req.close_rid = router.next_request_id();
+    out.encoder().empty(proto::MsgType::kClose, req.close_rid, ds.id);
   }
   if (req.opening) {
-    sid = out.new_session_id();
-    open_rid = router.next_request_id();
+    req.session_id = out.new_session_id();
+    req.open_rid = router.next_request_id();
     std::size_t start = out.output_size();
     proto::Open open;
     open.database = database_;
     open.prefix = prefix_;
     open.flags = flags;
-    out.encoder().open(open_rid, sid, open);
+    out.encoder().open(req.open_rid, req.session_id, open);
     out.check_frame_size(mark, start);
   }
-  const std::uint32_t exec_rid = router.next_request_id();
-  std::size_t start = out.output_size();
-  out.encoder().execute(exec_rid, sid, sql, values.data(), values.size());
-  out.check_frame_size(mark, start);
+}
 
-  // Everything is encoded: register the replies and remember the new daemon session.
-  if (req.closing) router.expect(req.close, close_rid, Expect::kOk);
+void SessionCore::register_head(Outbox& out, DaemonSession& ds, ExecuteRequests& req) const {
+  ReplyRouter& router = out.router();
+  if (req.closing) router.expect(req.close, req.close_rid, Expect::kOk);
   if (req.opening) {
-    router.expect(req.open, open_rid, Expect::kOk);
-    ds.id = sid;
+    router.expect(req.open, req.open_rid, Expect::kOk);
+    ds.id = req.session_id;
     ds.dead = false;
     ds.database = database_;
     ds.prefix = prefix_;
-    ds.flags = flags;
+    ds.flags = open_flags();
   }
-  router.expect(req.exec, exec_rid, Expect::kResult, result);
+}
+
+void SessionCore::send_execute(Outbox& out, DaemonSession& ds, ExecuteRequests& req,
+                               std::string_view sql, const Param* params, std::size_t count,
+                               Result* result) const {
+  const std::vector<proto::Value>& values = out.values(params, count);
+  const std::size_t mark = out.output_size();
+  // Pipeline: [kClose old] [kOpen new] kExecute, written with one send().
+  encode_head(out, ds, req, mark);
+  const std::uint32_t exec_rid = out.router().next_request_id();
+  std::size_t start = out.output_size();
+  out.encoder().execute(exec_rid, req.session_id, sql, values.data(), values.size());
+  out.check_frame_size(mark, start);
+  // Everything is encoded: register the replies and remember the new daemon session.
+  register_head(out, ds, req);
+  out.router().expect(req.exec, exec_rid, Expect::kResult, result);
+}
+
+void SessionCore::send_pipeline(Outbox& out, DaemonSession& ds, PipelineRequests& req,
+                                std::span<const std::uint8_t> frames,
+                                std::span<const std::size_t> starts, Result* results,
+                                bool commit) const {
+  const std::size_t mark = out.output_size();
+  encode_head(out, ds, req.head, mark);
+  ReplyRouter& router = out.router();
+  // The statements were encoded by Pipeline::add() with placeholder ids; each gets its own
+  // request id and the session's id here.
+  req.execs.assign(starts.size(), Pending());
+  for (std::size_t i = 0; i < starts.size(); ++i) {
+    const std::size_t begin = starts[i];
+    const std::size_t end = i + 1 < starts.size() ? starts[i + 1] : frames.size();
+    const std::size_t at = out.output_size();
+    out.encoder().out().insert(out.encoder().out().end(), frames.begin() + begin,
+                               frames.begin() + end);
+    req.execs[i].request_id = router.next_request_id();
+    proto::Encoder::set_ids(out.encoder().out().data() + at, req.execs[i].request_id,
+                            req.head.session_id);
+    out.check_frame_size(mark, at);
+  }
+  std::uint32_t commit_rid = 0;
+  if (commit) {
+    commit_rid = router.next_request_id();
+    out.encoder().empty(proto::MsgType::kCommit, commit_rid, req.head.session_id);
+  }
+  register_head(out, ds, req.head);
+  for (std::size_t i = 0; i < starts.size(); ++i) {
+    router.expect(req.execs[i], req.execs[i].request_id, Expect::kResult, &results[i]);
+  }
+  req.committing = commit;
+  if (commit) router.expect(req.commit, commit_rid, Expect::kOk);
+}
+
+std::optional<Error> SessionCore::on_exec_error(const Error& e, DaemonSession& ds,
+                                                bool may_retry, bool* retry) {
+  if (e.category() == ErrorCategory::kNotFound || e.category() == ErrorCategory::kKilled) {
+    // The daemon-side session is gone (killed by an operator, or unknown): the next
+    // statement closes it and opens a new one.
+    ds.dead = true;
+    if (state_ == SessionState::kIdle && may_retry) {
+      *retry = true;  // it held no transaction of ours: reopen and run the statement
+      return std::nullopt;
+    }
+  }
+  state_ = SessionState::kFailed;
+  failure_ = e.what();
+  return e;
 }
 
 std::optional<Error> SessionCore::on_execute_replies(const ExecuteRequests& req,
@@ -140,22 +198,65 @@ std::optional<Error> SessionCore::on_execute_replies(const ExecuteRequests& req,
     ds.id = 0;  // not opened; nothing began (a kClose sent before it was answered)
     return req.open.error;
   }
-  if (req.exec.error) {
-    const Error& e = *req.exec.error;
-    if (e.category() == ErrorCategory::kNotFound || e.category() == ErrorCategory::kKilled) {
-      // The daemon-side session is gone (killed by an operator, or unknown): the next
-      // statement closes it and opens a new one.
-      ds.dead = true;
-      if (state_ == SessionState::kIdle && !req.opening && may_retry) {
-        *retry = true;  // it held no transaction of ours: reopen and run the statement
-        return std::nullopt;
-      }
-    }
-    state_ = SessionState::kFailed;
-    failure_ = e.what();
-    return e;
-  }
+  if (req.exec.error) return on_exec_error(*req.exec.error, ds, may_retry && !req.opening, retry);
   state_ = req.exec.in_transaction ? SessionState::kInTransaction : SessionState::kIdle;
+  return std::nullopt;
+}
+
+namespace {
+
+// "statement 2 of 5 (UPDATE accounts SET ...)": which statement of a pipeline failed, with
+// the start of its SQL.
+std::string pipeline_statement(std::span<const std::uint8_t> frames,
+                               std::span<const std::size_t> starts, std::size_t i) {
+  std::string what = "statement " + std::to_string(i + 1) + " of " + std::to_string(starts.size());
+  proto::FrameView f;
+  proto::Message m;
+  bool ok = proto::parse_header(frames.data() + starts[i], UINT32_MAX, &f.header) ==
+            proto::DecodeError::kOk;
+  f.header.session_id = 1;  // encoded with a placeholder 0, which decode() refuses
+  f.payload = frames.data() + starts[i] + proto::kHeaderSize;
+  if (ok && proto::decode(f, &m) == proto::DecodeError::kOk) {
+    if (const auto* e = std::get_if<proto::Execute>(&m)) {
+      constexpr std::size_t kShown = 80;
+      std::string_view sql = e->sql;
+      what += " (" + std::string(sql.substr(0, kShown)) + (sql.size() > kShown ? "...)" : ")");
+    }
+  }
+  return what;
+}
+
+}  // namespace
+
+std::optional<Error> SessionCore::on_pipeline_replies(PipelineRequests& req, DaemonSession& ds,
+                                                      std::span<const std::uint8_t> frames,
+                                                      std::span<const std::size_t> starts,
+                                                      bool may_retry, bool* retry) {
+  *retry = false;
+  if (req.head.opening && req.head.open.error) {
+    ds.id = 0;
+    return req.head.open.error;
+  }
+  for (std::size_t i = 0; i < req.execs.size(); ++i) {
+    if (!req.execs[i].error) continue;
+    // The first error is the statement's; the ones after it say "skipped after earlier
+    // error in pipeline" (docs/protocol.md section 10).
+    req.failed = i;
+    const Error& e = *req.execs[i].error;
+    if (!on_exec_error(e, ds, i == 0 && may_retry && !req.head.opening, retry)) {
+      return std::nullopt;  // a retry
+    }
+    Error named(e.category(),
+                "the pipelined transaction was rolled back: " +
+                    pipeline_statement(frames, starts, i) + " failed: " + e.message(),
+                e.sqlstate(), e.client_side());
+    failure_ = named.what();
+    return named;
+  }
+  req.failed = req.execs.size();
+  if (req.committing) return on_commit_reply(req.commit);
+  state_ = !req.execs.empty() && req.execs.back().in_transaction ? SessionState::kInTransaction
+                                                                 : SessionState::kIdle;
   return std::nullopt;
 }
 

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +45,18 @@ struct ExecuteRequests {
   Pending exec;
   bool closing = false;  // a kClose was sent
   bool opening = false;  // a kOpen was sent
+  std::uint32_t close_rid = 0, open_rid = 0;  // encoded, registered once all is encoded
+  std::uint32_t session_id = 0;  // the daemon session the requests name
+};
+
+// The replies a pipelined transaction (dbmgr::Pipeline) waits for: [kClose] [kOpen], one
+// kExecute per statement, [kCommit].
+struct PipelineRequests {
+  ExecuteRequests head;         // head.exec is unused
+  std::vector<Pending> execs;   // sized before anything is registered (stable addresses)
+  Pending commit;
+  bool committing = false;
+  std::size_t failed = 0;       // on_pipeline_replies(): which statement failed (size(): the commit)
 };
 
 class Outbox {
@@ -61,7 +74,13 @@ class Outbox {
   }
   // Converts params into proto values (views into them) in a reused vector; throws
   // dbmgr::Error (data) on text that is not UTF-8, invalid_request on too many parameters.
-  const std::vector<proto::Value>& values(const Param* params, std::size_t count);
+  const std::vector<proto::Value>& values(const Param* params, std::size_t count) {
+    to_values(params, count, values_);
+    return values_;
+  }
+  // The same conversion into `out` (a Pipeline encodes its statements before it has a
+  // transport).
+  static void to_values(const Param* params, std::size_t count, std::vector<proto::Value>& out);
   // Throws dbmgr::Error (invalid_request) and drops the output from `mark` on if the frame
   // encoded since `frame_start` is larger than the daemon accepts.
   void check_frame_size(std::size_t mark, std::size_t frame_start);

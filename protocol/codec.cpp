@@ -566,6 +566,14 @@ std::size_t Encoder::begin_frame(MsgType type, std::uint32_t request_id, std::ui
   return start;
 }
 
+void Encoder::set_ids(std::uint8_t* frame, std::uint32_t request_id, std::uint32_t session_id) {
+  // The header: u32 length, u8 type, u8 flags, u16 reserved, u32 request id, u32 session id.
+  for (int i = 0; i < 4; ++i) {
+    frame[8 + i] = static_cast<std::uint8_t>(request_id >> (24 - 8 * i));
+    frame[12 + i] = static_cast<std::uint8_t>(session_id >> (24 - 8 * i));
+  }
+}
+
 void Encoder::end_frame(std::size_t frame_start) {
   const std::size_t len = out_.size() - frame_start - kHeaderSize;
   assert(len <= std::numeric_limits<std::uint32_t>::max());

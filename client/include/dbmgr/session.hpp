@@ -31,6 +31,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +50,7 @@ class Connection;
 class Outbox;
 struct DaemonSession;
 struct ExecuteRequests;
+struct PipelineRequests;
 struct ManagerCore;
 struct Pending;
 
@@ -100,6 +102,20 @@ class SessionCore {
   // The socket broke under an execute: an open transaction is lost.
   void on_execute_lost(const Error& e);
 
+  // A pipelined transaction: [kClose] [kOpen], the statements Pipeline::add() encoded
+  // (`frames`, each starting at `starts[i]`, their ids set here), [kCommit], in one write;
+  // results[i] receives statement i's result.
+  void send_pipeline(Outbox& out, DaemonSession& ds, PipelineRequests& req,
+                     std::span<const std::uint8_t> frames, std::span<const std::size_t> starts,
+                     Result* results, bool commit) const;
+  // Moves the state by the replies of send_pipeline(). The error of the first statement
+  // that failed names it (its number and the start of its SQL); *retry as for an execute,
+  // when the first statement found the daemon session gone.
+  std::optional<Error> on_pipeline_replies(PipelineRequests& req, DaemonSession& ds,
+                                           std::span<const std::uint8_t> frames,
+                                           std::span<const std::size_t> starts, bool may_retry,
+                                           bool* retry);
+
   // commit(): true when a kCommit must be sent (a transaction is open).
   bool needs_commit() const { return state_ == SessionState::kInTransaction; }
   void send_commit(Outbox& out, const DaemonSession& ds, Pending& p) const;
@@ -122,6 +138,15 @@ class SessionCore {
   void clear_failure() { failure_.clear(); }
 
  private:
+  // [kClose ds] [kOpen new], encoded (not registered) when ds is not this session's.
+  void encode_head(Outbox& out, const DaemonSession& ds, ExecuteRequests& req,
+                   std::size_t mark) const;
+  // Registers the head's replies and remembers the new daemon session in ds.
+  void register_head(Outbox& out, DaemonSession& ds, ExecuteRequests& req) const;
+  // A kExecute answered with `e`: the state moves to failed (or *retry, see above).
+  std::optional<Error> on_exec_error(const Error& e, DaemonSession& ds, bool may_retry,
+                                     bool* retry);
+
   std::string database_;
   std::string prefix_;
   Access access_ = Access::kReadWrite;
@@ -130,6 +155,64 @@ class SessionCore {
 };
 
 }  // namespace detail
+
+class Session;
+
+// A pipelined transaction, made by Session::pipeline(): statements are queued on the client
+// and sent together with the COMMIT in one write; the daemon runs them back to back on one
+// backend connection and the replies come back together. A transaction whose statements do
+// not need each other's results then costs one round trip instead of one per statement, and
+// on SQLite it holds the one writer only while the daemon runs it, not across the client's
+// round trips.
+//
+//   dbmgr::Pipeline p = session.pipeline();
+//   p.add("UPDATE accounts SET balance = balance + ? WHERE id = ?", {delta, id});
+//   p.add("INSERT INTO history (account, delta) VALUES (?, ?)", {id, delta});
+//   std::vector<dbmgr::Result> r = p.commit();  // r[i]: statement i's result
+//
+// Errors: the first statement that fails ends the transaction as one execute() would (the
+// daemon rolls it all back, the statements after it are not run, the COMMIT is skipped): the
+// Error thrown has that statement's category and SQLSTATE, and its message names it ("the
+// pipelined transaction was rolled back: statement 2 of 3 (INSERT INTO ...) failed: ...").
+// The Session is then failed() until rollback(), as after a failed execute(). A commit()
+// whose socket broke after sending throws a connection error: the outcome is unknown.
+//
+// add() encodes the statement at once (SQL and parameters are copied), so Params that point
+// at the caller's strings need only live during add(). After commit() or execute() the
+// pipeline is empty and may be filled again. A Pipeline refers to its Session: use it while
+// the Session lives and is not moved. Statements queued on a Pipeline of a Session that
+// already has a transaction open join that transaction.
+class Pipeline {
+ public:
+  Pipeline(Pipeline&&) noexcept = default;
+  Pipeline& operator=(Pipeline&&) noexcept = default;
+
+  // Queues one statement. Throws (nothing queued) on parameters that do not travel.
+  Pipeline& add(std::string_view sql, std::initializer_list<Param> params = {});
+  Pipeline& add(std::string_view sql, const std::vector<Param>& params);
+  Pipeline& add(std::string_view sql, const Param* params, std::size_t count);
+  // Statements queued.
+  std::size_t size() const { return starts_.size(); }
+  bool empty() const { return starts_.empty(); }
+  // Forgets the queued statements.
+  void clear() noexcept;
+
+  // Sends the statements and COMMIT in one write; returns their results, in order. Throws
+  // as described above; with nothing queued it is Session::commit().
+  std::vector<Result> commit();
+  // Sends the statements without COMMIT: the transaction stays open (for more statements,
+  // session.commit() or session.rollback()).
+  std::vector<Result> execute();
+
+ private:
+  friend class Session;
+  explicit Pipeline(Session& s) : session_(&s) {}
+  std::vector<Result> run(bool commit);
+
+  Session* session_;
+  std::vector<std::uint8_t> frames_;  // the kExecute frames, ids set when sent
+  std::vector<std::size_t> starts_;   // where each frame begins in frames_
+};
 
 class Session {
  public:
@@ -145,6 +228,9 @@ class Session {
   Result execute(std::string_view sql, std::initializer_list<Param> params = {});
   Result execute(std::string_view sql, const std::vector<Param>& params);
   Result execute(std::string_view sql, const Param* params, std::size_t count);
+
+  // A pipelined transaction on this session (see Pipeline).
+  Pipeline pipeline() { return Pipeline(*this); }
 
   // Commits the open transaction (no round trip when none is open). Throws on any failure;
   // after a daemon-side commit error the Session is failed() until rollback().
@@ -172,6 +258,7 @@ class Session {
 
  protected:
   friend class DatabaseManager;
+  friend class Pipeline;
   Session(std::shared_ptr<detail::ManagerCore> core, std::string database, std::string prefix,
           Access access);
   // Rollback that swallows every error (destructors, scope exits).
@@ -183,6 +270,12 @@ class Session {
   void acquire_connection(bool* fresh, bool after_dead_send = false);
   void release_connection() noexcept;
   void drop_connection() noexcept;
+  // Sends a batch on the borrowed connection and reads its replies, resending it once on a
+  // new connection when that is safe (see execute()). send(Connection&) encodes it;
+  // replies(Connection&, bool may_retry, bool* retry) returns the error to throw;
+  // lost(const Error&) returns what to throw when the socket broke.
+  template <typename Send, typename Replies, typename Lost>
+  void exchange(Send&& send, Replies&& replies, Lost&& lost);
 
   std::shared_ptr<detail::ManagerCore> core_;
   std::unique_ptr<detail::Connection> conn_;  // borrowed from core_ while open

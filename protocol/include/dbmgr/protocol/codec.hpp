@@ -417,6 +417,9 @@ class Encoder {
   // Any decoded message, e.g. to forward or re-encode one. Every valid frame re-encodes to
   // exactly the bytes it was decoded from (the format has one encoding per message).
   void message(std::uint32_t request_id, std::uint32_t session_id, const Message& m);
+  // Rewrites the request and session ids in the header of the encoded frame at `frame` (a
+  // frame encoded ahead of time with placeholder ids, e.g. a client's queued pipeline).
+  static void set_ids(std::uint8_t* frame, std::uint32_t request_id, std::uint32_t session_id);
 
   // Low-level pieces, used by the functions above and by RowBatchEncoder.
   std::size_t begin_frame(MsgType type, std::uint32_t request_id, std::uint32_t session_id);

@@ -1,0 +1,161 @@
+// Pipelined transactions (issue 14): Session::pipeline() sends the statements and the COMMIT
+// in one write. Against a real dbmgrd on SQLite and PostgreSQL, beside what breaks them: an
+// error in the middle, another writer waiting for the same connection, a pipeline larger than
+// the socket's buffers (the client must read replies while it writes).
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "harness.hpp"
+
+using dbmgr::test::Daemon;
+using dbmgr::test::DaemonOptions;
+
+namespace {
+
+std::string tname(const char* base) { return std::string(base) + "_" + std::to_string(getpid()); }
+
+std::int64_t count(dbmgr::DatabaseManager& m, const std::string& sql) {
+  return m.execute(sql).scalar<std::int64_t>();
+}
+
+// An error at statement 2 of 3: nothing of the transaction stays, the error is the
+// statement's and names it, the session is failed until rollback, and the next pipeline on
+// the same session commits.
+void error_in_the_middle(dbmgr::DatabaseManager& m, const std::string& t) {
+  m.execute("INSERT INTO " + t + " (id, v) VALUES (1, 'before')");
+  dbmgr::Session s = m.get_session();
+  dbmgr::Pipeline p = s.pipeline();
+  p.add("INSERT INTO " + t + " (id, v) VALUES (?, ?)", {2, "first"});
+  p.add("INSERT INTO " + t + " (id, v) VALUES (?, ?)", {1, "param-text-42"});
+  p.add("INSERT INTO " + t + " (id, v) VALUES (?, ?)", {3, "after"});
+  bool threw = false;
+  try {
+    p.commit();
+  } catch (const dbmgr::Error& e) {
+    threw = true;
+    CHECK(e.category() == dbmgr::ErrorCategory::kConstraint);
+    CHECK(e.sqlstate().substr(0, 2) == "23");
+    CHECK(e.message().find("statement 2 of 3") != std::string::npos);
+    CHECK(e.message().find("param-text-42") == std::string::npos);  // parameters are not shown
+    CHECK(e.message().find("INSERT INTO " + t) != std::string::npos);
+  }
+  CHECK(threw);
+  CHECK(p.empty());
+  CHECK(s.failed());
+  CHECK_THROWS_AS(s.execute("SELECT 1"), dbmgr::Error);
+  s.rollback();
+  CHECK(count(m, "SELECT count(*) FROM " + t) == 1);  // only 'before'
+  p.add("INSERT INTO " + t + " (id, v) VALUES (?, ?)", {2, "second try"});
+  p.add("UPDATE " + t + " SET v = ? WHERE id = ?", {"updated", 1});
+  p.add("SELECT v FROM " + t + " WHERE id = ?", {1});
+  std::vector<dbmgr::Result> r = p.commit();
+  REQUIRE(r.size() == 3);
+  CHECK(r[0].affected_rows() == 1);
+  CHECK(r[1].affected_rows() == 1);
+  REQUIRE(r[2].size() == 1);
+  CHECK(r[2].scalar<std::string>() == "updated");
+  CHECK_FALSE(s.in_transaction());
+  CHECK(count(m, "SELECT count(*) FROM " + t) == 2);
+}
+
+// 4 threads x 50 pipelined transactions of 5 statements, beside 2 threads of interactive
+// transactions on the same rows: every committed transaction is there exactly once.
+void beside_waiters(dbmgr::DatabaseManager& m, const std::string& t) {
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < 6; ++w) {
+    threads.emplace_back([&, w] {
+      try {
+        for (int i = 0; i < 50; ++i) {
+          const int id = 1000 + w * 100 + i;
+          dbmgr::Session s = m.get_session();
+          if (w < 4) {
+            dbmgr::Pipeline p = s.pipeline();
+            p.add("INSERT INTO " + t + " (id, v) VALUES (?, 'p')", {id});
+            for (int k = 0; k < 3; ++k) p.add("UPDATE " + t + " SET n = n + 1 WHERE id = 1");
+            p.add("UPDATE " + t + " SET n = n + 1 WHERE id = ?", {id});
+            p.commit();
+          } else {
+            s.execute("INSERT INTO " + t + " (id, v) VALUES (?, 'i')", {id});
+            s.execute("UPDATE " + t + " SET n = n + 1 WHERE id = 1");
+            s.commit();
+          }
+        }
+      } catch (const std::exception& e) {
+        MESSAGE(e.what());
+        failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failures == 0);
+  CHECK(count(m, "SELECT count(*) FROM " + t + " WHERE v = 'p' AND n = 1") == 200);
+  CHECK(count(m, "SELECT count(*) FROM " + t + " WHERE v = 'i'") == 100);
+  CHECK(count(m, "SELECT n FROM " + t + " WHERE id = 1") == 4 * 50 * 3 + 2 * 50);
+}
+
+// 20,000 statements of 300 bytes each (6 MB, far more than a socket buffer holds) in one
+// pipeline: sent while the replies are read, all committed.
+void larger_than_the_socket(dbmgr::DatabaseManager& m, const std::string& t) {
+  dbmgr::Session s = m.get_session();
+  dbmgr::Pipeline p = s.pipeline();
+  const std::string pad(300, 'x');
+  constexpr int kN = 20000;
+  for (int i = 0; i < kN; ++i) p.add("INSERT INTO " + t + " (id, v) VALUES (?, ?)", {100000 + i, pad});
+  std::vector<dbmgr::Result> r = p.commit();
+  CHECK(r.size() == kN);
+  CHECK(count(m, "SELECT count(*) FROM " + t + " WHERE id >= 100000") == kN);
+}
+
+// A pipeline without COMMIT leaves the transaction open; rollback undoes it.
+void execute_keeps_the_transaction(dbmgr::DatabaseManager& m, const std::string& t) {
+  dbmgr::Session s = m.get_session();
+  dbmgr::Pipeline p = s.pipeline();
+  p.add("INSERT INTO " + t + " (id, v) VALUES (?, 'open')", {50});
+  p.add("SELECT count(*) FROM " + t + " WHERE id = ?", {50});
+  std::vector<dbmgr::Result> r = p.execute();
+  CHECK(r[1].scalar<std::int64_t>() == 1);
+  CHECK(s.in_transaction());
+  s.rollback();
+  CHECK(count(m, "SELECT count(*) FROM " + t + " WHERE id = 50") == 0);
+}
+
+const char* kTable = " (id BIGINT PRIMARY KEY, v TEXT, n BIGINT NOT NULL DEFAULT 0)";
+
+}  // namespace
+
+TEST_CASE("SQLite: pipelined transactions") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "pipe"));
+  const std::string t = "items";
+  m.execute(std::string("CREATE TABLE ") + t + kTable);
+  SUBCASE("an error in the middle") { error_in_the_middle(m, t); }
+  SUBCASE("beside waiters") {
+    m.execute("INSERT INTO " + t + " (id, v) VALUES (1, 'counter')");
+    beside_waiters(m, t);
+  }
+  SUBCASE("larger than the socket") { larger_than_the_socket(m, t); }
+  SUBCASE("execute keeps the transaction") { execute_keeps_the_transaction(m, t); }
+}
+
+TEST_CASE("PostgreSQL: pipelined transactions") {
+  Daemon d(dbmgr::test::pg_daemon_options());
+  dbmgr::DatabaseManager m(d.options());
+  const std::string t = tname("pipe");
+  m.execute("DROP TABLE IF EXISTS " + t);
+  m.execute("CREATE TABLE " + t + kTable);
+  SUBCASE("an error in the middle") { error_in_the_middle(m, t); }
+  SUBCASE("beside waiters") {
+    m.execute("INSERT INTO " + t + " (id, v) VALUES (1, 'counter')");
+    beside_waiters(m, t);
+  }
+  SUBCASE("larger than the socket") { larger_than_the_socket(m, t); }
+  SUBCASE("execute keeps the transaction") { execute_keeps_the_transaction(m, t); }
+  m.execute("DROP TABLE " + t);
+}
