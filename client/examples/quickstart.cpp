@@ -5,6 +5,7 @@
 #include <dbmgr/dbmgr.hpp>
 #include <iostream>
 #include <string>
+#include <vector>
 
 int main() {
   try {
@@ -36,6 +37,22 @@ int main() {
     auto updated = db_manager.execute(
         "UPDATE quickstart_users SET visits = visits + 1 WHERE email LIKE ?", {"%.com"});
     std::cout << "updated " << updated.affected_rows() << " rows\n";
+
+    {
+      // pipeline(): a whole transaction in one write (its statements and the COMMIT), for when
+      // no statement needs an earlier one's result. The first error rolls all of it back.
+      auto db = db_manager.get_db();
+      std::vector<dbmgr::Result> results =
+          db.pipeline()
+              .add("UPDATE quickstart_users SET visits = visits + 1 WHERE email = ?",
+                   {"ada@example.com"})
+              .add("UPDATE quickstart_users SET visits = visits + 1 WHERE email = ?",
+                   {"cy@example.com"})
+              .add("SELECT SUM(visits) FROM quickstart_users")
+              .commit();
+      std::cout << "pipelined: " << results.size() << " statements, "
+                << results[2].scalar<int64_t>() << " visits in all\n";
+    }
 
     {
       // get_db(): a scoped session; commits at scope exit, rolls back if an exception leaves.

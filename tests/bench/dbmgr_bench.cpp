@@ -38,6 +38,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -83,7 +84,18 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 // ---- enums -------------------------------------------------------------------------------
 
-enum class Workload { kSelect1, kPointSelect, kTpcb, kInsert, kConnectPerTxn, kDisconnect };
+// tpcb-pipelined: tpcb-like sent as one batch where the client can (dbmgrd: Session::pipeline();
+// libpq: pipeline mode, one Sync). Direct SQLite and MariaDB clients have no round trip to save
+// or no pipeline API, and run it as tpcb-like.
+enum class Workload {
+  kSelect1,
+  kPointSelect,
+  kTpcb,
+  kInsert,
+  kConnectPerTxn,
+  kDisconnect,
+  kTpcbPipelined
+};
 enum class Target {
   kPgDirect,
   kPgBouncer,
@@ -95,8 +107,9 @@ enum class Target {
   kMariadbDbmgrd
 };
 
-constexpr std::array<const char*, 6> kWorkloadNames = {"select1", "point-select",    "tpcb-like",
-                                                       "insert",  "connect-per-txn", "disconnect"};
+constexpr std::array<const char*, 7> kWorkloadNames = {
+    "select1", "point-select", "tpcb-like", "insert", "connect-per-txn", "disconnect",
+    "tpcb-pipelined"};
 constexpr std::array<const char*, 8> kTargetNames = {
     "pg-direct",     "pg-pgbouncer",  "pg-dbmgrd",      "sqlite-inproc",
     "sqlite-procs",  "sqlite-dbmgrd", "mariadb-direct", "mariadb-dbmgrd"};
@@ -109,7 +122,8 @@ Workload parse_workload(const std::string& s) {
     if (s == kWorkloadNames[i]) return static_cast<Workload>(i);
   }
   die("unknown workload '" + s +
-      "' (select1, point-select, tpcb-like, insert, connect-per-txn, disconnect)");
+      "' (select1, point-select, tpcb-like, insert, connect-per-txn, disconnect, "
+      "tpcb-pipelined)");
 }
 
 Target parse_target(const std::string& s) {
@@ -444,12 +458,60 @@ class PgClient : public Client {
         simple("COMMIT");
         break;
       }
+      case Workload::kTpcbPipelined:
+        tpcb_pipelined(tpcb_args(rng, ep_));
+        break;
       case Workload::kDisconnect:  // run_disconnect_point(), not a client loop
         throw BenchError(kErrOther, "disconnect is not a per-client workload");
     }
   }
 
  private:
+  // tpcb-like in one round trip: libpq's pipeline mode, BEGIN, the five statements and COMMIT
+  // queued before one Sync (what Session::pipeline() sends to dbmgrd). Every result is read
+  // before the first error is thrown; a failed transaction block is rolled back.
+  void tpcb_pipelined(const TpcbArgs& a) {
+    if (PQenterPipelineMode(conn_) != 1)
+      throw BenchError(kErrOther, std::string("pipeline mode: ") + PQerrorMessage(conn_));
+    constexpr int kQueued = 7;
+    bool sent = send_sql("BEGIN") && send(kSUpdAcc, {a.delta, a.aid}) && send(kSPoint, {a.aid}) &&
+                send(kSUpdTel, {a.delta, a.tid}) && send(kSUpdBr, {a.delta, a.bid}) &&
+                send(kSInsHist, {a.tid, a.bid, a.aid, a.delta}) && send_sql("COMMIT") &&
+                PQpipelineSync(conn_) == 1;
+    std::optional<BenchError> first;
+    if (!sent) first = BenchError(kErrConnection, std::string("send: ") + PQerrorMessage(conn_), true);
+    for (int i = 0; i < kQueued && !first_broken(first); ++i) {
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) {
+        first = BenchError(kErrConnection, std::string("pipeline: ") + PQerrorMessage(conn_), true);
+        break;
+      }
+      if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
+        PQclear(r);
+      } else {
+        try {
+          check(r);
+        } catch (const BenchError& e) {
+          if (!first || e.needs_reconnect) first = e;
+        }
+      }
+      while ((r = PQgetResult(conn_)) != nullptr) PQclear(r);  // the end of this query's results
+    }
+    if (!first_broken(first)) {
+      PGresult* r = PQgetResult(conn_);
+      bool synced = r != nullptr && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+      PQclear(r);
+      if (!synced)
+        first = BenchError(kErrConnection, std::string("no sync: ") + PQerrorMessage(conn_), true);
+      else if (PQexitPipelineMode(conn_) != 1)
+        first = BenchError(kErrOther, std::string("pipeline exit: ") + PQerrorMessage(conn_), true);
+    }
+    if (!first) return;
+    if (!first->needs_reconnect && PQtransactionStatus(conn_) == PQTRANS_INERROR) simple("ROLLBACK");
+    throw *first;
+  }
+  static bool first_broken(const std::optional<BenchError>& e) { return e && e->needs_reconnect; }
+
   void check(PGresult* r) {
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
@@ -471,6 +533,27 @@ class PgClient : public Client {
     throw BenchError(kind, msg, bad);
   }
   void simple(const char* sql) { check(PQexec(conn_, sql)); }
+  bool send_sql(const char* sql) {
+    return PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+  }
+  // Queues one statement (pipeline mode); false when libpq refused it.
+  bool send(int stmt, std::initializer_list<std::int64_t> args) {
+    std::array<std::string, 4> text;
+    std::array<const char*, 4> values{};
+    int n = 0;
+    for (std::int64_t a : args) {
+      text[n] = std::to_string(a);
+      values[n] = text[n].c_str();
+      ++n;
+    }
+    if (prepared_) {
+      static const std::array<std::string, kStmts> kNames = {"s0", "s1", "s2", "s3", "s4", "s5"};
+      return PQsendQueryPrepared(conn_, kNames[stmt].c_str(), n, values.data(), nullptr, nullptr,
+                                 0) == 1;
+    }
+    return PQsendQueryParams(conn_, sql_[stmt].c_str(), n, nullptr, values.data(), nullptr,
+                             nullptr, 0) == 1;
+  }
   void exec(int stmt, std::initializer_list<std::int64_t> args) {
     std::array<std::string, 4> text;
     std::array<const char*, 4> values{};
@@ -564,6 +647,19 @@ class DbmgrClient : public Client {
           });
           break;
         }
+        case Workload::kTpcbPipelined: {
+          // The same transaction, its statements and COMMIT in one write (Session::pipeline()).
+          TpcbArgs a = tpcb_args(rng, ep_);
+          dbmgr::Session s = mgr_->get_session();
+          s.pipeline()
+              .add(kSqlQ[kSUpdAcc], {a.delta, a.aid})
+              .add(kSqlQ[kSPoint], {a.aid})
+              .add(kSqlQ[kSUpdTel], {a.delta, a.tid})
+              .add(kSqlQ[kSUpdBr], {a.delta, a.bid})
+              .add(kSqlQ[kSInsHist], {a.tid, a.bid, a.aid, a.delta})
+              .commit();
+          break;
+        }
         case Workload::kDisconnect:  // run_disconnect_point(), not a client loop
           throw BenchError(kErrOther, "disconnect is not a per-client workload");
       }
@@ -636,7 +732,8 @@ class SqliteClient : public Client {
         step(kSInsHist, {a.tid, a.bid, a.aid, a.delta});
         break;
       }
-      case Workload::kTpcb: {
+      case Workload::kTpcb:
+      case Workload::kTpcbPipelined: {  // nothing to pipeline: no round trips
         TpcbArgs a = tpcb_args(rng, ep_);
         exec_simple("BEGIN IMMEDIATE");
         try {
@@ -873,7 +970,8 @@ class MariadbClient : public Client {
         exec(kSInsHist, {a.tid, a.bid, a.aid, a.delta});
         break;
       }
-      case Workload::kTpcb: {
+      case Workload::kTpcb:
+      case Workload::kTpcbPipelined: {  // the ODBC driver has no pipeline: tpcb-like
         TpcbArgs a = tpcb_args(rng, ep_);
         autocommit(false);  // the transaction begins with its first statement
         try {
@@ -1993,8 +2091,11 @@ void usage() {
   std::puts(
       R"(dbmgr-bench: dbmgrd side by side with direct access and PgBouncer (docs/benchmarks.md)
 
-  --workloads LIST    select1,point-select,tpcb-like,insert,connect-per-txn,disconnect
-                      (default: select1,point-select); none: only --idle-clients.
+  --workloads LIST    select1,point-select,tpcb-like,insert,connect-per-txn,disconnect,
+                      tpcb-pipelined (default: select1,point-select); none: only
+                      --idle-clients. tpcb-pipelined: tpcb-like in one batch where the
+                      client can (dbmgrd: Session::pipeline(); libpq: pipeline mode, one
+                      Sync); direct SQLite and MariaDB clients run it as tpcb-like.
                       disconnect (pg-dbmgrd, sqlite-dbmgrd only; one client at a time): a
                       forked client takes the write lock in a transaction and is SIGKILLed
                       while a one-shot write waits for its connection; latency = kill to
@@ -2133,7 +2234,7 @@ Config parse_args(int argc, char** argv) {
     }
   }
   if (c.smoke) {
-    workloads = "select1,point-select,tpcb-like,insert,connect-per-txn,disconnect";
+    workloads = "select1,point-select,tpcb-like,insert,connect-per-txn,disconnect,tpcb-pipelined";
     if (targets.empty()) {
       targets = "sqlite-inproc,sqlite-procs,sqlite-dbmgrd";
       // The test suite's MariaDB (scripts/test.sh exports DBMGR_TEST_MARIADB_*), when there is

@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -158,4 +161,29 @@ TEST_CASE("PostgreSQL: pipelined transactions") {
   SUBCASE("larger than the socket") { larger_than_the_socket(m, t); }
   SUBCASE("execute keeps the transaction") { execute_keeps_the_transaction(m, t); }
   m.execute("DROP TABLE " + t);
+}
+
+// The README's quickstart (client/examples/quickstart.cpp), pipelined transaction included,
+// prints what the README shows, and the database holds what it printed.
+TEST_CASE("the README's quickstart prints what the README shows") {
+  Daemon d;
+  dbmgr::test::TempDir out;
+  const std::string log = out.path() + "/out.txt";
+  const std::string cmd = "DBMGR_SOCKET='" + d.socket() + "' '" +
+                          dbmgr::test::required_env("DBMGR_EXAMPLE") + "' > '" + log + "' 2>&1";
+  CHECK(std::system(cmd.c_str()) == 0);
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string head = "database: sqlite test.default at sqlite:///";
+  REQUIRE(text.compare(0, head.size(), head) == 0);
+  const std::string rest = text.substr(text.find('\n') + 1);
+  CHECK(rest ==
+        "updated 2 rows\n"
+        "pipelined: 3 statements, 4 visits in all\n"
+        "ada@example.com visits=2\n"
+        "cy@example.com visits=2\n"
+        "3 users\n");
+  dbmgr::DatabaseManager m(d.options("test"));
+  CHECK(count(m, "SELECT SUM(visits) FROM quickstart_users") == 4);
+  CHECK(count(m, "SELECT visits FROM quickstart_users WHERE email = 'bob@example.org'") == 0);
 }
