@@ -536,41 +536,39 @@ class PgClient : public Client {
   bool send_sql(const char* sql) {
     return PQsendQueryParams(conn_, sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
   }
-  // Queues one statement (pipeline mode); false when libpq refused it.
-  bool send(int stmt, std::initializer_list<std::int64_t> args) {
+  // Text parameters for libpq, alive for one call.
+  struct TextParams {
     std::array<std::string, 4> text;
     std::array<const char*, 4> values{};
     int n = 0;
-    for (std::int64_t a : args) {
-      text[n] = std::to_string(a);
-      values[n] = text[n].c_str();
-      ++n;
+    explicit TextParams(std::initializer_list<std::int64_t> args) {
+      for (std::int64_t a : args) {
+        text[n] = std::to_string(a);
+        values[n] = text[n].c_str();
+        ++n;
+      }
     }
+  };
+  static const char* stmt_name(int stmt) {
+    static const std::array<std::string, kStmts> kNames = {"s0", "s1", "s2", "s3", "s4", "s5"};
+    return kNames[stmt].c_str();
+  }
+  // Queues one statement (pipeline mode); false when libpq refused it.
+  bool send(int stmt, std::initializer_list<std::int64_t> args) {
+    TextParams p(args);
     if (prepared_) {
-      static const std::array<std::string, kStmts> kNames = {"s0", "s1", "s2", "s3", "s4", "s5"};
-      return PQsendQueryPrepared(conn_, kNames[stmt].c_str(), n, values.data(), nullptr, nullptr,
+      return PQsendQueryPrepared(conn_, stmt_name(stmt), p.n, p.values.data(), nullptr, nullptr,
                                  0) == 1;
     }
-    return PQsendQueryParams(conn_, sql_[stmt].c_str(), n, nullptr, values.data(), nullptr,
+    return PQsendQueryParams(conn_, sql_[stmt].c_str(), p.n, nullptr, p.values.data(), nullptr,
                              nullptr, 0) == 1;
   }
   void exec(int stmt, std::initializer_list<std::int64_t> args) {
-    std::array<std::string, 4> text;
-    std::array<const char*, 4> values{};
-    int n = 0;
-    for (std::int64_t a : args) {
-      text[n] = std::to_string(a);
-      values[n] = text[n].c_str();
-      ++n;
-    }
-    PGresult* r;
-    if (prepared_) {
-      static const std::array<std::string, kStmts> kNames = {"s0", "s1", "s2", "s3", "s4", "s5"};
-      r = PQexecPrepared(conn_, kNames[stmt].c_str(), n, values.data(), nullptr, nullptr, 0);
-    } else {
-      r = PQexecParams(conn_, sql_[stmt].c_str(), n, nullptr, values.data(), nullptr, nullptr, 0);
-    }
-    check(r);
+    TextParams p(args);
+    check(prepared_ ? PQexecPrepared(conn_, stmt_name(stmt), p.n, p.values.data(), nullptr,
+                                     nullptr, 0)
+                    : PQexecParams(conn_, sql_[stmt].c_str(), p.n, nullptr, p.values.data(),
+                                   nullptr, nullptr, 0));
   }
 
   std::string conninfo_;
