@@ -226,6 +226,7 @@ void Session::maybe_delete() {
 }
 
 void Session::release(bool reusable) {
+  clear_batch();
   if (lease_ == nullptr) return;
   BackendConn* c = lease_;
   lease_ = nullptr;
@@ -245,6 +246,7 @@ Status Session::failure_for(const Status& why) {
 }
 
 void Session::fail(Status why) {
+  clear_batch();
   set_state(State::kFailed);
   failed_ = std::move(why);
 }
@@ -347,6 +349,13 @@ void Session::leased(BackendConn* conn, Status status) {
 }
 
 void Session::run_execute(bool begin) {
+  if (batch_pending()) {
+    if (!begin && state_ == State::kInTx && current_ == batch_expect_ &&
+        current_->header.request_id == batch_job_->reqs[batch_next_].request_id) {
+      return serve_batched();
+    }
+    clear_batch();  // cannot happen: the queue reached another request first
+  }
   proto::Message msg;
   proto::FrameView frame{current_->header, current_->payload.data()};
   ExecRequest req;
@@ -379,7 +388,104 @@ void Session::run_execute(bool begin) {
   exec_started_ = now();
   set_state(State::kExecuting);
   lease_->set_listener(this);
+  if (start_batch(req)) return;
   lease_->execute(req);
+}
+
+bool Session::start_batch(const ExecRequest& req) {
+  if (one_shot_ || current_->header.type != proto::MsgType::kExecute || head_ == nullptr ||
+      head_->header.type != proto::MsgType::kExecute || !engine_->driver().batches()) {
+    return false;
+  }
+  if (!batch_job_) batch_job_ = std::make_unique<BatchJob>();
+  BatchJob& job = *batch_job_;
+  // Copy the requests' bytes first (the job owns what it reads), then decode from the copy.
+  std::vector<std::uint8_t>& bytes = job.payloads.bytes();
+  bytes.clear();
+  std::array<std::size_t, BatchJob::kMaxStatements> at{};
+  std::array<const PendingRequest*, BatchJob::kMaxStatements> from{};
+  std::size_t n = 0;
+  for (const PendingRequest* r = current_;
+       r != nullptr && n < BatchJob::kMaxStatements &&
+       (r == current_ || r->header.type == proto::MsgType::kExecute);
+       r = r == current_ ? head_ : r->next) {
+    at[n] = bytes.size();
+    from[n++] = r;
+    bytes.insert(bytes.end(), r->payload.data(), r->payload.data() + r->payload.size());
+  }
+  job.count = 0;
+  job.ran = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    proto::Message msg;
+    proto::FrameView frame{from[i]->header, bytes.data() + at[i]};
+    if (proto::decode(frame, &msg) != proto::DecodeError::kOk) break;
+    auto* e = std::get_if<proto::Execute>(&msg);
+    if (e == nullptr) break;
+    ExecRequest& q = job.reqs[i];
+    q = req;  // the session's flags; item 0 keeps its begin
+    q.request_id = from[i]->header.request_id;
+    q.sql = e->sql;
+    q.params = e->params;
+    if (i > 0) q.begin = TxBegin::kNone;
+    q.client_label = {};  // a view into the ClientConn, which may go while the batch runs
+    job.count = i + 1;
+  }
+  if (job.count < 2) return false;
+  lease_->execute_batch(std::move(batch_job_));
+  return true;
+}
+
+void Session::on_batch_result(BackendResult& r) {
+  std::unique_ptr<BatchJob> job = std::move(r.batch);
+  if (job) job->payloads.release();  // back to the pool: an idle session keeps no buffer
+  if (!job || job->ran < 2) {  // only the first statement ran: its own result
+    if (job) batch_job_ = std::move(job);
+    return on_execute_result(r);
+  }
+  // The first statement succeeded; the outcomes of the others wait for their turn.
+  batch_job_ = std::move(job);
+  batch_frames_ = std::move(r.frames);
+  batch_ran_ = batch_job_->ran;
+  batch_next_ = 1;
+  batch_expect_ = head_;
+  batch_last_ = std::move(r);
+  const std::size_t first_end = batch_job_->frame_ends[0];
+  if (first_end > 0) {
+    streamed_ = true;
+    if (conn_ != nullptr) conn_->send_bytes(batch_frames_.data(), first_end);
+  }
+  BackendResult first;
+  first.in_transaction = true;
+  on_execute_result(first);
+}
+
+void Session::serve_batched() {
+  const std::size_t i = batch_next_++;
+  const std::size_t begin = batch_job_->frame_ends[i - 1];
+  const std::size_t end = batch_job_->frame_ends[i];
+  streamed_ = end > begin;
+  if (streamed_ && conn_ != nullptr) conn_->send_bytes(batch_frames_.data() + begin, end - begin);
+  began_tx_ = false;
+  exec_started_ = now();
+  set_state(State::kExecuting);
+  BackendResult r;
+  if (i + 1 == batch_ran_) {  // the last one: the backend's own result
+    r = std::move(batch_last_);
+    clear_batch();
+  } else {
+    batch_expect_ = head_;
+    r.in_transaction = true;
+  }
+  on_execute_result(r);
+}
+
+void Session::clear_batch() {
+  if (!batch_pending()) return;
+  batch_ran_ = 0;
+  batch_next_ = 0;
+  batch_expect_ = nullptr;
+  batch_frames_.release();
+  batch_last_ = BackendResult{};
 }
 
 // ---- group commit ----
@@ -471,7 +577,7 @@ void Session::backend_result(BackendConn* conn, BackendOp op, BackendResult& r) 
     return maybe_delete();
   }
   switch (state_) {
-    case State::kExecuting: return on_execute_result(r);
+    case State::kExecuting: return op == BackendOp::kBatch ? on_batch_result(r) : on_execute_result(r);
     case State::kEnding: return on_end_result(r);
     case State::kAborting: return on_abort_result(r);
     default:
@@ -597,6 +703,7 @@ void Session::on_end_result(BackendResult& r) {
 }
 
 void Session::start_abort(Status why) {
+  clear_batch();
   aborting_why_ = std::move(why);
   set_state(State::kAborting);
   lease_->set_listener(this);

@@ -38,6 +38,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -139,6 +140,16 @@ class Session final : public PoolWaiter, public BackendListener {
   void start_current();
   void start_lease();
   void run_execute(bool begin);
+  // Batches (BatchJob): start_batch() hands req and the kExecute requests queued right behind
+  // it to the backend as one operation (false: nothing to batch); on_batch_result() keeps the
+  // outcomes, and run_execute() serves each of those requests from them when the queue reaches
+  // it, as if it had run alone just then. Anything off that path drops them (clear_batch()):
+  // the requests still queued are then served as usual.
+  bool start_batch(const ExecRequest& req);
+  void on_batch_result(BackendResult& r);
+  void serve_batched();
+  void clear_batch();
+  bool batch_pending() const { return batch_ran_ != 0; }
   void on_execute_result(BackendResult& r);
   void on_end_result(BackendResult& r);
   void on_abort_result(BackendResult& r);
@@ -187,6 +198,15 @@ class Session final : public PoolWaiter, public BackendListener {
   Clock::time_point idle_since_{};
   Clock::time_point paused_since_{};
   Clock::time_point exec_started_{};
+  // The batch (see start_batch()): its job, kept for reuse; the outcomes not yet served: the
+  // frames of the statements that ran, the next one to serve and how many ran, the request it
+  // belongs to (checked), and the last statement's result.
+  std::unique_ptr<BatchJob> batch_job_;
+  Buffer batch_frames_;
+  std::size_t batch_next_ = 0;
+  std::size_t batch_ran_ = 0;
+  PendingRequest* batch_expect_ = nullptr;
+  BackendResult batch_last_;
 };
 
 }  // namespace dbmgr::daemon

@@ -32,10 +32,12 @@
 // its own bookkeeping of each connection (its pool state and list links) in `pool_`.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -46,7 +48,16 @@
 
 namespace dbmgr::daemon {
 
-enum class BackendOp : std::uint8_t { kOpen, kExecute, kCommit, kRollback, kPing, kReset, kGroup };
+enum class BackendOp : std::uint8_t {
+  kOpen,
+  kExecute,
+  kCommit,
+  kRollback,
+  kPing,
+  kReset,
+  kGroup,
+  kBatch
+};
 std::string_view to_string(BackendOp op);
 
 // How an execute starts its transaction.
@@ -66,6 +77,8 @@ struct ExecRequest {
   std::string_view client_label;  // "name pid N": PostgreSQL shows it as application_name
 };
 
+struct BatchJob;
+
 struct BackendResult {
   Status status;
   Buffer frames;               // encoded reply frames for the client (execute only)
@@ -73,6 +86,7 @@ struct BackendResult {
   bool in_transaction = false; // the connection holds an open transaction after this op
   bool broken = false;         // the connection is unusable and must be closed
   std::uint64_t statements = 0;
+  std::unique_ptr<BatchJob> batch;  // kBatch: the job, handed back with its outcome
 };
 
 class BackendConn;
@@ -101,6 +115,27 @@ struct GroupJob {
   Buffer frames;           // every item's reply frames, back to back
   bool committed = false;  // COMMIT succeeded
   int restarts = 0;        // an item's error ended the whole transaction; the rest re-ran
+};
+
+// Statements of one session's transaction that the client pipelined, run back to back as one
+// operation (a driver that offers it: Driver::batches()), so that a blocking driver makes one
+// trip to its worker thread instead of one per statement. reqs[0] is the statement the session
+// would have executed alone (it may begin the transaction); the others have begin kNone. The
+// driver stops after the first statement that fails, that leaves rows for resume(), that
+// leaves no transaction open, or after which the frames pass kMaxBatchFrames. The operation
+// completes with BackendOp::kBatch and the BackendResult of the last statement it ran, whose
+// frames are preceded by those of the statements before it (frame_ends[i]: where statement
+// i's frames end; frames of a failed statement are dropped, as always). The job owns what
+// its requests point to (`payloads`, the requests' bytes copied), and the connection owns the
+// job while it runs: a connection closed meanwhile frees both when its driver is done.
+struct BatchJob {
+  static constexpr std::size_t kMaxStatements = 32;
+  static constexpr std::size_t kMaxBatchFrames = 256 * 1024;
+  Buffer payloads;                               // what reqs' views point into
+  std::array<ExecRequest, kMaxStatements> reqs;
+  std::size_t count = 0;
+  std::size_t ran = 0;  // driver: statements run; the result is that of reqs[ran - 1]
+  std::array<std::size_t, kMaxStatements> frame_ends{};
 };
 
 class BackendListener {
@@ -157,6 +192,13 @@ class BackendConn {
   // Driver::group_commit()); completes with BackendOp::kGroup, the per-item results in `job`,
   // which must outlive the operation.
   void execute_group(GroupJob* job) { Call c(this, State::kIdle); do_group(job); }
+  // Runs the statements of `job` back to back (see BatchJob; a driver that offers it:
+  // Driver::batches()); the job comes back in BackendResult::batch. After a result with
+  // `more`, resume() streams the rest of the last statement's rows as after execute().
+  void execute_batch(std::unique_ptr<BatchJob> job) {
+    Call c(this, State::kIdle);
+    do_batch(std::move(job));
+  }
   // Best effort; the running op completes with kCancelled. No state change.
   void cancel() {
     ++depth_;
@@ -195,6 +237,9 @@ class BackendConn {
   virtual void do_close() = 0;
   virtual void do_group(GroupJob* /*job*/) {
     assert(false && "execute_group() on a driver without group commit");
+  }
+  virtual void do_batch(std::unique_ptr<BatchJob> /*job*/) {
+    assert(false && "execute_batch() on a driver without batches");
   }
 
   // The operation in flight is done. Must run on a later loop turn than the call that

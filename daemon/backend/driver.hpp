@@ -101,6 +101,10 @@ class Driver {
   virtual bool group_commit() const { return false; }
   virtual bool groupable_sql(std::string_view /*sql*/) const { return false; }
 
+  // Batches (BatchJob): a session's pipelined statements run back to back in one operation.
+  // The driver's connections then implement BackendConn::execute_batch().
+  virtual bool batches() const { return false; }
+
   // The database info (its PK column type) depends on the server's version, which a
   // connection learns (BackendConn::server_version()): an info request opens one first.
   virtual bool info_needs_server() const { return false; }

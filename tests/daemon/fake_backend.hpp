@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,8 +39,20 @@ class FakeConn final : public BackendConn {
   bool in_transaction_ = false;
   int cancels_ = 0;
 
-  // Completes the operation in flight with `r` (as a driver would on a later loop turn).
+  // Completes the operation in flight with `r` (as a driver would on a later loop turn). A
+  // batch (BatchJob) completes as if every statement had ended like `r`.
   void finish(BackendResult r);
+  // Completes the batch in flight: statement i ends like outcomes[i] (the last outcome repeats
+  // for the statements after it), and the batch stops where BatchJob says a driver stops.
+  void finish_batch(const std::vector<BackendResult>& outcomes);
+  template <typename... R>
+  void finish_batch_with(R&&... outcomes) {
+    std::vector<BackendResult> v;
+    (v.push_back(std::move(outcomes)), ...);
+    finish_batch(v);
+  }
+  // The statements of the batch in flight (empty when none).
+  std::vector<std::string> batch_sql() const;
   BackendOp current_op() const { return op_; }
   std::string last_sql() const { return sql_; }
   bool read_only() const { return read_only_; }
@@ -53,6 +66,16 @@ class FakeConn final : public BackendConn {
     read_only_ = req.read_only;
     if (req.begin != TxBegin::kNone) in_transaction_ = true;
     started(BackendOp::kExecute);
+  }
+  void do_batch(std::unique_ptr<BatchJob> job) override {
+    batch_ = std::move(job);
+    const ExecRequest& first = batch_->reqs[0];
+    sql_.assign(first.sql);
+    request_id_ = first.request_id;
+    session_id_ = first.session_id;
+    read_only_ = first.read_only;
+    if (first.begin != TxBegin::kNone) in_transaction_ = true;
+    started(BackendOp::kBatch);
   }
   void do_resume() override { started(BackendOp::kExecute); }
   void do_commit() override { started(BackendOp::kCommit); }
@@ -71,6 +94,7 @@ class FakeConn final : public BackendConn {
   bool read_only_ = false;
   std::uint32_t request_id_ = 0;
   std::uint32_t session_id_ = 0;
+  std::unique_ptr<BatchJob> batch_;
 };
 
 struct StartedOp {
@@ -127,10 +151,65 @@ inline FakeConn::~FakeConn() = default;
 
 inline void FakeConn::started(BackendOp op) {
   op_ = op;
-  backend_.on_started(this, op, op == BackendOp::kExecute ? sql_ : std::string());
+  backend_.on_started(this, op,
+                      op == BackendOp::kExecute || op == BackendOp::kBatch ? sql_ : std::string());
+}
+
+// The fields of a result a test sets (not its frames).
+inline BackendResult outcome_like(const BackendResult& r) {
+  BackendResult o;
+  o.status = r.status;
+  o.more = r.more;
+  o.in_transaction = r.in_transaction;
+  o.broken = r.broken;
+  return o;
+}
+
+inline std::vector<std::string> FakeConn::batch_sql() const {
+  std::vector<std::string> v;
+  if (op_ == BackendOp::kBatch && batch_) {
+    for (std::size_t i = 0; i < batch_->count; ++i) v.emplace_back(batch_->reqs[i].sql);
+  }
+  return v;
+}
+
+inline void FakeConn::finish_batch(const std::vector<BackendResult>& outcomes) {
+  std::unique_ptr<BatchJob> job = std::move(batch_);
+  BackendResult last;
+  Buffer frames;
+  job->ran = 0;
+  for (std::size_t i = 0; i < job->count; ++i) {
+    const BackendResult& o = outcomes[std::min(i, outcomes.size() - 1)];
+    job->ran = i + 1;
+    if (o.status.is_ok() && !o.more) {
+      proto::Encoder enc(frames.bytes());
+      proto::Complete done;
+      done.affected_rows = 1;
+      done.in_transaction = o.in_transaction;
+      enc.complete(job->reqs[i].request_id, job->reqs[i].session_id, done);
+    }
+    job->frame_ends[i] = frames.size();
+    request_id_ = job->reqs[i].request_id;  // a resume() streams this one's rows
+    last = outcome_like(o);
+    if (!o.status.is_ok() || o.more || !o.in_transaction) break;
+  }
+  if (!last.status.is_ok()) in_transaction_ = last.in_transaction;
+  last.frames = std::move(frames);
+  last.statements = job->ran;
+  last.batch = std::move(job);
+  FakeBackend& b = backend_;
+  ++b.completing;
+  b.max_depth = std::max(b.max_depth, b.completing);
+  complete(BackendOp::kBatch, std::move(last));
+  --b.completing;
 }
 
 inline void FakeConn::finish(BackendResult r) {
+  if (op_ == BackendOp::kBatch) {
+    std::vector<BackendResult> all;
+    all.push_back(std::move(r));
+    return finish_batch(all);
+  }
   if (op_ == BackendOp::kCommit || op_ == BackendOp::kRollback || op_ == BackendOp::kReset) {
     in_transaction_ = false;
     if (op_ == BackendOp::kReset) dirty_ = false;

@@ -128,10 +128,13 @@ TEST_CASE("session: an error fails the pipeline until rollback (protocol.md sect
   d.step();
   d.fake.finish_next(BackendOp::kOpen);
   d.step();
-  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
-  d.step();
-  d.fake.finish_next(BackendOp::kExecute,
-                     FakeBackend::error(proto::ErrorCategory::kConstraint, "duplicate", "23505"));
+  // A, B and C were queued together: one batch (the commit behind them ends it).
+  REQUIRE(d.fake.has(BackendOp::kBatch));
+  auto& conn = *d.fake.in_flight.front().conn;
+  CHECK(conn.batch_sql() == std::vector<std::string>{"INSERT A", "INSERT B", "INSERT C"});
+  d.fake.in_flight.pop_front();
+  conn.finish_batch_with(FakeBackend::ok(true), FakeBackend::error(proto::ErrorCategory::kConstraint,
+                                                                  "duplicate", "23505"));
   d.step();
   REQUIRE(d.fake.has(BackendOp::kExecute));  // D, in a new transaction
   d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
@@ -392,4 +395,166 @@ TEST_CASE("session: a write failing inside a session's result closes the client 
   auto pools = nlohmann::json::parse(std::get<proto::AdminResult>(op.final_reply(id)->msg).json);
   CHECK(pools[0]["in_use"] == 0);
   CHECK(rollbacks == 2);  // sessions 2 and 3 held transactions
+}
+
+// ---- batches (BatchJob): a session's pipelined statements run as one backend operation ----
+
+namespace {
+// The session id of (client, session) in the daemon's `sessions` document.
+std::string daemon_session_id(InProc& d, RawClient& op, std::uint32_t session) {
+  auto sessions = op.admin(proto::AdminCommand::kSessions);
+  d.step();
+  auto list =
+      nlohmann::json::parse(std::get<proto::AdminResult>(op.final_reply(sessions)->msg).json);
+  for (auto& s : list) {
+    if (s["session_id"] == session) return s["id"];
+  }
+  return {};
+}
+
+// The batch in flight, taken off the fake's list (the test completes it).
+dbmgr::daemon::test::FakeConn& take_batch(InProc& d) {
+  REQUIRE(d.fake.has(BackendOp::kBatch));
+  auto& conn = *d.fake.in_flight.front().conn;
+  REQUIRE(d.fake.in_flight.front().op == BackendOp::kBatch);
+  d.fake.in_flight.pop_front();
+  return conn;
+}
+
+bool history_has(InProc& d, BackendOp op) {
+  for (auto& o : d.fake.history) {
+    if (o.op == op) return true;
+  }
+  return false;
+}
+}  // namespace
+
+TEST_CASE("batch: a kill while it runs rolls back what ran; later requests get killed") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& op = d.client();
+  open_session(d, a, 3);
+  auto s1 = a.execute(3, "INSERT A");
+  auto s2 = a.execute(3, "INSERT B");
+  auto s3 = a.execute(3, "INSERT C");
+  auto commit = a.simple(T::kCommit, 3);
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  auto& conn = take_batch(d);
+  CHECK(conn.batch_sql().size() == 3);
+  const std::string sid = daemon_session_id(d, op, 3);
+  REQUIRE(!sid.empty());
+  auto kill = op.admin(proto::AdminCommand::kKill, sid);
+  d.step();
+  CHECK(op.type_of(kill) == T::kAdminResult);
+  CHECK(conn.cancels_ == 1);
+  // Every statement finished before the cancel could stop one: the transaction is open.
+  conn.finish_batch_with(FakeBackend::ok(true));
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kRollback));
+  d.fake.finish_next(BackendOp::kRollback);
+  d.step();
+  CHECK(a.type_of(s1) == T::kComplete);  // its result had arrived with it
+  CHECK(a.category_of(s2) == proto::ErrorCategory::kKilled);
+  CHECK(a.category_of(s3) == proto::ErrorCategory::kKilled);
+  CHECK(a.category_of(commit) == proto::ErrorCategory::kKilled);
+  CHECK_FALSE(history_has(d, BackendOp::kCommit));
+  CHECK(d.fake.max_depth == 1);
+}
+
+TEST_CASE("batch: a client gone while it runs: rolled back, its queue freed, the next waiter served") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& b = d.client();
+  open_session(d, a, 1);
+  open_session(d, b, 1);
+  a.execute(1, "INSERT A");
+  a.execute(1, "INSERT B");
+  a.execute(1, "INSERT C");
+  a.simple(T::kCommit, 1);
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  auto& conn = take_batch(d);
+  auto b_exec = b.execute(1, "INSERT BY B");
+  d.step();
+  d.drop(a);  // a dies while its batch runs
+  d.step();
+  conn.finish_batch_with(FakeBackend::ok(true));
+  d.step();
+  REQUIRE(d.fake.has(BackendOp::kRollback));
+  d.fake.finish_next(BackendOp::kRollback);
+  d.step();
+  CHECK_FALSE(history_has(d, BackendOp::kCommit));
+  REQUIRE(d.fake.has(BackendOp::kExecute));  // B now runs, on the same connection
+  CHECK(d.fake.in_flight.front().sql == "INSERT BY B");
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  d.step();
+  CHECK(b.type_of(b_exec) == T::kComplete);
+}
+
+TEST_CASE("batch: its last statement streams rows; the stream resumes as after execute") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  open_session(d, a, 1);
+  auto s1 = a.execute(1, "INSERT A");
+  auto s2 = a.execute(1, "SELECT many");
+  auto s3 = a.execute(1, "INSERT C");
+  auto commit = a.simple(T::kCommit, 1);
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  auto& conn = take_batch(d);
+  dbmgr::daemon::BackendResult more = FakeBackend::ok(true);
+  more.more = true;
+  conn.finish_batch_with(FakeBackend::ok(true), std::move(more));
+  d.step();
+  CHECK(a.type_of(s1) == T::kComplete);
+  CHECK(a.final_reply(s2) == nullptr);  // rows remain
+  REQUIRE(d.fake.has(BackendOp::kExecute));  // resume() of the SELECT
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  d.step();
+  CHECK(a.type_of(s2) == T::kComplete);
+  REQUIRE(d.fake.has(BackendOp::kExecute));  // C alone: the commit follows it
+  CHECK(d.fake.in_flight.front().sql == "INSERT C");
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  d.step();
+  CHECK(a.type_of(s3) == T::kComplete);
+  REQUIRE(d.fake.has(BackendOp::kCommit));
+  d.fake.finish_next(BackendOp::kCommit);
+  d.step();
+  CHECK(a.type_of(commit) == T::kOk);
+}
+
+TEST_CASE("batch: 40 pipelined statements run as a batch of 32 and one of 8, in order") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  open_session(d, a, 1);
+  std::vector<std::uint32_t> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back(a.execute(1, "INSERT " + std::to_string(i)));
+  auto commit = a.simple(T::kCommit, 1);
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  auto& first = take_batch(d);
+  auto sql = first.batch_sql();
+  REQUIRE(sql.size() == 32);
+  CHECK(sql.front() == "INSERT 0");
+  CHECK(sql.back() == "INSERT 31");
+  first.finish_batch_with(FakeBackend::ok(true));
+  d.step();
+  for (int i = 0; i < 32; ++i) CHECK(a.type_of(ids[i]) == T::kComplete);
+  CHECK(a.final_reply(ids[32]) == nullptr);
+  auto& second = take_batch(d);
+  sql = second.batch_sql();
+  REQUIRE(sql.size() == 8);
+  CHECK(sql.front() == "INSERT 32");
+  second.finish_batch_with(FakeBackend::ok(true));
+  d.step();
+  for (int i = 32; i < 40; ++i) CHECK(a.type_of(ids[i]) == T::kComplete);
+  REQUIRE(d.fake.has(BackendOp::kCommit));
+  d.fake.finish_next(BackendOp::kCommit);
+  d.step();
+  CHECK(a.type_of(commit) == T::kOk);
 }

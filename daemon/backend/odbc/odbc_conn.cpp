@@ -181,6 +181,7 @@ void OdbcConn::work(BackendOp op) {
     case BackendOp::kPing: work_ping(); break;
     case BackendOp::kReset: work_reset(); break;
     case BackendOp::kGroup: result_.status = Status::internal("no group commit on ODBC"); break;
+    case BackendOp::kBatch: result_.status = Status::internal("no batches on ODBC"); break;
   }
   result_.in_transaction = in_tx_;
 }

@@ -250,6 +250,7 @@ void SqliteConn::work(BackendOp op) {
     case BackendOp::kReset: work_end_tx(nullptr); break;
     case BackendOp::kPing: result_.status = exec_simple("SELECT 1"); break;
     case BackendOp::kGroup: work_group(); break;
+    case BackendOp::kBatch: work_batch(); break;
   }
   result_.in_transaction = in_tx_;
 }
@@ -265,6 +266,11 @@ void SqliteConn::do_execute(const ExecRequest& req) {
 void SqliteConn::do_group(GroupJob* job) {
   group_ = job;
   start(BackendOp::kGroup);
+}
+
+void SqliteConn::do_batch(std::unique_ptr<BatchJob> job) {
+  batch_ = std::move(job);
+  queue(BackendOp::kBatch);
 }
 
 void SqliteConn::do_resume() { queue(BackendOp::kExecute); }
@@ -652,6 +658,27 @@ void SqliteConn::work_execute() {
   writer_.complete(done);
 }
 
+// Each statement exactly as work_execute() runs it alone (its own statement_timeout), its
+// frames appended to the ones before; stops where BatchJob says.
+void SqliteConn::work_batch() {
+  BatchJob& job = *batch_;
+  job.ran = 0;
+  for (std::size_t i = 0; i < job.count; ++i) {
+    req_ = job.reqs[i];
+    deadline_ = statement_timeout_.count() > 0 ? clock_.now() + statement_timeout_
+                                               : Clock::time_point{};
+    timed_out_ = false;
+    work_execute();
+    job.frame_ends[i] = result_.frames.size();
+    job.ran = i + 1;
+    if (!result_.status.is_ok() || result_.more || !in_tx_ ||
+        result_.frames.size() >= BatchJob::kMaxBatchFrames) {
+      break;
+    }
+  }
+  result_.batch = std::move(batch_);
+}
+
 Status SqliteConn::exec_prepared(sqlite3_stmt** stmt, const char* sql) {
   if (*stmt == nullptr) {
     int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr);
@@ -915,6 +942,7 @@ std::string_view to_string(BackendOp op) {
     case BackendOp::kPing: return "ping";
     case BackendOp::kReset: return "reset";
     case BackendOp::kGroup: return "group commit";
+    case BackendOp::kBatch: return "batch";
   }
   return "?";
 }

@@ -71,6 +71,8 @@ class SqliteConn final : public WorkerConn {
   // Every item of `job` in one transaction: BEGIN IMMEDIATE, then per item SAVEPOINT, the
   // statement, RELEASE (ROLLBACK TO on its error), then COMMIT.
   void do_group(GroupJob* job) override;
+  // Statements of one transaction back to back in one worker job (BatchJob).
+  void do_batch(std::unique_ptr<BatchJob> job) override;
 
  private:
   struct Cached {
@@ -90,6 +92,7 @@ class SqliteConn final : public WorkerConn {
   void work_execute();
   void work_end_tx(const char* sql);
   void work_group();
+  void work_batch();
   void run_group_item(GroupItem& it, std::vector<std::uint8_t>& out);
   // Unresolved deferred foreign-key violations in the open transaction (worker).
   bool deferred_fk_violations();
@@ -132,6 +135,7 @@ class SqliteConn final : public WorkerConn {
   Clock::time_point deadline_{};
   std::atomic<bool> timed_out_{false};
   GroupJob* group_ = nullptr;                       // the group being run (kGroup)
+  std::unique_ptr<BatchJob> batch_;                 // the batch being run (kBatch)
   const std::atomic<bool>* item_cancel_ = nullptr;  // worker: the running item's cancel flag
   sqlite3_stmt* savepoint_ = nullptr;               // prepared once, for group commits
   sqlite3_stmt* release_ = nullptr;

@@ -100,6 +100,7 @@ class SqliteDriver final : public Driver {
     return SqliteConn::read_only_sql(sql);
   }
   bool group_commit() const override { return true; }
+  bool batches() const override { return true; }
   bool groupable_sql(std::string_view sql) const override {
     return SqliteConn::groupable_sql(sql);
   }
