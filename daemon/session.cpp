@@ -294,6 +294,14 @@ void Session::start_current() {
     case T::kRollback:
     case T::kClose:
       if (type == T::kClose) closing_ = true;
+      if (batch_pending()) {
+        if (type == T::kCommit && state_ == State::kInTx && batch_next_ == batch_ran_ &&
+            current_ == batch_expect_ && current_->header.request_id == batch_commit_rid_) {
+          return serve_batched_commit();
+        }
+        assert(false && "a batch's outcomes were not served in order");
+        clear_batch();
+      }
       if (state_ == State::kInTx) {
         set_state(State::kEnding);
         lease_->set_listener(this);
@@ -354,7 +362,8 @@ void Session::run_execute(bool begin) {
         current_->header.request_id == batch_job_->reqs[batch_next_].request_id) {
       return serve_batched();
     }
-    clear_batch();  // cannot happen: the queue reached another request first
+    assert(false && "a batch's outcomes were not served in order");
+    clear_batch();
   }
   proto::Message msg;
   proto::FrameView frame{current_->header, current_->payload.data()};
@@ -394,7 +403,9 @@ void Session::run_execute(bool begin) {
 
 bool Session::start_batch(const ExecRequest& req) {
   if (one_shot_ || current_->header.type != proto::MsgType::kExecute || head_ == nullptr ||
-      head_->header.type != proto::MsgType::kExecute || !engine_->driver().batches()) {
+      (head_->header.type != proto::MsgType::kExecute &&
+       head_->header.type != proto::MsgType::kCommit) ||
+      !engine_->driver().batches()) {
     return false;
   }
   if (!batch_job_) batch_job_ = std::make_unique<BatchJob>();
@@ -405,16 +416,20 @@ bool Session::start_batch(const ExecRequest& req) {
   std::array<std::size_t, BatchJob::kMaxStatements> at{};
   std::array<const PendingRequest*, BatchJob::kMaxStatements> from{};
   std::size_t n = 0;
-  for (const PendingRequest* r = current_;
-       r != nullptr && n < BatchJob::kMaxStatements &&
-       (r == current_ || r->header.type == proto::MsgType::kExecute);
-       r = r == current_ ? head_ : r->next) {
+  const PendingRequest* after = nullptr;  // the first request not taken
+  for (const PendingRequest* r = current_;; r = r == current_ ? head_ : r->next) {
+    if (r == nullptr || n == BatchJob::kMaxStatements ||
+        (r != current_ && r->header.type != proto::MsgType::kExecute)) {
+      after = r;
+      break;
+    }
     at[n] = bytes.size();
     from[n++] = r;
     bytes.insert(bytes.end(), r->payload.data(), r->payload.data() + r->payload.size());
   }
   job.count = 0;
   job.ran = 0;
+  job.committed = false;
   for (std::size_t i = 0; i < n; ++i) {
     proto::Message msg;
     proto::FrameView frame{from[i]->header, bytes.data() + at[i]};
@@ -430,7 +445,10 @@ bool Session::start_batch(const ExecRequest& req) {
     q.client_label = {};  // a view into the ClientConn, which may go while the batch runs
     job.count = i + 1;
   }
-  if (job.count < 2) return false;
+  // The session's COMMIT right behind the statements travels with them.
+  job.commit = job.count == n && after != nullptr && after->header.type == proto::MsgType::kCommit;
+  batch_commit_rid_ = job.commit ? after->header.request_id : 0;
+  if (job.count < 2 && !job.commit) return false;
   lease_->execute_batch(std::move(batch_job_));
   return true;
 }
@@ -438,12 +456,31 @@ bool Session::start_batch(const ExecRequest& req) {
 void Session::on_batch_result(BackendResult& r) {
   std::unique_ptr<BatchJob> job = std::move(r.batch);
   if (job) job->payloads.release();  // back to the pool: an idle session keeps no buffer
-  if (!job || job->ran < 2) {  // only the first statement ran: its own result
+  const bool committed = job && job->committed;
+  if (!job || (job->ran < 2 && !committed)) {  // only the first statement ran: its own result
     if (job) batch_job_ = std::move(job);
     return on_execute_result(r);
   }
-  // The first statement succeeded; the outcomes of the others wait for their turn.
   batch_job_ = std::move(job);
+  if (committed) {
+    // The transaction's fate is decided: an abort asked for meanwhile came too late for the
+    // statements, and is acted on with the commit's outcome.
+    batch_late_abort_ = std::move(abort_);
+    abort_.reset();
+  }
+  if (batch_job_->ran < 2) {  // one statement and the commit: only the commit waits
+    batch_frames_.release();
+    batch_ran_ = 1;
+    batch_next_ = 1;
+    batch_expect_ = head_;
+    batch_last_ = std::move(r);
+    BackendResult first;
+    first.frames = std::move(batch_last_.frames);
+    first.in_transaction = true;
+    first.statements = batch_last_.statements;
+    return on_execute_result(first);
+  }
+  // The first statement succeeded; the outcomes of the others wait for their turn.
   batch_frames_ = std::move(r.frames);
   batch_ran_ = batch_job_->ran;
   batch_next_ = 1;
@@ -469,7 +506,10 @@ void Session::serve_batched() {
   exec_started_ = now();
   set_state(State::kExecuting);
   BackendResult r;
-  if (i + 1 == batch_ran_) {  // the last one: the backend's own result
+  if (i + 1 == batch_ran_ && batch_job_->committed) {  // the last one, before its commit
+    batch_expect_ = head_;
+    r.in_transaction = true;
+  } else if (i + 1 == batch_ran_) {  // the last one: the backend's own result
     r = std::move(batch_last_);
     clear_batch();
   } else {
@@ -479,11 +519,27 @@ void Session::serve_batched() {
   on_execute_result(r);
 }
 
+void Session::serve_batched_commit() {
+  BackendResult r;
+  r.status = std::move(batch_job_->commit_status);
+  r.broken = batch_job_->commit_broken;
+  r.in_transaction = batch_last_.in_transaction;
+  std::optional<Status> late = std::move(batch_late_abort_);
+  clear_batch();
+  server_.count_transaction();
+  set_state(State::kEnding);
+  if (late) abort_ = std::move(late);
+  on_end_result(r);
+}
+
 void Session::clear_batch() {
+  if (batch_late_abort_ && !abort_) abort_ = std::move(batch_late_abort_);
+  batch_late_abort_.reset();
   if (!batch_pending()) return;
   batch_ran_ = 0;
   batch_next_ = 0;
   batch_expect_ = nullptr;
+  batch_commit_rid_ = 0;
   batch_frames_.release();
   batch_last_ = BackendResult{};
 }

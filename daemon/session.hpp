@@ -148,6 +148,7 @@ class Session final : public PoolWaiter, public BackendListener {
   bool start_batch(const ExecRequest& req);
   void on_batch_result(BackendResult& r);
   void serve_batched();
+  void serve_batched_commit();
   void clear_batch();
   bool batch_pending() const { return batch_ran_ != 0; }
   void on_execute_result(BackendResult& r);
@@ -207,6 +208,10 @@ class Session final : public PoolWaiter, public BackendListener {
   std::size_t batch_ran_ = 0;
   PendingRequest* batch_expect_ = nullptr;
   BackendResult batch_last_;
+  std::uint32_t batch_commit_rid_ = 0;  // the kCommit the batch ran, 0: none
+  // An abort asked for while a batch that committed ran: acted on when its commit is served,
+  // as for an abort that arrives while a commit runs.
+  std::optional<Status> batch_late_abort_;
 };
 
 }  // namespace dbmgr::daemon

@@ -125,7 +125,11 @@ struct GroupJob {
 // leaves no transaction open, or after which the frames pass kMaxBatchFrames. The operation
 // completes with BackendOp::kBatch and the BackendResult of the last statement it ran, whose
 // frames are preceded by those of the statements before it (frame_ends[i]: where statement
-// i's frames end; frames of a failed statement are dropped, as always). The job owns what
+// i's frames end; frames of a failed statement are dropped, as always). With `commit`, a
+// driver that ran every statement, and has a transaction open and no rows pending after the
+// last, then commits as commit() does: `committed` says it tried, commit_status and
+// commit_broken say how it went, and the BackendResult's in_transaction is the state after
+// it (the last statement's own state was: in a transaction). The job owns what
 // its requests point to (`payloads`, the requests' bytes copied), and the connection owns the
 // job while it runs: a connection closed meanwhile frees both when its driver is done.
 struct BatchJob {
@@ -134,7 +138,11 @@ struct BatchJob {
   Buffer payloads;                               // what reqs' views point into
   std::array<ExecRequest, kMaxStatements> reqs;
   std::size_t count = 0;
+  bool commit = false;  // COMMIT after the statements (the session's next request)
   std::size_t ran = 0;  // driver: statements run; the result is that of reqs[ran - 1]
+  bool committed = false;  // driver: the COMMIT ran; how it went:
+  Status commit_status;
+  bool commit_broken = false;
   std::array<std::size_t, kMaxStatements> frame_ends{};
 };
 

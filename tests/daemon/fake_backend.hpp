@@ -38,6 +38,8 @@ class FakeConn final : public BackendConn {
   bool dirty_ = false;         // needs_reset(): the test sets it, reset() clears it
   bool in_transaction_ = false;
   int cancels_ = 0;
+  // How the COMMIT of a batch that carries one ends (finish_batch()).
+  Status commit_outcome_ = Status::ok();
 
   // Completes the operation in flight with `r` (as a driver would on a later loop turn). A
   // batch (BatchJob) completes as if every statement had ended like `r`.
@@ -194,6 +196,13 @@ inline void FakeConn::finish_batch(const std::vector<BackendResult>& outcomes) {
     if (!o.status.is_ok() || o.more || !o.in_transaction) break;
   }
   if (!last.status.is_ok()) in_transaction_ = last.in_transaction;
+  if (job->commit && job->ran == job->count && last.status.is_ok() && !last.more &&
+      last.in_transaction) {
+    job->committed = true;
+    job->commit_status = commit_outcome_;
+    in_transaction_ = false;
+    last.in_transaction = false;  // committed, or rolled back by the failed COMMIT
+  }
   last.frames = std::move(frames);
   last.statements = job->ran;
   last.batch = std::move(job);

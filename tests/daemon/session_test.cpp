@@ -437,7 +437,6 @@ TEST_CASE("batch: a kill while it runs rolls back what ran; later requests get k
   auto s1 = a.execute(3, "INSERT A");
   auto s2 = a.execute(3, "INSERT B");
   auto s3 = a.execute(3, "INSERT C");
-  auto commit = a.simple(T::kCommit, 3);
   d.step();
   d.fake.finish_next(BackendOp::kOpen);
   d.step();
@@ -458,9 +457,96 @@ TEST_CASE("batch: a kill while it runs rolls back what ran; later requests get k
   CHECK(a.type_of(s1) == T::kComplete);  // its result had arrived with it
   CHECK(a.category_of(s2) == proto::ErrorCategory::kKilled);
   CHECK(a.category_of(s3) == proto::ErrorCategory::kKilled);
+  auto commit = a.simple(T::kCommit, 3);
+  d.step();
   CHECK(a.category_of(commit) == proto::ErrorCategory::kKilled);
   CHECK_FALSE(history_has(d, BackendOp::kCommit));
   CHECK(d.fake.max_depth == 1);
+}
+
+TEST_CASE("batch: the COMMIT queued behind the statements runs with them") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& b = d.client();
+  open_session(d, a, 1);
+  open_session(d, b, 1);
+  auto s1 = a.execute(1, "INSERT A");
+  auto s2 = a.execute(1, "INSERT B");
+  auto commit = a.simple(T::kCommit, 1);
+  auto after = a.execute(1, "INSERT NEXT");  // a new transaction, once the commit is served
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  auto b_exec = b.execute(1, "INSERT BY B");
+  d.step();
+  SUBCASE("it commits") {
+    auto& conn = take_batch(d);
+    conn.finish_batch_with(FakeBackend::ok(true));
+    d.step();
+    CHECK(a.type_of(s1) == T::kComplete);
+    CHECK(a.type_of(s2) == T::kComplete);
+    CHECK(a.type_of(commit) == T::kOk);
+    CHECK_FALSE(history_has(d, BackendOp::kCommit));  // no second trip for it
+    // The connection went back with the commit: B (waiting first) runs now, A's next after.
+    REQUIRE(d.fake.has(BackendOp::kExecute));
+    CHECK(d.fake.in_flight.front().sql == "INSERT BY B");
+    d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(false));
+    d.step();
+    CHECK(b.type_of(b_exec) == T::kComplete);
+    REQUIRE(d.fake.has(BackendOp::kExecute));
+    d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+    d.step();
+    CHECK(a.type_of(after) == T::kComplete);
+  }
+  SUBCASE("its COMMIT fails: the statements' results stand, the commit's error fails the session") {
+    auto& conn = take_batch(d);
+    conn.commit_outcome_ = dbmgr::daemon::Status(proto::ErrorCategory::kConstraint,
+                                  "FOREIGN KEY constraint failed", "23503");
+    conn.finish_batch_with(FakeBackend::ok(true));
+    d.step();
+    CHECK(a.type_of(s1) == T::kComplete);
+    CHECK(a.type_of(s2) == T::kComplete);
+    CHECK(a.category_of(commit) == proto::ErrorCategory::kConstraint);
+    CHECK(a.error_text(after) == "invalid_request: skipped after earlier error in pipeline");
+  }
+  SUBCASE("a statement fails: the COMMIT does not run and is skipped") {
+    auto& conn = take_batch(d);
+    conn.finish_batch_with(FakeBackend::ok(true),
+                           FakeBackend::error(proto::ErrorCategory::kConstraint, "dup", "23505"));
+    d.step();
+    CHECK(a.type_of(s1) == T::kComplete);
+    CHECK(a.category_of(s2) == proto::ErrorCategory::kConstraint);
+    CHECK(a.error_text(commit) == "invalid_request: skipped after earlier error in pipeline");
+    CHECK_FALSE(history_has(d, BackendOp::kCommit));
+  }
+}
+
+TEST_CASE("batch: a kill while a batch that commits runs: the commit stands and is reported") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& op = d.client();
+  open_session(d, a, 3);
+  auto s1 = a.execute(3, "INSERT A");
+  auto s2 = a.execute(3, "INSERT B");
+  auto commit = a.simple(T::kCommit, 3);
+  auto after = a.execute(3, "INSERT NEXT");
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  auto& conn = take_batch(d);
+  const std::string sid = daemon_session_id(d, op, 3);
+  REQUIRE(!sid.empty());
+  auto kill = op.admin(proto::AdminCommand::kKill, sid);
+  d.step();
+  CHECK(op.type_of(kill) == T::kAdminResult);
+  // The cancel came too late: every statement and the COMMIT succeeded.
+  conn.finish_batch_with(FakeBackend::ok(true));
+  d.step();
+  CHECK_FALSE(d.fake.has(BackendOp::kRollback));
+  CHECK(a.type_of(s1) == T::kComplete);
+  CHECK(a.type_of(s2) == T::kComplete);
+  CHECK(a.type_of(commit) == T::kOk);  // it committed: never told otherwise
+  CHECK(a.category_of(after) == proto::ErrorCategory::kKilled);  // the kill, after it
 }
 
 TEST_CASE("batch: a client gone while it runs: rolled back, its queue freed, the next waiter served") {
@@ -472,7 +558,6 @@ TEST_CASE("batch: a client gone while it runs: rolled back, its queue freed, the
   a.execute(1, "INSERT A");
   a.execute(1, "INSERT B");
   a.execute(1, "INSERT C");
-  a.simple(T::kCommit, 1);
   d.step();
   d.fake.finish_next(BackendOp::kOpen);
   d.step();
@@ -516,15 +601,13 @@ TEST_CASE("batch: its last statement streams rows; the stream resumes as after e
   d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
   d.step();
   CHECK(a.type_of(s2) == T::kComplete);
-  REQUIRE(d.fake.has(BackendOp::kExecute));  // C alone: the commit follows it
-  CHECK(d.fake.in_flight.front().sql == "INSERT C");
-  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  auto& rest = take_batch(d);  // C and the commit behind it
+  CHECK(rest.batch_sql() == std::vector<std::string>{"INSERT C"});
+  rest.finish_batch_with(FakeBackend::ok(true));
   d.step();
   CHECK(a.type_of(s3) == T::kComplete);
-  REQUIRE(d.fake.has(BackendOp::kCommit));
-  d.fake.finish_next(BackendOp::kCommit);
-  d.step();
   CHECK(a.type_of(commit) == T::kOk);
+  CHECK_FALSE(history_has(d, BackendOp::kCommit));
 }
 
 TEST_CASE("batch: 40 pipelined statements run as a batch of 32 and one of 8, in order") {
@@ -553,8 +636,6 @@ TEST_CASE("batch: 40 pipelined statements run as a batch of 32 and one of 8, in 
   second.finish_batch_with(FakeBackend::ok(true));
   d.step();
   for (int i = 32; i < 40; ++i) CHECK(a.type_of(ids[i]) == T::kComplete);
-  REQUIRE(d.fake.has(BackendOp::kCommit));
-  d.fake.finish_next(BackendOp::kCommit);
-  d.step();
-  CHECK(a.type_of(commit) == T::kOk);
+  CHECK(a.type_of(commit) == T::kOk);  // it travelled with the second batch
+  CHECK_FALSE(history_has(d, BackendOp::kCommit));
 }

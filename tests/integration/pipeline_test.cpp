@@ -2,9 +2,12 @@
 // in one write. Against a real dbmgrd on SQLite and PostgreSQL, beside what breaks them: an
 // error in the middle, another writer waiting for the same connection, a pipeline larger than
 // the socket's buffers (the client must read replies while it writes).
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -185,4 +188,56 @@ TEST_CASE("the README's quickstart prints what the README shows") {
   dbmgr::DatabaseManager m(d.options("test"));
   CHECK(count(m, "SELECT SUM(visits) FROM quickstart_users") == 4);
   CHECK(count(m, "SELECT visits FROM quickstart_users WHERE email = 'bob@example.org'") == 0);
+}
+
+// The daemon runs a session's pipelined statements as one backend operation (a batch). A
+// client killed while its batch runs: nothing of its transaction stays, the writer is free
+// again at once, and a pipeline after it commits whole.
+TEST_CASE("SQLite: a client killed while its pipeline runs leaves nothing; the daemon serves on") {
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "pipe"));
+  m.execute(std::string("CREATE TABLE items") + kTable);
+  // About 3 s of work on the writer (a recursive count), between two inserts.
+  const char* kSlow =
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000000) "
+      "SELECT count(*) FROM c";
+  for (int round = 0; round < 3; ++round) {
+    std::fflush(nullptr);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      try {
+        dbmgr::DatabaseManager c(d.options("test", "pipe"));
+        dbmgr::Session s = c.get_session();
+        dbmgr::Pipeline p = s.pipeline();
+        p.add("INSERT INTO items (id, v) VALUES (?, 'killed')", {1000 + round});
+        p.add(kSlow);
+        p.add("INSERT INTO items (id, v) VALUES (?, 'killed')", {2000 + round});
+        p.commit();
+      } catch (...) {
+      }
+      _exit(0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status));  // it was still waiting for its pipeline
+    const auto t0 = std::chrono::steady_clock::now();
+    m.execute("INSERT INTO items (id, v) VALUES (?, 'after')", {round});  // needs the writer
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK(waited < 2.0);  // the killed batch was interrupted, not run to its end
+    CHECK(count(m, "SELECT count(*) FROM items WHERE v = 'killed'") == 0);
+    CHECK(count(m, "SELECT count(*) FROM items WHERE v = 'after'") == round + 1);
+  }
+  dbmgr::Session s = m.get_session();
+  auto results = s.pipeline()
+                     .add("INSERT INTO items (id, v) VALUES (?, ?)", {10, "whole"})
+                     .add("INSERT INTO items (id, v) VALUES (?, ?)", {11, "whole"})
+                     .add("SELECT count(*) FROM items")
+                     .commit();
+  REQUIRE(results.size() == 3);
+  CHECK(results[2].scalar<std::int64_t>() == 5);
+  CHECK(count(m, "SELECT count(*) FROM items WHERE v = 'whole'") == 2);
 }

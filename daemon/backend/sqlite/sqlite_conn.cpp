@@ -663,6 +663,9 @@ void SqliteConn::work_execute() {
 void SqliteConn::work_batch() {
   BatchJob& job = *batch_;
   job.ran = 0;
+  job.committed = false;
+  job.commit_status = Status::ok();
+  job.commit_broken = false;
   for (std::size_t i = 0; i < job.count; ++i) {
     req_ = job.reqs[i];
     deadline_ = statement_timeout_.count() > 0 ? clock_.now() + statement_timeout_
@@ -675,6 +678,14 @@ void SqliteConn::work_batch() {
         result_.frames.size() >= BatchJob::kMaxBatchFrames) {
       break;
     }
+  }
+  if (job.commit && job.ran == job.count && result_.status.is_ok() && !result_.more && in_tx_) {
+    // As commit() would run it next: the statement's result stays ok, the COMMIT's is apart.
+    deadline_ = Clock::time_point{};
+    work_end_tx("COMMIT");
+    job.committed = true;
+    job.commit_status = std::exchange(result_.status, Status::ok());
+    job.commit_broken = std::exchange(result_.broken, false);
   }
   result_.batch = std::move(batch_);
 }
