@@ -639,3 +639,30 @@ TEST_CASE("batch: 40 pipelined statements run as a batch of 32 and one of 8, in 
   CHECK(a.type_of(commit) == T::kOk);  // it travelled with the second batch
   CHECK_FALSE(history_has(d, BackendOp::kCommit));
 }
+
+TEST_CASE("batch: a client gone while a batch with its COMMIT runs: the commit completes") {
+  InProc d(InProcOptions{kOnePool});
+  RawClient& a = d.client();
+  RawClient& b = d.client();
+  open_session(d, a, 1);
+  open_session(d, b, 1);
+  a.execute(1, "INSERT A");
+  a.execute(1, "INSERT B");
+  a.simple(T::kCommit, 1);
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  auto& conn = take_batch(d);
+  auto b_exec = b.execute(1, "INSERT BY B");
+  d.step();
+  d.drop(a);
+  d.step();
+  conn.finish_batch_with(FakeBackend::ok(true));  // the COMMIT had started: it completes
+  d.step();
+  CHECK_FALSE(d.fake.has(BackendOp::kRollback));
+  REQUIRE(d.fake.has(BackendOp::kExecute));  // the connection went back: B runs on it
+  CHECK(d.fake.in_flight.front().conn == &conn);
+  d.fake.finish_next(BackendOp::kExecute, FakeBackend::ok(true));
+  d.step();
+  CHECK(b.type_of(b_exec) == T::kComplete);
+}
