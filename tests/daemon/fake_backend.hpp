@@ -61,23 +61,10 @@ class FakeConn final : public BackendConn {
 
  protected:
   void do_open() override { started(BackendOp::kOpen); }
-  void do_execute(const ExecRequest& req) override {
-    sql_.assign(req.sql);
-    request_id_ = req.request_id;
-    session_id_ = req.session_id;
-    read_only_ = req.read_only;
-    if (req.begin != TxBegin::kNone) in_transaction_ = true;
-    started(BackendOp::kExecute);
-  }
+  void do_execute(const ExecRequest& req) override { take(req, BackendOp::kExecute); }
   void do_batch(std::unique_ptr<BatchJob> job) override {
     batch_ = std::move(job);
-    const ExecRequest& first = batch_->reqs[0];
-    sql_.assign(first.sql);
-    request_id_ = first.request_id;
-    session_id_ = first.session_id;
-    read_only_ = first.read_only;
-    if (first.begin != TxBegin::kNone) in_transaction_ = true;
-    started(BackendOp::kBatch);
+    take(batch_->reqs[0], BackendOp::kBatch);
   }
   void do_resume() override { started(BackendOp::kExecute); }
   void do_commit() override { started(BackendOp::kCommit); }
@@ -88,6 +75,14 @@ class FakeConn final : public BackendConn {
   void do_close() override;
 
  private:
+  void take(const ExecRequest& req, BackendOp op) {
+    sql_.assign(req.sql);
+    request_id_ = req.request_id;
+    session_id_ = req.session_id;
+    read_only_ = req.read_only;
+    if (req.begin != TxBegin::kNone) in_transaction_ = true;
+    started(op);
+  }
   void started(BackendOp op);
   FakeBackend& backend_;
   int id_;

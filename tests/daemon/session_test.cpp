@@ -400,16 +400,38 @@ TEST_CASE("session: a write failing inside a session's result closes the client 
 // ---- batches (BatchJob): a session's pipelined statements run as one backend operation ----
 
 namespace {
-// The session id of (client, session) in the daemon's `sessions` document.
-std::string daemon_session_id(InProc& d, RawClient& op, std::uint32_t session) {
+struct Pipelined {
+  std::vector<std::uint32_t> ids;  // the statements' request ids
+  std::uint32_t commit = 0;        // the kCommit's, 0: none
+};
+
+// Client `c` pipelines `sql` (and a kCommit) on its open session `sid`, the first lease's
+// connection opens: the batch is then in flight.
+Pipelined pipeline(InProc& d, RawClient& c, std::uint32_t sid, const std::vector<std::string>& sql,
+                   bool commit) {
+  Pipelined p;
+  for (const auto& q : sql) p.ids.push_back(c.execute(sid, q));
+  if (commit) p.commit = c.simple(T::kCommit, sid);
+  d.step();
+  d.fake.finish_next(BackendOp::kOpen);
+  d.step();
+  return p;
+}
+
+// An operator kills session `sid` of client `c` (dbmgrctl kill): the daemon answers at once.
+void kill_session(InProc& d, RawClient& op, std::uint32_t sid) {
   auto sessions = op.admin(proto::AdminCommand::kSessions);
   d.step();
   auto list =
       nlohmann::json::parse(std::get<proto::AdminResult>(op.final_reply(sessions)->msg).json);
+  std::string id;
   for (auto& s : list) {
-    if (s["session_id"] == session) return s["id"];
+    if (s["session_id"] == sid) id = s["id"];
   }
-  return {};
+  REQUIRE(!id.empty());
+  auto kill = op.admin(proto::AdminCommand::kKill, id);
+  d.step();
+  CHECK(op.type_of(kill) == T::kAdminResult);
 }
 
 // The batch in flight, taken off the fake's list (the test completes it).
@@ -434,19 +456,10 @@ TEST_CASE("batch: a kill while it runs rolls back what ran; later requests get k
   RawClient& a = d.client();
   RawClient& op = d.client();
   open_session(d, a, 3);
-  auto s1 = a.execute(3, "INSERT A");
-  auto s2 = a.execute(3, "INSERT B");
-  auto s3 = a.execute(3, "INSERT C");
-  d.step();
-  d.fake.finish_next(BackendOp::kOpen);
-  d.step();
+  Pipelined p = pipeline(d, a, 3, {"INSERT A", "INSERT B", "INSERT C"}, false);
   auto& conn = take_batch(d);
   CHECK(conn.batch_sql().size() == 3);
-  const std::string sid = daemon_session_id(d, op, 3);
-  REQUIRE(!sid.empty());
-  auto kill = op.admin(proto::AdminCommand::kKill, sid);
-  d.step();
-  CHECK(op.type_of(kill) == T::kAdminResult);
+  kill_session(d, op, 3);
   CHECK(conn.cancels_ == 1);
   // Every statement finished before the cancel could stop one: the transaction is open.
   conn.finish_batch_with(FakeBackend::ok(true));
@@ -454,9 +467,9 @@ TEST_CASE("batch: a kill while it runs rolls back what ran; later requests get k
   REQUIRE(d.fake.has(BackendOp::kRollback));
   d.fake.finish_next(BackendOp::kRollback);
   d.step();
-  CHECK(a.type_of(s1) == T::kComplete);  // its result had arrived with it
-  CHECK(a.category_of(s2) == proto::ErrorCategory::kKilled);
-  CHECK(a.category_of(s3) == proto::ErrorCategory::kKilled);
+  CHECK(a.type_of(p.ids[0]) == T::kComplete);  // its result had arrived with it
+  CHECK(a.category_of(p.ids[1]) == proto::ErrorCategory::kKilled);
+  CHECK(a.category_of(p.ids[2]) == proto::ErrorCategory::kKilled);
   auto commit = a.simple(T::kCommit, 3);
   d.step();
   CHECK(a.category_of(commit) == proto::ErrorCategory::kKilled);
@@ -470,12 +483,9 @@ TEST_CASE("batch: the COMMIT queued behind the statements runs with them") {
   RawClient& b = d.client();
   open_session(d, a, 1);
   open_session(d, b, 1);
-  auto s1 = a.execute(1, "INSERT A");
-  auto s2 = a.execute(1, "INSERT B");
-  auto commit = a.simple(T::kCommit, 1);
+  Pipelined p = pipeline(d, a, 1, {"INSERT A", "INSERT B"}, true);
+  const std::uint32_t s1 = p.ids[0], s2 = p.ids[1], commit = p.commit;
   auto after = a.execute(1, "INSERT NEXT");  // a new transaction, once the commit is served
-  d.step();
-  d.fake.finish_next(BackendOp::kOpen);
   d.step();
   auto b_exec = b.execute(1, "INSERT BY B");
   d.step();
@@ -526,26 +536,18 @@ TEST_CASE("batch: a kill while a batch that commits runs: the commit stands and 
   RawClient& a = d.client();
   RawClient& op = d.client();
   open_session(d, a, 3);
-  auto s1 = a.execute(3, "INSERT A");
-  auto s2 = a.execute(3, "INSERT B");
-  auto commit = a.simple(T::kCommit, 3);
+  Pipelined p = pipeline(d, a, 3, {"INSERT A", "INSERT B"}, true);
   auto after = a.execute(3, "INSERT NEXT");
   d.step();
-  d.fake.finish_next(BackendOp::kOpen);
-  d.step();
   auto& conn = take_batch(d);
-  const std::string sid = daemon_session_id(d, op, 3);
-  REQUIRE(!sid.empty());
-  auto kill = op.admin(proto::AdminCommand::kKill, sid);
-  d.step();
-  CHECK(op.type_of(kill) == T::kAdminResult);
+  kill_session(d, op, 3);
   // The cancel came too late: every statement and the COMMIT succeeded.
   conn.finish_batch_with(FakeBackend::ok(true));
   d.step();
   CHECK_FALSE(d.fake.has(BackendOp::kRollback));
-  CHECK(a.type_of(s1) == T::kComplete);
-  CHECK(a.type_of(s2) == T::kComplete);
-  CHECK(a.type_of(commit) == T::kOk);  // it committed: never told otherwise
+  CHECK(a.type_of(p.ids[0]) == T::kComplete);
+  CHECK(a.type_of(p.ids[1]) == T::kComplete);
+  CHECK(a.type_of(p.commit) == T::kOk);  // it committed: never told otherwise
   CHECK(a.category_of(after) == proto::ErrorCategory::kKilled);  // the kill, after it
 }
 
@@ -555,12 +557,7 @@ TEST_CASE("batch: a client gone while it runs: rolled back, its queue freed, the
   RawClient& b = d.client();
   open_session(d, a, 1);
   open_session(d, b, 1);
-  a.execute(1, "INSERT A");
-  a.execute(1, "INSERT B");
-  a.execute(1, "INSERT C");
-  d.step();
-  d.fake.finish_next(BackendOp::kOpen);
-  d.step();
+  pipeline(d, a, 1, {"INSERT A", "INSERT B", "INSERT C"}, false);
   auto& conn = take_batch(d);
   auto b_exec = b.execute(1, "INSERT BY B");
   d.step();
@@ -583,13 +580,8 @@ TEST_CASE("batch: its last statement streams rows; the stream resumes as after e
   InProc d(InProcOptions{kOnePool});
   RawClient& a = d.client();
   open_session(d, a, 1);
-  auto s1 = a.execute(1, "INSERT A");
-  auto s2 = a.execute(1, "SELECT many");
-  auto s3 = a.execute(1, "INSERT C");
-  auto commit = a.simple(T::kCommit, 1);
-  d.step();
-  d.fake.finish_next(BackendOp::kOpen);
-  d.step();
+  Pipelined p = pipeline(d, a, 1, {"INSERT A", "SELECT many", "INSERT C"}, true);
+  const std::uint32_t s1 = p.ids[0], s2 = p.ids[1], s3 = p.ids[2], commit = p.commit;
   auto& conn = take_batch(d);
   dbmgr::daemon::BackendResult more = FakeBackend::ok(true);
   more.more = true;
@@ -614,25 +606,24 @@ TEST_CASE("batch: 40 pipelined statements run as a batch of 32 and one of 8, in 
   InProc d(InProcOptions{kOnePool});
   RawClient& a = d.client();
   open_session(d, a, 1);
-  std::vector<std::uint32_t> ids;
-  for (int i = 0; i < 40; ++i) ids.push_back(a.execute(1, "INSERT " + std::to_string(i)));
-  auto commit = a.simple(T::kCommit, 1);
-  d.step();
-  d.fake.finish_next(BackendOp::kOpen);
-  d.step();
+  std::vector<std::string> sql;
+  for (int i = 0; i < 40; ++i) sql.push_back("INSERT " + std::to_string(i));
+  Pipelined p = pipeline(d, a, 1, sql, true);
+  const std::vector<std::uint32_t>& ids = p.ids;
+  const std::uint32_t commit = p.commit;
   auto& first = take_batch(d);
-  auto sql = first.batch_sql();
-  REQUIRE(sql.size() == 32);
-  CHECK(sql.front() == "INSERT 0");
-  CHECK(sql.back() == "INSERT 31");
+  auto in_batch = first.batch_sql();
+  REQUIRE(in_batch.size() == 32);
+  CHECK(in_batch.front() == "INSERT 0");
+  CHECK(in_batch.back() == "INSERT 31");
   first.finish_batch_with(FakeBackend::ok(true));
   d.step();
   for (int i = 0; i < 32; ++i) CHECK(a.type_of(ids[i]) == T::kComplete);
   CHECK(a.final_reply(ids[32]) == nullptr);
   auto& second = take_batch(d);
-  sql = second.batch_sql();
-  REQUIRE(sql.size() == 8);
-  CHECK(sql.front() == "INSERT 32");
+  in_batch = second.batch_sql();
+  REQUIRE(in_batch.size() == 8);
+  CHECK(in_batch.front() == "INSERT 32");
   second.finish_batch_with(FakeBackend::ok(true));
   d.step();
   for (int i = 32; i < 40; ++i) CHECK(a.type_of(ids[i]) == T::kComplete);
@@ -646,12 +637,7 @@ TEST_CASE("batch: a client gone while a batch with its COMMIT runs: the commit c
   RawClient& b = d.client();
   open_session(d, a, 1);
   open_session(d, b, 1);
-  a.execute(1, "INSERT A");
-  a.execute(1, "INSERT B");
-  a.simple(T::kCommit, 1);
-  d.step();
-  d.fake.finish_next(BackendOp::kOpen);
-  d.step();
+  pipeline(d, a, 1, {"INSERT A", "INSERT B"}, true);
   auto& conn = take_batch(d);
   auto b_exec = b.execute(1, "INSERT BY B");
   d.step();
