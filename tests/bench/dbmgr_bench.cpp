@@ -104,15 +104,18 @@ enum class Target {
   kSqliteProcs,
   kSqliteDbmgrd,
   kMariadbDirect,
-  kMariadbDbmgrd
+  kMariadbDbmgrd,
+  kPgDbmgrdAsync,
+  kSqliteDbmgrdAsync
 };
 
 constexpr std::array<const char*, 7> kWorkloadNames = {
     "select1", "point-select", "tpcb-like", "insert", "connect-per-txn", "disconnect",
     "tpcb-pipelined"};
-constexpr std::array<const char*, 8> kTargetNames = {
-    "pg-direct",     "pg-pgbouncer",  "pg-dbmgrd",      "sqlite-inproc",
-    "sqlite-procs",  "sqlite-dbmgrd", "mariadb-direct", "mariadb-dbmgrd"};
+constexpr std::array<const char*, 10> kTargetNames = {
+    "pg-direct",      "pg-pgbouncer",    "pg-dbmgrd",       "sqlite-inproc",
+    "sqlite-procs",   "sqlite-dbmgrd",   "mariadb-direct",  "mariadb-dbmgrd",
+    "pg-dbmgrd-async", "sqlite-dbmgrd-async"};
 
 const char* name(Workload w) { return kWorkloadNames[static_cast<int>(w)]; }
 const char* name(Target t) { return kTargetNames[static_cast<int>(t)]; }
@@ -134,7 +137,13 @@ Target parse_target(const std::string& s) {
 }
 
 bool is_pg(Target t) {
-  return t == Target::kPgDirect || t == Target::kPgBouncer || t == Target::kPgDbmgrd;
+  return t == Target::kPgDirect || t == Target::kPgBouncer || t == Target::kPgDbmgrd ||
+         t == Target::kPgDbmgrdAsync;
+}
+// One client thread (the library's I/O thread doing the work) with N AsyncSessions in flight
+// over one daemon connection, instead of N client threads.
+bool uses_async(Target t) {
+  return t == Target::kPgDbmgrdAsync || t == Target::kSqliteDbmgrdAsync;
 }
 bool is_mariadb(Target t) { return t == Target::kMariadbDirect || t == Target::kMariadbDbmgrd; }
 bool is_sqlite(Target t) { return !is_pg(t) && !is_mariadb(t); }
@@ -143,6 +152,7 @@ bool uses_processes(Target t) { return t == Target::kSqliteProcs; }
 // is killed and a waiter thread.
 const char* client_mode(Workload w, Target t) {
   if (w == Workload::kDisconnect) return "killed";
+  if (uses_async(t)) return "async";
   return uses_processes(t) ? "procs" : "threads";
 }
 // The disconnect workload needs a pool in the middle: dbmgrd only (the direct targets have
@@ -1056,11 +1066,22 @@ std::unique_ptr<Client> make_client(Target t, const Endpoints& ep) {
       return std::make_unique<MariadbClient>(ep);
     case Target::kMariadbDbmgrd:
       return std::make_unique<DbmgrClient>(ep.dbmgr_mariadb_socket, ep);
+    case Target::kPgDbmgrdAsync:  // async_worker_main(), not a Client
+    case Target::kSqliteDbmgrdAsync:
+      break;
   }
   return nullptr;
 }
 
 // ---- /proc --------------------------------------------------------------------------------
+
+// This process's user + system CPU in seconds (every thread).
+double self_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
 
 // utime + stime in seconds; -1 when the process cannot be read.
 double proc_cpu_seconds(int pid) {
@@ -1111,6 +1132,7 @@ struct PointResult {
   std::array<std::uint64_t, kErrKinds> errors{};
   Histogram hist{};
   double server_cpu_s = -1;  // daemon or PgBouncer CPU over the window
+  double client_cpu_s = -1;  // this process's CPU over the window (thread and async clients)
   long server_hwm_kb = -1;
   std::vector<double> round_tps;
   std::string first_error;
@@ -1141,7 +1163,10 @@ int server_pid(Target t, Workload w, const Endpoints& ep) {
       return ep.pgbouncer_pid;
     case Target::kPgDbmgrd:
       return w == Workload::kDisconnect ? ep.dbmgr_pg1_pid : ep.dbmgr_pg_pid;
+    case Target::kPgDbmgrdAsync:
+      return ep.dbmgr_pg_pid;
     case Target::kSqliteDbmgrd:
+    case Target::kSqliteDbmgrdAsync:
       return ep.dbmgr_sqlite_pid;
     case Target::kMariadbDbmgrd:
       return ep.dbmgr_mariadb_pid;
@@ -1211,6 +1236,117 @@ void worker_main(Target t, Workload w, const Endpoints& ep, Control* ctl, Worker
   client->disconnect();
 }
 
+// The async targets: `n` AsyncSessions of one DatabaseManager (one daemon socket, the
+// library's I/O thread), each a coroutine running the workload in a loop. A coroutine resumes
+// on the I/O thread; each writes only its own WorkerStats.
+dbmgr::Task<void> async_loop(dbmgr::DatabaseManager& m, Workload w, const Endpoints& ep,
+                             WorkerStats* st, std::int64_t end, std::uint64_t seed) {
+  Rng rng(seed);
+  const dbmgr::Access reads =
+      ep.dbmgr_reads_read_only ? dbmgr::Access::kReadOnly : dbmgr::Access::kReadWrite;
+  const std::vector<dbmgr::Param> none;
+  while (true) {
+    std::int64_t t0 = now_ns();
+    if (t0 >= end) break;
+    bool ok = true;
+    bool stop = false;
+    try {
+      switch (w) {
+        case Workload::kSelect1:
+          co_await m.execute_async(kSqlQ[kSSelect1], none, reads);
+          break;
+        case Workload::kPointSelect: {
+          std::vector<dbmgr::Param> p{rng.uniform(1, ep.accounts)};
+          co_await m.execute_async(kSqlQ[kSPoint], p, reads);
+          break;
+        }
+        case Workload::kInsert: {
+          TpcbArgs a = tpcb_args(rng, ep);
+          std::vector<dbmgr::Param> p{a.tid, a.bid, a.aid, a.delta};
+          co_await m.execute_async(kSqlQ[kSInsHist], p);
+          break;
+        }
+        case Workload::kTpcb: {  // each statement waits for the one before
+          TpcbArgs a = tpcb_args(rng, ep);
+          dbmgr::AsyncSession s = m.get_async_db();
+          co_await s.execute(kSqlQ[kSUpdAcc], dbmgr::params(a.delta, a.aid));
+          co_await s.execute(kSqlQ[kSPoint], dbmgr::params(a.aid));
+          co_await s.execute(kSqlQ[kSUpdTel], dbmgr::params(a.delta, a.tid));
+          co_await s.execute(kSqlQ[kSUpdBr], dbmgr::params(a.delta, a.bid));
+          co_await s.execute(kSqlQ[kSInsHist], dbmgr::params(a.tid, a.bid, a.aid, a.delta));
+          co_await s.commit();
+          break;  // s's destructor closes it without a round trip
+        }
+        case Workload::kTpcbPipelined: {  // every request made at once, awaited in order
+          TpcbArgs a = tpcb_args(rng, ep);
+          dbmgr::AsyncSession s = m.get_async_db();
+          auto r1 = s.execute(kSqlQ[kSUpdAcc], dbmgr::params(a.delta, a.aid));
+          auto r2 = s.execute(kSqlQ[kSPoint], dbmgr::params(a.aid));
+          auto r3 = s.execute(kSqlQ[kSUpdTel], dbmgr::params(a.delta, a.tid));
+          auto r4 = s.execute(kSqlQ[kSUpdBr], dbmgr::params(a.delta, a.bid));
+          auto r5 = s.execute(kSqlQ[kSInsHist], dbmgr::params(a.tid, a.bid, a.aid, a.delta));
+          auto c = s.commit();
+          co_await r1;
+          co_await r2;
+          co_await r3;
+          co_await r4;
+          co_await r5;
+          co_await c;
+          break;
+        }
+        case Workload::kConnectPerTxn:
+        case Workload::kDisconnect:
+          throw BenchError(kErrOther, std::string(name(w)) + " is not run on the async targets");
+      }
+    } catch (const dbmgr::Error& e) {
+      ok = false;
+      ++st->errors[kind_of(e)];
+      if (st->first_error[0] == '\0') std::snprintf(st->first_error, sizeof st->first_error, "%s", e.what());
+      stop = e.category() == dbmgr::ErrorCategory::kConnection;  // the socket is gone
+    } catch (const BenchError& e) {
+      ok = false;
+      ++st->errors[e.kind];
+      if (st->first_error[0] == '\0') std::snprintf(st->first_error, sizeof st->first_error, "%s", e.what());
+      stop = true;
+    }
+    std::int64_t t1 = now_ns();
+    if (ok && t1 <= end) {
+      ++st->txns;
+      st->hist.add(static_cast<std::uint64_t>(t1 - t0));
+    }
+    if (stop) break;
+  }
+}
+
+void async_worker_main(Target t, Workload w, const Endpoints& ep, Control* ctl, WorkerStats* stats,
+                       int sessions) {
+  const std::string& socket = t == Target::kPgDbmgrdAsync ? ep.dbmgr_pg_socket
+                                                           : ep.dbmgr_sqlite_socket;
+  std::unique_ptr<dbmgr::DatabaseManager> mgr;
+  try {
+    mgr = std::make_unique<dbmgr::DatabaseManager>(
+        dbmgr::Options{.socket_path = socket, .client_name = "dbmgr-bench-async"});
+    dbmgr::AsyncSession warm = mgr->get_async_db();  // connects the async socket, before the clock
+    warm.close().get();
+  } catch (const dbmgr::Error& e) {
+    ++stats[0].errors[kErrConnection];
+    std::snprintf(stats[0].first_error, sizeof stats[0].first_error, "connect: %s", e.what());
+    mgr.reset();
+  }
+  ctl->ready.fetch_add(sessions);
+  ctl->wait_go();
+  if (!mgr) return;
+  const std::int64_t end = ctl->end_ns.load();
+  std::vector<dbmgr::Task<void>> tasks;
+  tasks.reserve(static_cast<std::size_t>(sessions));
+  for (int i = 0; i < sessions; ++i) {
+    std::uint64_t seed = 0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(i + 1) ^
+                         static_cast<std::uint64_t>(now_ns());
+    tasks.push_back(async_loop(*mgr, w, ep, &stats[i], end, seed));
+  }
+  for (auto& task : tasks) task.get();  // the loops catch their own errors
+}
+
 PointResult run_point(Target t, Workload w, int clients, double duration_s, int round,
                       const Endpoints& ep) {
   PointResult res;
@@ -1223,7 +1359,9 @@ PointResult run_point(Target t, Workload w, int clients, double duration_s, int 
   auto* stats = shared_alloc<WorkerStats>(static_cast<std::size_t>(clients));
   std::vector<std::thread> threads;
   std::vector<pid_t> children;
-  if (uses_processes(t)) {
+  if (uses_async(t)) {
+    threads.emplace_back(async_worker_main, t, w, std::cref(ep), ctl, stats, clients);
+  } else if (uses_processes(t)) {
     std::fflush(nullptr);
     for (int i = 0; i < clients; ++i) {
       pid_t pid = fork();
@@ -1251,12 +1389,15 @@ PointResult run_point(Target t, Workload w, int clients, double duration_s, int 
   }
   int spid = server_pid(t, w, ep);
   double cpu0 = proc_cpu_seconds(spid);
+  double self0 = self_cpu_seconds();
   std::int64_t start = now_ns();
   std::int64_t end = start + static_cast<std::int64_t>(duration_s * 1e9);
   if (ctl->ready.load() < clients) end = start;  // setup hung: no measurement
   ctl->open_gate(end);
   std::this_thread::sleep_until(Clock::time_point(std::chrono::nanoseconds(end)));
   double cpu1 = proc_cpu_seconds(spid);
+  double self1 = self_cpu_seconds();
+  if (!uses_processes(t)) res.client_cpu_s = self1 - self0;
   for (auto& th : threads) th.join();
   for (pid_t pid : children) {
     int status = 0;
@@ -2033,10 +2174,10 @@ std::string fmt(const char* f, double v) {
 }
 
 void print_table(const std::vector<PointResult>& merged) {
-  std::printf("\n%-16s %7s %-14s %-7s %10s %18s %9s %9s %9s %8s %8s  %s\n", "workload", "clients",
-              "target", "clients", "tps", "tps min..max", "p50 us", "p99 us", "p99.9 us",
-              "srv ms/1k", "srv MB", "errors");
-  std::printf("%s\n", std::string(140, '-').c_str());
+  std::printf("\n%-16s %7s %-19s %-7s %10s %18s %9s %9s %9s %8s %8s %8s  %s\n", "workload",
+              "clients", "target", "clients", "tps", "tps min..max", "p50 us", "p99 us",
+              "p99.9 us", "srv ms/1k", "srv MB", "cli ms/1k", "errors");
+  std::printf("%s\n", std::string(154, '-').c_str());
   for (const auto& r : merged) {
     auto [lo, hi] = std::minmax_element(r.round_tps.begin(), r.round_tps.end());
     std::string range = r.round_tps.empty() ? "-" : fmt("%.0f", *lo) + ".." + fmt("%.0f", *hi);
@@ -2045,11 +2186,15 @@ void print_table(const std::vector<PointResult>& merged) {
             ? "-"
             : fmt("%.1f", r.server_cpu_s * 1000.0 / static_cast<double>(r.txns) * 1000.0);
     std::string rss = r.server_hwm_kb < 0 ? "-" : fmt("%.1f", r.server_hwm_kb / 1024.0);
-    std::printf("%-16s %7d %-14s %-7s %10.0f %18s %9.1f %9.1f %9.1f %8s %8s  %s\n",
+    std::string cli =
+        r.client_cpu_s < 0 || r.txns == 0
+            ? "-"
+            : fmt("%.1f", r.client_cpu_s * 1000.0 / static_cast<double>(r.txns) * 1000.0);
+    std::printf("%-16s %7d %-19s %-7s %10.0f %18s %9.1f %9.1f %9.1f %8s %8s %8s  %s\n",
                 name(r.workload), r.clients, name(r.target), client_mode(r.workload, r.target),
                 median(r.round_tps), range.c_str(), r.hist.percentile(0.5) / 1000.0,
                 r.hist.percentile(0.99) / 1000.0, r.hist.percentile(0.999) / 1000.0, cpu.c_str(),
-                rss.c_str(), errors_text(r).c_str());
+                rss.c_str(), cli.c_str(), errors_text(r).c_str());
   }
   std::fflush(stdout);
 }
@@ -2060,7 +2205,8 @@ void write_csv(const std::string& path, const std::vector<PointResult>& rows,
   if (!f) die("cannot write " + path);
   f << "kind,workload,target,clients,client_mode,round,seconds,txns,tps,tps_min,tps_max,p50_us,"
        "p99_us,p999_us,max_us,errors,err_busy,err_pool_exhausted,err_connection,err_timeout,"
-       "err_other,err_wrong,server_cpu_ms_per_1k,server_hwm_kb,idle_kb_per_client,floor_p50_us\n";
+       "err_other,err_wrong,server_cpu_ms_per_1k,server_hwm_kb,idle_kb_per_client,floor_p50_us,"
+       "client_cpu_ms_per_1k\n";
   for (const auto& r : rows) {
     double lo = r.round_tps.empty() ? 0 : *std::min_element(r.round_tps.begin(), r.round_tps.end());
     double hi = r.round_tps.empty() ? 0 : *std::max_element(r.round_tps.begin(), r.round_tps.end());
@@ -2074,12 +2220,14 @@ void write_csv(const std::string& path, const std::vector<PointResult>& rows,
       << r.hist.percentile(0.999) / 1000 << ',' << r.hist.percentile(1.0) / 1000 << ','
       << r.error_total();
     for (auto e : r.errors) f << ',' << e;
-    f << ',' << cpu << ',' << r.server_hwm_kb << ",," << floor.p50_us << '\n';
+    double cli =
+        r.client_cpu_s < 0 || r.txns == 0 ? -1 : r.client_cpu_s * 1e6 / static_cast<double>(r.txns);
+    f << ',' << cpu << ',' << r.server_hwm_kb << ",," << floor.p50_us << ',' << cli << '\n';
   }
   for (const auto& i : idle) {
     f << "idle,idle-clients," << i.server << ',' << i.clients << ",threads,all,"
       << i.seconds_to_open << ",0,0,0,0,0,0,0,0," << (i.clients - i.opened) << ",0,0,0,0,0,0,-1,"
-      << i.hwm_kb << ',' << i.kb_per_client() << ',' << floor.p50_us << '\n';
+      << i.hwm_kb << ',' << i.kb_per_client() << ',' << floor.p50_us << ",-1\n";
   }
 }
 
@@ -2099,7 +2247,11 @@ void usage() {
                       while a one-shot write waits for its connection; latency = kill to
                       the waiter's reply (pg-dbmgrd: a dbmgrd of its own, pool 1, no overflow)
   --targets LIST      pg-direct,pg-pgbouncer,pg-dbmgrd,sqlite-inproc,sqlite-procs,sqlite-dbmgrd,
-                      mariadb-direct,mariadb-dbmgrd (default: the first six)
+                      mariadb-direct,mariadb-dbmgrd,pg-dbmgrd-async,sqlite-dbmgrd-async
+                      (default: the first six). *-async: one client thread, N AsyncSessions
+                      in flight over one daemon connection (coroutines on the library's
+                      I/O thread; tpcb-pipelined makes all six requests before awaiting);
+                      not for connect-per-txn and disconnect
                       mariadb-direct: MariaDB Connector/ODBC through unixODBC, a connection
                       per client, prepared statements; mariadb-dbmgrd: libdbmgr to a dbmgrd
                       serving that MariaDB (type mariadb, pool 20, no overflow)
@@ -2137,7 +2289,8 @@ void usage() {
                       data (disconnect: sqlite-dbmgrd), and the MariaDB targets when
                       DBMGR_TEST_MARIADB_SOCKET is set (in a database of their own, dropped
                       after); exits 1 unless every point has TPS > 0 and no errors
-Clients are threads, except sqlite-procs (one forked process per client) and disconnect.)");
+Clients are threads, except sqlite-procs (one forked process per client), the *-async targets
+(one thread, N sessions) and disconnect.)");
 }
 
 Config parse_args(int argc, char** argv) {
@@ -2234,7 +2387,7 @@ Config parse_args(int argc, char** argv) {
   if (c.smoke) {
     workloads = "select1,point-select,tpcb-like,insert,connect-per-txn,disconnect,tpcb-pipelined";
     if (targets.empty()) {
-      targets = "sqlite-inproc,sqlite-procs,sqlite-dbmgrd";
+      targets = "sqlite-inproc,sqlite-procs,sqlite-dbmgrd,sqlite-dbmgrd-async";
       // The test suite's MariaDB (scripts/test.sh exports DBMGR_TEST_MARIADB_*), when there is
       // one: the MariaDB targets too, in a database of their own on it.
       const char* sock = std::getenv("DBMGR_TEST_MARIADB_SOCKET");
@@ -2610,6 +2763,14 @@ int main(int argc, char** argv) {
   for (Workload w : cfg.workloads) {
     std::vector<int> client_counts = cfg.clients;
     std::vector<Target> targets = cfg.targets;
+    if (w == Workload::kConnectPerTxn || w == Workload::kDisconnect) {
+      std::erase_if(targets, [w](Target t) {
+        if (!uses_async(t)) return false;
+        std::printf("%s: not run on %s (its sessions share one connection); skipped\n", name(w),
+                    name(t));
+        return true;
+      });
+    }
     if (w == Workload::kDisconnect) {
       // One killed client and one waiter at a time, on dbmgrd's targets only.
       if (client_counts != std::vector<int>{1} && !cfg.smoke) {
@@ -2642,7 +2803,7 @@ int main(int argc, char** argv) {
           PointResult p = w == Workload::kDisconnect
                               ? run_disconnect_point(t, cfg.duration_s, r, ep)
                               : run_point(t, w, n, cfg.duration_s, r, ep);
-          std::fprintf(stderr, "  %-16s %5d %-14s round %d: %9.0f tps, p99 %8.1f us, errors %s%s\n",
+          std::fprintf(stderr, "  %-16s %5d %-19s round %d: %9.0f tps, p99 %8.1f us, errors %s%s\n",
                        name(w), n, name(t), r, p.tps(), p.hist.percentile(0.99) / 1000,
                        errors_text(p).c_str(),
                        p.first_error.empty() ? "" : (" (" + p.first_error + ")").c_str());
@@ -2652,6 +2813,7 @@ int main(int argc, char** argv) {
           for (int k = 0; k < kErrKinds; ++k) m.errors[k] += p.errors[k];
           m.hist.merge(p.hist);
           if (p.server_cpu_s >= 0) m.server_cpu_s = std::max(0.0, m.server_cpu_s) + p.server_cpu_s;
+          if (p.client_cpu_s >= 0) m.client_cpu_s = std::max(0.0, m.client_cpu_s) + p.client_cpu_s;
           m.server_hwm_kb = p.server_hwm_kb;
           m.round_tps.push_back(p.tps());
           if (m.first_error.empty()) m.first_error = p.first_error;
