@@ -20,8 +20,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-TARGET_ORDER = ["pg-direct", "pg-pgbouncer", "pg-dbmgrd", "sqlite-inproc", "sqlite-procs",
-                "sqlite-dbmgrd", "mariadb-direct", "mariadb-dbmgrd"]
+TARGET_ORDER = ["pg-direct", "pg-pgbouncer", "pg-dbmgrd", "pg-dbmgrd-async", "sqlite-inproc",
+                "sqlite-procs", "sqlite-dbmgrd", "sqlite-dbmgrd-async", "mariadb-direct",
+                "mariadb-dbmgrd"]
 STYLE = {
     "pg-direct": ("tab:blue", "-", "o"),
     "pg-pgbouncer": ("tab:orange", "-", "s"),
@@ -29,6 +30,8 @@ STYLE = {
     "sqlite-inproc": ("tab:blue", "--", "o"),
     "sqlite-procs": ("tab:orange", "--", "s"),
     "sqlite-dbmgrd": ("tab:green", "--", "^"),
+    "pg-dbmgrd-async": ("tab:red", "-", "v"),
+    "sqlite-dbmgrd-async": ("tab:red", "--", "v"),
     "mariadb-direct": ("tab:blue", ":", "o"),
     "mariadb-dbmgrd": ("tab:green", ":", "^"),
 }
