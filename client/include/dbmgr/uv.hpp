@@ -167,8 +167,17 @@ class UvDriver {
     return true;
   }
 
+  // async_wants_write() may reconnect (and throw) too: never let an exception into libuv.
   void update_interest() {
-    const int want = UV_READABLE | (mgr_.async_wants_write() ? UV_WRITABLE : 0);
+    bool wants_write = false;
+    try {
+      wants_write = mgr_.async_wants_write();
+    } catch (...) {
+      error_ = std::current_exception();
+      go_idle();
+      return;
+    }
+    const int want = UV_READABLE | (wants_write ? UV_WRITABLE : 0);
     if (poll_ != nullptr && want != events_) {
       uv_poll_start(poll_, want, &UvDriver::on_poll);
       events_ = want;
