@@ -173,11 +173,11 @@ TEST_CASE("uv: 1,000 sessions started from a uv timer insert and commit on the l
   bool timed_out = false;
   std::exception_ptr driver_error;
   double secs = 0;
+  uv_timer_t start, tick, watchdog;  // outlive the block: the loop finishes closing them below
   {
     dbmgr::UvDriver driver(&loop, m);
     CHECK(driver.polling());
 
-    uv_timer_t start, tick, watchdog;
     uv_timer_init(&loop, &start);
     start.data = &r;
     uv_timer_start(
@@ -253,12 +253,12 @@ TEST_CASE("uv: a daemon killed mid-flight fails every pending operation and uv_r
   std::exception_ptr driver_error;
   bool polling_after = true;
   double run_returned_after = -1;
+  uv_timer_t start, check, watchdog;  // outlive the block: the loop finishes closing them below
   {
     auto holder = m.get_async_db();
     k.holder = &holder;
     dbmgr::UvDriver driver(&loop, m);
 
-    uv_timer_t start, check, watchdog;
     uv_timer_init(&loop, &start);
     start.data = &k;
     uv_timer_start(
@@ -294,6 +294,8 @@ TEST_CASE("uv: a daemon killed mid-flight fails every pending operation and uv_r
     close_timer(&check);
     close_timer(&watchdog);
   }
+  // With no daemon the constructor throws (it connects first) and leaves no handle behind.
+  CHECK_THROWS_AS(dbmgr::UvDriver(&loop, m), dbmgr::Error);
   uv_run(&loop, UV_RUN_NOWAIT);
   CHECK(uv_loop_close(&loop) == 0);
 
