@@ -68,10 +68,18 @@ std::shared_ptr<Multiplexer> ManagerCore::async_transport() {
   }
   if (mux_) {
     std::lock_guard mux_lock(mux_->mu_);
-    if (mux_->broken_) mux_.reset();  // its sessions keep it until they are gone
+    if (mux_->broken_) {  // its sessions keep it until they are gone
+      if (!async_io_thread_) replaced_.push_back(mux_);  // process_events() completes its failures
+      mux_.reset();
+    }
   }
   if (!mux_) mux_ = Multiplexer::open(socket_path_, client_name_, async_io_thread_);
   return mux_;
+}
+
+std::vector<std::shared_ptr<Multiplexer>> ManagerCore::take_replaced_transports() {
+  std::lock_guard lock(mu_);
+  return std::exchange(replaced_, {});
 }
 
 std::unique_ptr<Connection> ManagerCore::acquire(bool* fresh, bool after_dead_send) {
@@ -358,7 +366,21 @@ int DatabaseManager::async_socket() { return core_->async_transport()->socket();
 
 bool DatabaseManager::async_wants_write() { return core_->async_transport()->wants_write(); }
 
-void DatabaseManager::process_events() { core_->async_transport()->process_events(); }
+void DatabaseManager::process_events() {
+  // A socket that broke while sending was replaced (here or by async_socket()): what its
+  // break failed completes now, before the new socket's events; also when no new socket can
+  // be had.
+  std::shared_ptr<detail::Multiplexer> current;
+  std::exception_ptr failed;
+  try {
+    current = core_->async_transport();
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  for (auto& old : core_->take_replaced_transports()) old->process_events();
+  if (failed) std::rethrow_exception(failed);
+  current->process_events();
+}
 
 std::string DatabaseManager::prefix() const { return core_->prefix(); }
 const std::string& DatabaseManager::socket_path() const { return core_->socket_path_; }

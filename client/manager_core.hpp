@@ -42,6 +42,10 @@ struct ManagerCore {
   // The multiplexed socket of this manager's AsyncSessions, connected on first use and
   // replaced when broken or inherited from a parent process; throws dbmgr::Error.
   std::shared_ptr<Multiplexer> async_transport();
+  // Without the library's I/O thread: the broken sockets async_transport() replaced since the
+  // last call. Their failed operations complete in the application's next process_events()
+  // (a send that broke a socket fails what is in flight without completing it there).
+  std::vector<std::shared_ptr<Multiplexer>> take_replaced_transports();
 
   const std::string socket_path_;
   const std::string client_name_;
@@ -55,6 +59,7 @@ struct ManagerCore {
   std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_; most recent last
   std::optional<DatabaseInfo> info_;               // guarded by mu_; for prefix_
   std::shared_ptr<Multiplexer> mux_;               // guarded by mu_
+  std::vector<std::shared_ptr<Multiplexer>> replaced_;  // guarded by mu_; see above
 };
 
 // Where a client connects when Options::socket_path is empty.

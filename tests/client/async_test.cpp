@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "connection.hpp"
@@ -363,5 +364,35 @@ TEST_SUITE("client") {
     }
     Error e = catch_error([&] { hang.get(); });
     CHECK(e.category() == ErrorCategory::kConnection);
+  }
+
+  TEST_CASE("async without an I/O thread: a send that finds the socket broken fails its operation "
+            "in the next process_events(), after the socket was replaced") {
+    ScriptedPeer peer;
+    dbmgr::Options o = options_for(peer);
+    o.async_io_thread = false;
+    dbmgr::DatabaseManager db(o);
+    auto s = db.get_async_db();
+    std::future<dbmgr::Result> first = s.execute("SELECT rows 1");
+    while (first.wait_for(0ms) != std::future_status::ready) {
+      pollfd p{db.async_socket(), POLLIN, 0};
+      REQUIRE(::poll(&p, 1, 5000) > 0);
+      db.process_events();
+    }
+    CHECK(first.get().size() == 1);
+    peer.drop_all_connections();
+    // Not read yet: this request's send is what finds the socket closed (EPIPE).
+    std::this_thread::sleep_for(50ms);
+    std::future<dbmgr::Result> lost = s.execute("SELECT rows 2");
+    // The application's loop asks for the socket first (as UvDriver does): a new one.
+    for (int turn = 0; turn < 50 && lost.wait_for(0ms) != std::future_status::ready; ++turn) {
+      pollfd p{db.async_socket(), POLLIN, 0};
+      ::poll(&p, 1, 20);
+      db.process_events();
+    }
+    REQUIRE(lost.wait_for(0ms) == std::future_status::ready);
+    Error e = catch_error([&] { lost.get(); });
+    CHECK(e.category() == ErrorCategory::kConnection);
+    CHECK(peer.accepted() == 2);  // the loop went on with a new socket
   }
 }
