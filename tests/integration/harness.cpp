@@ -21,6 +21,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "dbmgr/protocol/codec.hpp"
 
@@ -88,7 +89,13 @@ bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds tim
   }
 }
 
-Daemon::Daemon(DaemonOptions opts) : socket_name_(opts.socket_name) {
+Daemon::Daemon(DaemonOptions opts) : opts_(std::move(opts)), socket_name_(opts_.socket_name) {
+  start();
+}
+
+void Daemon::start() {
+  if (pid_ > 0) throw std::runtime_error("Daemon::start: dbmgrd is running");
+  const DaemonOptions& opts = opts_;
   const char* exe_env = std::getenv("DBMGRD");
   if (exe_env == nullptr) throw std::runtime_error("$DBMGRD is not set (run the tests with meson test)");
   const std::string exe_path = std::filesystem::absolute(exe_env).string();  // the child chdirs

@@ -50,6 +50,8 @@ class Daemon {
   // Sends `sig` and waits up to `timeout` for the exit; returns the exit status as
   // waitpid() reports it, or -1 if the daemon did not exit in time (it is then killed).
   int stop(int sig = SIGTERM, std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // Starts it again after stop(), in the same folder: same socket, data, config and options.
+  void start();
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 
@@ -66,6 +68,7 @@ class Daemon {
 
  private:
   TempDir dir_;
+  DaemonOptions opts_;
   std::string socket_name_;
   pid_t pid_ = -1;
 };

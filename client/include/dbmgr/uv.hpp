@@ -74,9 +74,11 @@ class UvDriver {
   UvDriver& operator=(const UvDriver&) = delete;
 
   // Re-checks the socket (following a replaced one) and the write interest now, and resumes
-  // after the driver went idle (see last_error()). Not needed for operations started inside
-  // the loop: the driver picks them up before the loop blocks.
+  // after the driver went idle (see last_error(), which it clears; it is set again if the
+  // socket still cannot be had). Not needed for operations started inside the loop: the
+  // driver picks them up before the loop blocks.
   void kick() {
+    error_ = nullptr;
     if (prepare_ != nullptr && !uv_is_active(reinterpret_cast<uv_handle_t*>(prepare_))) {
       uv_prepare_start(prepare_, &UvDriver::on_prepare);
     }
