@@ -143,6 +143,8 @@ void add_group_counters(const GroupCommit& g, json& j) {
   j["group_commits"] = g.commits();
   j["group_committed_statements"] = g.statements();
   j["group_deferred"] = g.deferred();
+  j["group_batch_commits"] = g.batch_commits();
+  j["group_committed_transactions"] = g.batch_transactions();
 }
 
 }  // namespace

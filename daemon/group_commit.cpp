@@ -41,13 +41,102 @@ bool GroupCommit::start(Session* leader, BackendConn* conn) {
   return true;
 }
 
+bool GroupCommit::start_batches(Session* leader, BackendConn* conn) {
+  if (count_ != 0 || !leader->batch_groupable()) return false;
+  PoolWaiter* w = pool_.front_waiter();
+  if (w == nullptr || !w->batch_groupable()) return false;  // alone: no company waits
+  // Prepare every member's job before any joins: one that cannot be grouped (its SQL) ends
+  // the run there, and if nobody could keep the leader company it runs alone as usual.
+  std::array<Session*, kMaxBatches> sessions{};
+  std::array<BatchJob*, kMaxBatches> jobs{};
+  std::size_t n = 0;
+  BatchJob* j = leader->prepare_group_batch();
+  if (j == nullptr) return false;
+  std::size_t bytes = j->payloads.size();
+  sessions[n] = leader;
+  jobs[n++] = j;
+  for (w = pool_.front_waiter(); n < kMaxBatches && w != nullptr && w->batch_groupable();
+       w = pool_.front_waiter()) {
+    auto* s = static_cast<Session*>(w);  // only a Session is batch_groupable()
+    j = s->prepare_group_batch();
+    if (j == nullptr || bytes + j->payloads.size() > kMaxBytes) break;
+    bytes += j->payloads.size();
+    pool_.take_waiter(w);
+    sessions[n] = s;
+    jobs[n++] = j;
+  }
+  if (n < 2) return false;  // the waiter's SQL cannot be grouped; it was not taken
+  batch_mode_ = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    jobs[i]->cancel.store(false, std::memory_order_relaxed);
+    jobs[i]->deferred = false;
+    sessions[i]->join_batch_group(this);
+    members_[i] = sessions[i];
+    batches_[i] = jobs[i];
+  }
+  count_ = n;
+  job_.items = nullptr;
+  job_.batches = batches_.data();
+  job_.count = n;
+  pool_.set_holder(conn, LeaseHolder{0, 0, "group commit"});
+  conn->set_listener(this);
+  conn->execute_group(&job_);
+  return true;
+}
+
 void GroupCommit::cancel(const Session* s) {
   for (std::size_t i = 0; i < count_; ++i) {
-    if (members_[i] == s) items_[i].cancel.store(true, std::memory_order_relaxed);
+    if (members_[i] != s) continue;
+    if (batch_mode_) {
+      batches_[i]->cancel.store(true, std::memory_order_relaxed);
+    } else {
+      items_[i].cancel.store(true, std::memory_order_relaxed);
+    }
   }
 }
 
+void GroupCommit::on_batches_result(BackendConn* conn, BackendResult& r) {
+  const std::size_t n = count_;
+  std::array<Session*, kMaxBatches> members{};
+  std::array<bool, kMaxBatches> deferred{};
+  std::uint64_t ok = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    members[i] = members_[i];
+    deferred[i] = batches_[i]->deferred;
+    ok += batches_[i]->committed && batches_[i]->commit_status.is_ok() ? 1 : 0;
+  }
+  if (ok > 0) {
+    ++batch_commits_;
+    batch_transactions_ += ok;
+  }
+  if (job_.restarts > 0) {
+    spdlog::debug("group commit of {} transactions: {} error(s) rolled back the whole "
+                  "transaction; the others ran again",
+                  n, job_.restarts);
+  }
+  // The members below must not be cancelled through us any more; their jobs are theirs
+  // again (a member may delete itself, and its job, in its callback).
+  count_ = 0;
+  batch_mode_ = false;
+  members_.fill(nullptr);
+  batches_.fill(nullptr);
+  job_.batches = nullptr;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!deferred[i]) members[i]->on_batch_group_result();
+  }
+  // Deferred members go back first in line, in their order, to run alone next.
+  for (std::size_t i = n; i-- > 0;) {
+    if (deferred[i]) {
+      ++deferred_;
+      members[i]->on_batch_group_deferred();
+    }
+  }
+  conn->set_listener(nullptr);
+  pool_.release(conn, !r.broken);  // the next waiter (maybe a group) gets it on a later turn
+}
+
 void GroupCommit::on_backend_result(BackendConn* conn, BackendOp /*op*/, BackendResult&& r) {
+  if (batch_mode_) return on_batches_result(conn, r);
   const std::size_t n = count_;
   const std::uint8_t* frames = job_.frames.data();
   if (job_.committed) {

@@ -40,6 +40,7 @@ class GroupCommit final : private BackendListener {
  public:
   static constexpr std::size_t kMaxStatements = 64;
   static constexpr std::size_t kMaxBytes = 1024 * 1024;  // request payloads of one group
+  static constexpr std::size_t kMaxBatches = 16;         // transactions in a group of batches
 
   explicit GroupCommit(Pool& writer) : pool_(writer) {}
   GroupCommit(const GroupCommit&) = delete;
@@ -49,6 +50,13 @@ class GroupCommit final : private BackendListener {
   // it, takes them out of the queue, runs them all with the leader as one group and returns
   // true; otherwise returns false and the leader runs alone.
   bool start(Session* leader, BackendConn* conn);
+  // The same for pipelined transactions: `leader` (batch-groupable) was granted the writer.
+  // If batch-groupable sessions wait behind it, they and the leader run as one group of
+  // batches (each its own SAVEPOINT, one COMMIT; SqliteConn::work_batch_group) and true is
+  // returned; each member then gets its batch back as if it had run alone
+  // (Session::on_batch_group_result) or, when it could not stay in the group, runs alone
+  // next (Session::on_batch_group_deferred).
+  bool start_batches(Session* leader, BackendConn* conn);
   // A member's request is cancelled (cancel, kill, drain, disconnect).
   void cancel(const Session* s);
   bool running() const { return count_ > 0; }
@@ -57,16 +65,23 @@ class GroupCommit final : private BackendListener {
   std::uint64_t commits() const { return commits_; }        // committed groups
   std::uint64_t statements() const { return statements_; }  // statements committed in them
   std::uint64_t deferred() const { return deferred_; }      // taken out again to run alone
+  std::uint64_t batch_commits() const { return batch_commits_; }  // committed groups of batches
+  std::uint64_t batch_transactions() const { return batch_transactions_; }  // committed in them
 
  private:
   void add(Session* s);
   void on_backend_result(BackendConn* conn, BackendOp op, BackendResult&& r) override;
+  void on_batches_result(BackendConn* conn, BackendResult& r);
 
   Pool& pool_;
   std::array<GroupItem, kMaxStatements> items_{};
   std::array<Session*, kMaxStatements> members_{};
   std::size_t count_ = 0;
+  std::array<BatchJob*, kMaxBatches> batches_{};  // the members' jobs (in a group of batches)
+  bool batch_mode_ = false;                        // the running group is one of batches
   GroupJob job_;
+  std::uint64_t batch_commits_ = 0;
+  std::uint64_t batch_transactions_ = 0;
   std::uint64_t commits_ = 0;
   std::uint64_t statements_ = 0;
   std::uint64_t deferred_ = 0;

@@ -129,7 +129,12 @@ std::string render_prometheus(const json& status, const json& pools, const json&
       {"group_committed_statements", "dbmgr_pool_group_committed_statements_total", "counter",
        "SQLite writer: one-shot writes committed inside group commits."},
       {"group_deferred", "dbmgr_pool_group_deferred_total", "counter",
-       "SQLite writer: one-shot writes taken out of a group to run alone."},
+       "SQLite writer: one-shot writes and pipelined transactions taken out of a group to "
+       "run alone."},
+      {"group_batch_commits", "dbmgr_pool_group_batch_commits_total", "counter",
+       "SQLite writer: transactions that committed a group of queued pipelined transactions."},
+      {"group_committed_transactions", "dbmgr_pool_group_committed_transactions_total",
+       "counter", "SQLite writer: pipelined transactions committed inside group commits."},
   };
   for (const auto& m : kPoolMetrics) e.family(m.name, m.type, m.help);
   for (const json& p : pools) {

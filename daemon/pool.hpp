@@ -49,6 +49,9 @@ class PoolWaiter {
   virtual void on_lease(BackendConn* conn, Status status) = 0;
   // True for a one-shot write that may share a group commit with other waiters (SQLite).
   virtual bool groupable() const { return false; }
+  // True for a session whose pipelined transaction, COMMIT included, waits in full: it may
+  // share a group commit with other such waiters (SQLite).
+  virtual bool batch_groupable() const { return false; }
   virtual LeaseHolder holder() const { return {}; }
   bool waiting() const { return wait_state_ != WaitState::kNone; }
 

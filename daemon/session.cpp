@@ -23,7 +23,8 @@ bool allowed(S from, S to) {
     case S::kIdle: return to == S::kLeasing || to == S::kFailed;
     case S::kLeasing:
       return to == S::kExecuting || to == S::kGrouped || to == S::kIdle || to == S::kFailed;
-    case S::kGrouped: return to == S::kIdle || to == S::kLeasing;
+    case S::kGrouped:
+      return to == S::kIdle || to == S::kLeasing || to == S::kExecuting || to == S::kFailed;
     case S::kExecuting:
       return to == S::kPaused || to == S::kInTx || to == S::kIdle || to == S::kFailed ||
              to == S::kAborting || to == S::kLeasing;
@@ -332,6 +333,11 @@ void Session::start_lease() {
     lease_ = c;
     tx_started_ = now();
     if (groupable_ && engine_->group_commit()->start(this, c)) return;  // join_group() ran
+    if (!batch_solo_ && engine_->group_commit() != nullptr &&
+        engine_->group_commit()->start_batches(this, c)) {
+      return;  // join_batch_group() ran
+    }
+    batch_solo_ = false;
     return run_execute(true);
   }
   pool().wait(this);  // on_lease() on a later loop turn
@@ -353,6 +359,11 @@ void Session::leased(BackendConn* conn, Status status) {
   lease_ = conn;
   tx_started_ = now();
   if (groupable_ && engine_->group_commit()->start(this, conn)) return;  // join_group() ran
+  if (!batch_solo_ && engine_->group_commit() != nullptr &&
+      engine_->group_commit()->start_batches(this, conn)) {
+    return;  // join_batch_group() ran
+  }
+  batch_solo_ = false;
   run_execute(true);
 }
 
@@ -402,6 +413,12 @@ void Session::run_execute(bool begin) {
 }
 
 bool Session::start_batch(const ExecRequest& req) {
+  if (!fill_batch(req, false)) return false;
+  lease_->execute_batch(std::move(batch_job_));
+  return true;
+}
+
+bool Session::fill_batch(const ExecRequest& req, bool group) {
   if (one_shot_ || current_->header.type != proto::MsgType::kExecute || head_ == nullptr ||
       (head_->header.type != proto::MsgType::kExecute &&
        head_->header.type != proto::MsgType::kCommit) ||
@@ -436,6 +453,7 @@ bool Session::start_batch(const ExecRequest& req) {
     if (proto::decode(frame, &msg) != proto::DecodeError::kOk) break;
     auto* e = std::get_if<proto::Execute>(&msg);
     if (e == nullptr) break;
+    if (group && !engine_->driver().batch_groupable_sql(e->sql)) return false;
     ExecRequest& q = job.reqs[i];
     q = req;  // the session's flags; item 0 keeps its begin
     q.request_id = from[i]->header.request_id;
@@ -448,9 +466,8 @@ bool Session::start_batch(const ExecRequest& req) {
   // The session's COMMIT right behind the statements travels with them.
   job.commit = job.count == n && after != nullptr && after->header.type == proto::MsgType::kCommit;
   batch_commit_rid_ = job.commit ? after->header.request_id : 0;
-  if (job.count < 2 && !job.commit) return false;
-  lease_->execute_batch(std::move(batch_job_));
-  return true;
+  if (group) return job.commit;
+  return job.count >= 2 || job.commit;
 }
 
 void Session::on_batch_result(BackendResult& r) {
@@ -545,6 +562,74 @@ void Session::clear_batch() {
 }
 
 // ---- group commit ----
+
+bool Session::batch_groupable() const {
+  if (state_ != State::kLeasing || one_shot_ || read_only_ || batch_solo_ || abandoned_ ||
+      closing_ || current_ == nullptr || current_->header.type != proto::MsgType::kExecute ||
+      engine_->group_commit() == nullptr || &engine_->pool_for(false) != engine_->group_commit()->pool()) {
+    return false;
+  }
+  // The whole transaction has arrived: statements, then its COMMIT.
+  std::size_t n = 1;
+  for (const PendingRequest* r = head_; r != nullptr; r = r->next) {
+    if (r->header.type == proto::MsgType::kCommit) return true;
+    if (r->header.type != proto::MsgType::kExecute || ++n > BatchJob::kMaxStatements) break;
+  }
+  return false;
+}
+
+BatchJob* Session::prepare_group_batch() {
+  ExecRequest req;
+  req.session_id = id_;
+  req.begin = TxBegin::kBegin;
+  if (!fill_batch(req, true)) return nullptr;
+  return batch_job_.get();
+}
+
+void Session::join_batch_group(GroupCommit* g) {
+  group_ = g;
+  lease_ = nullptr;  // the group holds the writer
+  group_cancelled_ = false;
+  set_state(State::kGrouped);
+  began_tx_ = true;
+  tx_started_ = exec_started_ = now();
+}
+
+void Session::on_batch_group_result() {
+  group_ = nullptr;
+  BackendResult r = std::move(batch_job_->group_result);
+  r.batch = std::move(batch_job_);
+  server_.count_statements(r.statements);
+  if (abandoned_) {  // the client is gone: nothing is held, nothing to answer
+    batch_job_ = std::move(r.batch);
+    batch_job_->payloads.release();
+    set_state(State::kIdle);
+    return finish_current();  // deletes this session
+  }
+  set_state(State::kExecuting);
+  on_batch_result(r);
+}
+
+void Session::on_batch_group_deferred() {
+  group_ = nullptr;
+  if (batch_job_) batch_job_->payloads.release();
+  if (abandoned_) {
+    set_state(State::kIdle);
+    return finish_current();
+  }
+  if (abort_ || group_cancelled_) {
+    Status why = abort_ ? *abort_
+                        : Status(proto::ErrorCategory::kCancelled, "statement cancelled", "57014");
+    abort_.reset();
+    server_.count_error();
+    reply_error(why);
+    fail(failure_for(why));
+    return finish_current();
+  }
+  batch_solo_ = true;
+  set_state(State::kLeasing);
+  pool().wait_front(this);
+}
 
 std::size_t Session::group_bytes() const {
   return current_ != nullptr ? current_->payload.size() : 0;

@@ -18,7 +18,8 @@
 // against the table in session.cpp (an illegal move is a bug and asserts):
 //   kIdle       no transaction, no connection
 //   kLeasing    waiting for a connection: in the pool's waiters (or granted, not delivered)
-//   kGrouped    its one-shot runs in a group commit (the GroupCommit's members)
+//   kGrouped    its one-shot, or its whole pipelined transaction, runs in a group commit
+//               (the GroupCommit's members); it holds no lease
 //   kExecuting  a statement runs on lease_
 //   kPaused     rows wait for the client's output to drain (in the ClientConn's blocked list)
 //   kInTx       holds lease_ with an open transaction, nothing running
@@ -126,6 +127,17 @@ class Session final : public PoolWaiter, public BackendListener {
   void on_group_result(const GroupItem& it, const std::uint8_t* frames);
   // The group did not run the request: it queues first in line to run alone.
   void on_group_deferred();
+  // Group commit of pipelined transactions (GroupCommit::start_batches). True while the
+  // session waits for the writer with a whole pipelined transaction queued: statements that
+  // may run in a savepoint (Driver::batch_groupable_sql), then its COMMIT.
+  bool batch_groupable() const override;
+  // Fills the session's BatchJob with that transaction; null if it cannot join a group.
+  BatchJob* prepare_group_batch();
+  void join_batch_group(GroupCommit* g);
+  // The group ran the batch: its outcome is in the job, served as if it had run alone.
+  void on_batch_group_result();
+  // The batch could not stay in the group: the session queues first in line to run alone.
+  void on_batch_group_deferred();
 
  private:
   void on_lease(BackendConn* conn, Status status) override;
@@ -146,6 +158,9 @@ class Session final : public PoolWaiter, public BackendListener {
   // it, as if it had run alone just then. Anything off that path drops them (clear_batch()):
   // the requests still queued are then served as usual.
   bool start_batch(const ExecRequest& req);
+  // Fills batch_job_ from current_ and the requests behind it (false: nothing to batch);
+  // `group`: only a whole transaction with its COMMIT, of batch-groupable statements.
+  bool fill_batch(const ExecRequest& req, bool group);
   void on_batch_result(BackendResult& r);
   void serve_batched();
   void serve_batched_commit();
@@ -190,6 +205,7 @@ class Session final : public PoolWaiter, public BackendListener {
   bool retried_ = false;    // the current request was retried on a new connection
   GroupCommit* group_ = nullptr;  // the group commit running the current one-shot
   bool groupable_ = false;        // the current one-shot may join a group commit
+  bool batch_solo_ = false;       // the current transaction was deferred by a group: alone
   bool solo_ = false;             // a group deferred it: it runs alone
   bool group_cancelled_ = false;  // cancel() while in a group
   std::string_view group_sql_;    // the current one-shot's SQL and parameters (in current_)

@@ -109,8 +109,11 @@ struct GroupItem {
   bool ran = false;       // a statement was executed (and committed with the group if ok)
 };
 
+// A group commit of one-shots (`items`) or of pipelined transactions (`batches`: each a
+// session's whole BatchJob with its COMMIT, run in a SAVEPOINT of its own; group_commit.hpp).
 struct GroupJob {
   GroupItem* items = nullptr;
+  BatchJob* const* batches = nullptr;  // set: a group of batches, `items` unused
   std::size_t count = 0;
   Buffer frames;           // every item's reply frames, back to back
   bool committed = false;  // COMMIT succeeded
@@ -144,6 +147,13 @@ struct BatchJob {
   Status commit_status;
   bool commit_broken = false;
   std::array<std::size_t, kMaxStatements> frame_ends{};
+  // In a group of batches (GroupJob::batches). The loop may set `cancel` at any time; the
+  // worker writes the rest: the BackendResult the batch would have completed with alone
+  // (group_result, its frames the batch's own), or `deferred` when it must run alone.
+  std::atomic<bool> cancel{false};
+  BackendResult group_result;
+  bool deferred = false;
+  bool final = false;  // worker: failed for good, skipped if the group restarts
 };
 
 class BackendListener {

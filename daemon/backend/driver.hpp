@@ -104,6 +104,9 @@ class Driver {
   // Batches (BatchJob): a session's pipelined statements run back to back in one operation.
   // The driver's connections then implement BackendConn::execute_batch().
   virtual bool batches() const { return false; }
+  // With group commit too: a statement a pipelined transaction may hold to run in a group of
+  // such transactions, each in a savepoint of the group's one transaction.
+  virtual bool batch_groupable_sql(std::string_view /*sql*/) const { return false; }
 
   // The database info (its PK column type) depends on the server's version, which a
   // connection learns (BackendConn::server_version()): an info request opens one first.

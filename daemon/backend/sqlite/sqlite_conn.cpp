@@ -177,6 +177,18 @@ bool SqliteConn::groupable_sql(std::string_view sql) {
   return sqlscan::single_statement(sql, SqlLexing::kSqlite);
 }
 
+bool SqliteConn::batch_groupable_sql(std::string_view sql) {
+  thread_local std::string b;
+  std::string_view kw = leading_word(sql, b);
+  if (!sqlscan::word_is(kw, "SELECT") && !sqlscan::word_is(kw, "INSERT") &&
+      !sqlscan::word_is(kw, "UPDATE") && !sqlscan::word_is(kw, "DELETE") &&
+      !sqlscan::word_is(kw, "REPLACE") && !sqlscan::word_is(kw, "WITH") &&
+      !sqlscan::word_is(kw, "VALUES")) {
+    return false;
+  }
+  return sqlscan::single_statement(sql, SqlLexing::kSqlite);
+}
+
 SqliteConn::SqliteConn(uv_loop_t* loop, const TimeSource& clock, std::string path,
                        const config::SqliteSettings& settings, config::Millis statement_timeout,
                        std::uint32_t max_frame_bytes, Role role)
@@ -249,7 +261,7 @@ void SqliteConn::work(BackendOp op) {
     case BackendOp::kRollback: work_end_tx("ROLLBACK"); break;
     case BackendOp::kReset: work_end_tx(nullptr); break;
     case BackendOp::kPing: result_.status = exec_simple("SELECT 1"); break;
-    case BackendOp::kGroup: work_group(); break;
+    case BackendOp::kGroup: group_->batches != nullptr ? work_batch_group() : work_group(); break;
     case BackendOp::kBatch: work_batch(); break;
   }
   result_.in_transaction = in_tx_;
@@ -575,7 +587,9 @@ void SqliteConn::work_execute() {
     writer_.discard();
     result_.more = false;
     result_.status = std::move(s);
-    // An error ends the transaction: roll back whatever this one did.
+    // An error ends the transaction: roll back whatever this one did. In a group of
+    // batches the group rolls back to the batch's savepoint instead.
+    if (in_group_) return;
     if (in_tx_ && !sqlite3_get_autocommit(db_)) exec_simple("ROLLBACK").is_ok();
     in_tx_ = false;
   };
@@ -884,6 +898,166 @@ void SqliteConn::work_group() {
     if (Status c = exec_simple("COMMIT"); !c.is_ok()) return fail_all(c);
     in_tx_ = false;
     job.committed = true;
+    return;
+  }
+}
+
+// A group of pipelined transactions (GroupJob::batches): BEGIN IMMEDIATE, then per batch
+// SAVEPOINT, its statements as work_batch() runs them, RELEASE (ROLLBACK TO when one of them
+// fails, which touches no other batch), then one COMMIT, whose outcome is each batch's
+// commit. A batch that would have to stream rows, or hold too many frames, is rolled back to
+// its savepoint and deferred: it runs alone next. An error that rolled back the whole
+// transaction (an interrupt, RAISE(ROLLBACK), an I/O error) runs the others again without
+// the failed batch.
+void SqliteConn::work_batch_group() {
+  GroupJob& g = *group_;
+  g.committed = false;
+  g.restarts = 0;
+  auto reset = [](BatchJob& b) {
+    b.group_result = BackendResult{};
+    b.ran = 0;
+    b.committed = false;
+    b.commit_status = Status::ok();
+    b.commit_broken = false;
+    b.deferred = false;
+  };
+  auto each = [&](auto&& fn) {
+    for (std::size_t k = 0; k < g.count; ++k) fn(*g.batches[k]);
+  };
+  each([&](BatchJob& b) {
+    b.final = false;
+    reset(b);
+  });
+  // A failure of the group's own statements: every batch not decided yet fails with it at its
+  // first statement, as it would have alone.
+  auto fail_all = [&](const Status& why, bool broken) {
+    finish_statement();
+    in_group_ = false;
+    item_cancel_ = nullptr;
+    if (db_ != nullptr && !sqlite3_get_autocommit(db_)) exec_simple("ROLLBACK").is_ok();
+    in_tx_ = false;
+    each([&](BatchJob& b) {
+      if (b.final || b.deferred) return;
+      reset(b);
+      b.ran = 1;
+      b.group_result.status = why;
+      b.group_result.broken = broken;
+    });
+    result_ = BackendResult{};
+    result_.broken = broken;
+  };
+  if (db_ == nullptr) return fail_all(Status::connection("database connection is closed"), true);
+  for (;;) {  // once, or again after an error that rolled back the whole transaction
+    std::size_t held = 0;  // frames held in memory by the batches run so far
+    each([&](BatchJob& b) {
+      if (!b.final) reset(b);
+    });
+    if (Status s = exec_simple("BEGIN IMMEDIATE"); !s.is_ok()) return fail_all(s, false);
+    in_tx_ = true;
+    bool restart = false;
+    for (std::size_t k = 0; k < g.count && !restart; ++k) {
+      BatchJob& b = *g.batches[k];
+      if (b.final) continue;
+      if (b.cancel.load(std::memory_order_relaxed)) {
+        b.ran = 1;
+        b.group_result.status =
+            Status(proto::ErrorCategory::kCancelled, "statement cancelled", "57014");
+        b.final = true;
+        continue;
+      }
+      if (held >= kGroupFramesMax) {  // enough held in memory: the rest run after
+        b.deferred = true;
+        continue;
+      }
+      if (Status sp = exec_prepared(&savepoint_, "SAVEPOINT dbmgr_group"); !sp.is_ok()) {
+        return fail_all(sp, false);
+      }
+      result_ = BackendResult{};
+      in_group_ = true;
+      item_cancel_ = &b.cancel;
+      bool ok = true;
+      for (std::size_t i = 0; i < b.count; ++i) {
+        req_ = b.reqs[i];
+        req_.begin = TxBegin::kNone;
+        req_.commit_after = false;
+        deadline_ = statement_timeout_.count() > 0 ? clock_.now() + statement_timeout_
+                                                   : Clock::time_point{};
+        timed_out_ = false;
+        work_execute();
+        b.frame_ends[i] = result_.frames.size();
+        b.ran = i + 1;
+        if (!result_.status.is_ok()) {
+          ok = false;
+          break;
+        }
+        if (result_.more || result_.frames.size() >= BatchJob::kMaxBatchFrames) {
+          finish_statement();  // rows to stream: alone, after the group
+          b.deferred = true;
+          break;
+        }
+        if (sqlite3_get_autocommit(db_)) {  // cannot happen for batch-groupable SQL
+          result_.status = Status::internal("a statement of a grouped transaction ended it");
+          ok = false;
+          break;
+        }
+      }
+      in_group_ = false;
+      item_cancel_ = nullptr;
+      deadline_ = Clock::time_point{};
+      if (ok && !b.deferred) {
+        if (deferred_fk_violations()) {
+          // Alone, its COMMIT would fail (a DEFERRABLE INITIALLY DEFERRED foreign key it
+          // broke): it fails so here too, alone, and the group's COMMIT does not.
+          b.committed = true;
+          b.commit_status = Status(proto::ErrorCategory::kConstraint,
+                                   "FOREIGN KEY constraint failed", "23503");
+          b.final = true;
+        } else {
+          if (Status rel = exec_prepared(&release_, "RELEASE dbmgr_group"); !rel.is_ok()) {
+            return fail_all(rel, false);
+          }
+          held += result_.frames.size();
+          b.group_result = std::move(result_);
+          continue;
+        }
+      } else if (!b.deferred) {
+        b.final = true;
+      }
+      if (b.final) {
+        b.group_result = std::move(result_);
+        b.group_result.more = false;
+      }
+      if (sqlite3_get_autocommit(db_)) {
+        // The error rolled back the whole transaction: run the others again without it.
+        in_tx_ = false;
+        ++g.restarts;
+        restart = true;
+        continue;
+      }
+      Status rb = exec_prepared(&rollback_to_, "ROLLBACK TO dbmgr_group");
+      if (rb.is_ok()) rb = exec_prepared(&release_, "RELEASE dbmgr_group");
+      if (!rb.is_ok()) return fail_all(rb, false);
+    }
+    if (restart) {
+      if (g.restarts > static_cast<int>(g.count)) {
+        return fail_all(Status::internal("group commit: the transaction keeps failing"), false);
+      }
+      continue;
+    }
+    Status c = exec_simple("COMMIT");
+    if (!c.is_ok() && !sqlite3_get_autocommit(db_)) exec_simple("ROLLBACK").is_ok();
+    in_tx_ = !sqlite3_get_autocommit(db_);
+    g.committed = c.is_ok();
+    each([&](BatchJob& b) {
+      if (b.final || b.deferred) {
+        b.group_result.in_transaction = false;
+        return;
+      }
+      b.committed = true;  // as commit() would have run it next, the statements' result ok
+      b.commit_status = c;
+      b.group_result.in_transaction = in_tx_;
+    });
+    result_ = BackendResult{};
     return;
   }
 }

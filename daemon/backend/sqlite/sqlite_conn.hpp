@@ -42,6 +42,11 @@ class SqliteConn final : public WorkerConn {
   // first keyword is INSERT, UPDATE, DELETE, REPLACE or WITH (a CTE before DML). A textual
   // check for the loop thread; the worker checks again after preparing (one statement).
   static bool groupable_sql(std::string_view sql);
+  // True for a statement of a pipelined transaction that may run inside a savepoint of a
+  // group of such transactions: one statement whose first keyword is SELECT, VALUES, INSERT,
+  // UPDATE, DELETE, REPLACE or WITH (nothing that begins, ends or names a transaction or a
+  // savepoint, no DDL, no PRAGMA). A textual check for the loop thread.
+  static bool batch_groupable_sql(std::string_view sql);
   // True for SQL that only reads: one SELECT or VALUES statement, or WITH ... SELECT (no
   // INSERT/UPDATE/DELETE/REPLACE word outside quotes). A one-shot of it runs on a reader.
   static bool read_only_sql(std::string_view sql);
@@ -93,6 +98,7 @@ class SqliteConn final : public WorkerConn {
   void work_end_tx(const char* sql);
   void work_group();
   void work_batch();
+  void work_batch_group();
   void run_group_item(GroupItem& it, std::vector<std::uint8_t>& out);
   // Unresolved deferred foreign-key violations in the open transaction (worker).
   bool deferred_fk_violations();
@@ -137,6 +143,7 @@ class SqliteConn final : public WorkerConn {
   GroupJob* group_ = nullptr;                       // the group being run (kGroup)
   std::unique_ptr<BatchJob> batch_;                 // the batch being run (kBatch)
   const std::atomic<bool>* item_cancel_ = nullptr;  // worker: the running item's cancel flag
+  bool in_group_ = false;  // worker: a statement of a grouped batch runs (no ROLLBACK on error)
   sqlite3_stmt* savepoint_ = nullptr;               // prepared once, for group commits
   sqlite3_stmt* release_ = nullptr;
   sqlite3_stmt* rollback_to_ = nullptr;

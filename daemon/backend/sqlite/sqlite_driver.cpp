@@ -101,6 +101,9 @@ class SqliteDriver final : public Driver {
   }
   bool group_commit() const override { return true; }
   bool batches() const override { return true; }
+  bool batch_groupable_sql(std::string_view sql) const override {
+    return SqliteConn::batch_groupable_sql(sql);
+  }
   bool groupable_sql(std::string_view sql) const override {
     return SqliteConn::groupable_sql(sql);
   }
