@@ -63,6 +63,7 @@ void WorkerConn::job_done() {
     self->submit();  // close() arrived while an operation ran: now run the close itself
     return;
   }
+  self->after_job();
   // The result is moved out: the worker writes result_ again only after the next queue(),
   // which the listener may call from inside this callback.
   guard_callback("a worker result", [self] { self->complete(self->op_, std::move(self->result_)); });

@@ -43,6 +43,8 @@ class WorkerConn : public BackendConn {
   virtual bool has_handle() const = 0;
   // Loop thread: a job is queued or running.
   bool job_running() const { return job_running_; }
+  // Loop thread: a job ended (before its result goes to the listener).
+  virtual void after_job() {}
 
   // Every operation is a job by default.
   void do_open() override { queue(BackendOp::kOpen); }

@@ -200,7 +200,27 @@ SqliteConn::SqliteConn(uv_loop_t* loop, const TimeSource& clock, std::string pat
       max_frame_bytes_(max_frame_bytes),
       role_(role) {}
 
-SqliteConn::~SqliteConn() = default;
+SqliteConn::~SqliteConn() {
+  if (checkpointer_ != nullptr) checkpointer_->close();  // it deletes itself when done
+}
+
+int SqliteConn::on_wal_commit(void* self, sqlite3* db, const char* /*name*/, int pages) {
+  static_cast<SqliteConn*>(self)->wal_pages_ = pages;  // worker thread, inside a job
+  if (pages >= WalCheckpointer::kWriterPages) {
+    // The checkpoints beside the writer copied most of the WAL but never all of it (the
+    // writer appended while they ran), so the WAL cannot start over: the writer copies the
+    // rest itself, as SQLite's automatic checkpoint would, and its next write restarts the
+    // WAL from its start. This bounds the WAL at about kWriterPages.
+    sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
+  return SQLITE_OK;
+}
+
+void SqliteConn::after_job() {
+  if (role_ != Role::kWriter || wal_pages_ < WalCheckpointer::kPages) return;
+  if (checkpointer_ == nullptr) checkpointer_ = new WalCheckpointer(loop(), path_);
+  checkpointer_->wal_size(wal_pages_);
+}
 
 Status SqliteConn::ensure_file(const std::string& path) {
   auto slash = path.rfind('/');
@@ -358,6 +378,9 @@ void SqliteConn::work_open() {
   sqlite3_create_function_v2(db_, "regexp", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
                              &regexp_fn, nullptr, nullptr, nullptr);
   sqlite3_progress_handler(db_, 10000, &SqliteConn::on_progress, this);
+  // The writer's automatic checkpoint is replaced by this hook (which reports the WAL's size
+  // after each commit); a WalCheckpointer checkpoints beside it.
+  if (role_ == Role::kWriter) sqlite3_wal_hook(db_, &SqliteConn::on_wal_commit, this);
 }
 
 namespace {

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "backend/result_writer.hpp"
+#include "backend/sqlite/wal_checkpointer.hpp"
 #include "backend/worker_conn.hpp"
 #include "dbmgr/config/config.hpp"
 #include "backend/sqlstate.hpp"
@@ -91,6 +92,9 @@ class SqliteConn final : public WorkerConn {
   void work(BackendOp op) override;
   void work_close() override;
   bool has_handle() const override { return db_ != nullptr; }
+  // The writer: a WAL checkpoint when its last commit left the WAL large (wal_checkpointer.hpp).
+  void after_job() override;
+  static int on_wal_commit(void* self, sqlite3* db, const char* name, int pages);
 
   // Worker-thread halves of the operations.
   void work_open();
@@ -143,6 +147,8 @@ class SqliteConn final : public WorkerConn {
   GroupJob* group_ = nullptr;                       // the group being run (kGroup)
   std::unique_ptr<BatchJob> batch_;                 // the batch being run (kBatch)
   const std::atomic<bool>* item_cancel_ = nullptr;  // worker: the running item's cancel flag
+  WalCheckpointer* checkpointer_ = nullptr;  // the writer's (loop thread)
+  int wal_pages_ = 0;  // the writer's WAL size after its last commit (the worker writes it)
   bool in_group_ = false;  // worker: a statement of a grouped batch runs (no ROLLBACK on error)
   sqlite3_stmt* savepoint_ = nullptr;               // prepared once, for group commits
   sqlite3_stmt* release_ = nullptr;
