@@ -23,7 +23,7 @@ void Engine::build(std::vector<PoolPlan> plans, ReadyQueue& ready, const TimeSou
     roles_.push_back(p.role);
     if (p.role == PoolRole::kReader && readers_ == nullptr) readers_ = pools_.back().get();
   }
-  if (group_commit) group_ = std::make_unique<GroupCommit>(*pools_.front());
+  if (group_commit) group_ = std::make_unique<GroupCommit>(*pools_.front(), ready);
 }
 
 std::unique_ptr<Engine> Engine::with_factory(ReadyQueue& ready, const TimeSource& clock,

@@ -1,8 +1,11 @@
 // GroupCommit: queued one-shot SQLite writes in one transaction, a SAVEPOINT each.
 #include "group_commit.hpp"
 
+#include <cassert>
+
 #include <spdlog/spdlog.h>
 
+#include "guard.hpp"
 #include "session.hpp"
 
 namespace dbmgr::daemon {
@@ -95,8 +98,42 @@ void GroupCommit::cancel(const Session* s) {
   }
 }
 
+GroupCommit::~GroupCommit() {
+  ready_.cancel(&served_);
+  assert(done_count_ == 0 && "a group's members were never answered");
+}
+
+void GroupCommit::serve_done() {
+  std::array<Session*, kMaxBatches> members = done_;
+  const std::size_t n = done_count_;
+  done_count_ = 0;
+  done_.fill(nullptr);
+  for (std::size_t i = 0; i < n; ++i) {
+    // One member's exception must not keep the others from their answers.
+    Session* s = members[i];
+    guard_callback("a group commit's answer", [s] { s->on_batch_group_result(); });
+  }
+}
+
 void GroupCommit::on_batches_result(BackendConn* conn, BackendResult& r) {
+  if (done_count_ > 0) {  // the last group's answers are still queued (not expected)
+    ready_.cancel(&served_);
+    serve_done();
+  }
   const std::size_t n = count_;
+  if (!r.status.is_ok()) {
+    // The job itself failed (an exception in the driver: the connection is broken, what it
+    // did is unknown): every batch not deferred fails at its first statement with that error.
+    for (std::size_t i = 0; i < n; ++i) {
+      BatchJob& b = *batches_[i];
+      if (b.deferred) continue;
+      b.ran = 1;
+      b.committed = false;
+      b.group_result = BackendResult{};
+      b.group_result.status = r.status;
+      b.group_result.broken = r.broken;
+    }
+  }
   std::array<Session*, kMaxBatches> members{};
   std::array<bool, kMaxBatches> deferred{};
   std::uint64_t ok = 0;
@@ -121,18 +158,24 @@ void GroupCommit::on_batches_result(BackendConn* conn, BackendResult& r) {
   members_.fill(nullptr);
   batches_.fill(nullptr);
   job_.batches = nullptr;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (!deferred[i]) members[i]->on_batch_group_result();
-  }
   // Deferred members go back first in line, in their order, to run alone next.
   for (std::size_t i = n; i-- > 0;) {
     if (deferred[i]) {
       ++deferred_;
-      members[i]->on_batch_group_deferred();
+      Session* m = members[i];
+      guard_callback("a group commit's deferral", [m] { m->on_batch_group_deferred(); });
     }
   }
+  // The writer is released before the members are answered: its grant (the next group, or
+  // whoever waits) is posted first, so the worker runs the next transactions while the loop
+  // sends these replies. The members hold nothing meanwhile (kGrouped, no lease); what
+  // their clients do in between (cancel, kill, disconnect) is acted on when they are served.
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!deferred[i]) done_[done_count_++] = members[i];
+  }
   conn->set_listener(nullptr);
-  pool_.release(conn, !r.broken);  // the next waiter (maybe a group) gets it on a later turn
+  pool_.release(conn, !r.broken && !r.in_transaction);  // never with a transaction left open
+  if (done_count_ > 0) ready_.post(&served_);
 }
 
 void GroupCommit::on_backend_result(BackendConn* conn, BackendOp /*op*/, BackendResult&& r) {
@@ -176,7 +219,8 @@ void GroupCommit::on_backend_result(BackendConn* conn, BackendOp /*op*/, Backend
     job_.frames.bytes().clear();
   }
   conn->set_listener(nullptr);
-  pool_.release(conn, !r.broken);  // the next waiter (maybe a group) gets it on a later turn
+  // The next waiter (maybe a group) gets it on a later turn; never with a transaction open.
+  pool_.release(conn, !r.broken && !r.in_transaction);
 }
 
 }  // namespace dbmgr::daemon

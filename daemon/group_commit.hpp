@@ -31,6 +31,7 @@
 
 #include "backend/backend.hpp"
 #include "pool.hpp"
+#include "ready_queue.hpp"
 
 namespace dbmgr::daemon {
 
@@ -42,7 +43,8 @@ class GroupCommit final : private BackendListener {
   static constexpr std::size_t kMaxBytes = 1024 * 1024;  // request payloads of one group
   static constexpr std::size_t kMaxBatches = 16;         // transactions in a group of batches
 
-  explicit GroupCommit(Pool& writer) : pool_(writer) {}
+  GroupCommit(Pool& writer, ReadyQueue& ready) : pool_(writer), ready_(ready) { served_.g = this; }
+  ~GroupCommit();
   GroupCommit(const GroupCommit&) = delete;
   GroupCommit& operator=(const GroupCommit&) = delete;
 
@@ -72,8 +74,20 @@ class GroupCommit final : private BackendListener {
   void add(Session* s);
   void on_backend_result(BackendConn* conn, BackendOp op, BackendResult&& r) override;
   void on_batches_result(BackendConn* conn, BackendResult& r);
+  void serve_done();  // the members of the last group of batches get their outcomes
+
+  // Posted after the writer was released, behind its grant: the loop answers a group's
+  // members while the next group already runs on the worker.
+  struct Served final : Deferred {
+    GroupCommit* g = nullptr;
+    void run_deferred() override { g->serve_done(); }
+  };
 
   Pool& pool_;
+  ReadyQueue& ready_;
+  Served served_;
+  std::array<Session*, kMaxBatches> done_{};  // members of the last group, not answered yet
+  std::size_t done_count_ = 0;
   std::array<GroupItem, kMaxStatements> items_{};
   std::array<Session*, kMaxStatements> members_{};
   std::size_t count_ = 0;

@@ -847,6 +847,12 @@ void Session::start_abort(Status why) {
   clear_batch();
   aborting_why_ = std::move(why);
   set_state(State::kAborting);
+  if (lease_ == nullptr) {
+    // A member of a group commit holds no connection: the group has already rolled its
+    // transaction back to its savepoint. End it as a finished rollback would.
+    BackendResult done;
+    return on_abort_result(done);
+  }
   lease_->set_listener(this);
   lease_->rollback();
 }

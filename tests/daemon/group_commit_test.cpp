@@ -318,3 +318,66 @@ TEST_CASE("group commit of pipelined transactions: rows that must stream run alo
   CHECK(count_in_file(file, "SELECT count(*) FROM items") == 3);
   CHECK(writer.in_use() == 0);
 }
+
+// A member killed (dbmgrctl kill, or the drain deadline) while its second statement runs:
+// the group rolls that member back (the interrupt restarts the others), and the member, which
+// holds no connection of its own, ends failed with `killed` instead of rolling back on a
+// lease it does not have.
+TEST_CASE("group commit of pipelined transactions: a member killed in its second statement") {
+  InProc d(InProcOptions{"pool:\n  statement_timeout: 10s\n", /*fake=*/false});
+  RawClient& c = d.client();
+  auto create = c.one_shot("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)");
+  REQUIRE(d.until([&] { return c.final_reply(create) != nullptr; }));
+  auto engine = d.server->engine_for("", "");
+  REQUIRE(engine.is_ok());
+  auto& writer = engine.value()->pool_for(false);
+  const auto* g = engine.value()->group_commit();
+
+  RawClient& holder = d.client();
+  holder.open(1);
+  auto hold = holder.execute(1, "INSERT INTO items(v) VALUES ('hold')");
+  REQUIRE(d.until([&] { return holder.final_reply(hold) != nullptr; }));
+
+  RawClient& c1 = d.client();
+  RawClient& c2 = d.client();
+  auto t1 = pipelined(c1, 1, {"INSERT INTO items(v) VALUES ('x1')"});
+  REQUIRE(d.until([&] { return writer.waiting() == 1; }));
+  auto t2 = pipelined(c2, 5, {"INSERT INTO items(v) VALUES ('x2')",
+                              "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
+                              "INSERT INTO items(v) SELECT 'slow' FROM n WHERE x < 0"});
+  REQUIRE(d.until([&] { return writer.waiting() == 2; }));
+  auto commit = holder.simple(T::kCommit, 1);
+  REQUIRE(d.until([&] { return g->running(); }));
+
+  // Kill session 5 (t2's) while its endless statement runs in the group.
+  auto list = c.admin(proto::AdminCommand::kSessions);
+  REQUIRE(d.until([&] { return c.final_reply(list) != nullptr; }));
+  std::string id;
+  for (auto& s : nlohmann::json::parse(std::get<proto::AdminResult>(c.final_reply(list)->msg).json)) {
+    if (s["session_id"] == 5) id = s["id"];
+  }
+  REQUIRE(!id.empty());
+  auto kill = c.admin(proto::AdminCommand::kKill, id);
+  REQUIRE(d.until([&] {
+    return c.final_reply(kill) != nullptr && c1.final_reply(t1.back()) != nullptr &&
+           c2.final_reply(t2.back()) != nullptr;
+  }));
+  CHECK(holder.type_of(commit) == T::kOk);
+  CHECK(c.type_of(kill) == T::kAdminResult);
+  CHECK(c1.type_of(t1[1]) == T::kOk);  // ran again after the interrupt, committed
+  CHECK(c2.type_of(t2[0]) == T::kComplete);
+  CHECK(c2.category_of(t2[1]) == proto::ErrorCategory::kKilled);
+  CHECK(c2.category_of(t2[2]) == proto::ErrorCategory::kKilled);
+  CHECK(g->batch_transactions() == 1);
+  std::string file = d.dir() + "/default.db";
+  CHECK(count_in_file(file, "SELECT count(*) FROM items WHERE v = 'x1'") == 1);
+  CHECK(count_in_file(file, "SELECT count(*) FROM items") == 2);  // hold and x1; no x2
+  // The killed session answers `killed` until closed, and the daemon serves on.
+  auto again = c2.execute(5, "SELECT 1");
+  REQUIRE(d.until([&] { return c2.final_reply(again) != nullptr; }));
+  CHECK(c2.category_of(again) == proto::ErrorCategory::kKilled);
+  auto t3 = pipelined(c1, 2, {"INSERT INTO items(v) VALUES ('x3')"});
+  REQUIRE(d.until([&] { return c1.final_reply(t3.back()) != nullptr; }));
+  CHECK(c1.type_of(t3.back()) == T::kOk);
+  CHECK(writer.in_use() == 0);
+}

@@ -627,8 +627,14 @@ void SqliteConn::work_execute() {
     }
     sqlite3_stmt* stmt = nullptr;
     bool cached = false;
-    Status s = prepare(req_.sql, &stmt, &cached);
+    bool script = false;
+    Status s = prepare(req_.sql, &stmt, &cached, in_group_ ? &script : nullptr);
     if (!s.is_ok()) return fail(std::move(s));
+    if (script) {  // in a group only single statements run: the textual check missed it
+      writer_.discard();
+      group_script_ = true;
+      return;
+    }
     stmt_ = stmt;
     stmt_cached_ = cached;
     row_pending_ = false;
@@ -1006,9 +1012,15 @@ void SqliteConn::work_batch_group() {
         deadline_ = statement_timeout_.count() > 0 ? clock_.now() + statement_timeout_
                                                    : Clock::time_point{};
         timed_out_ = false;
+        group_script_ = false;
         work_execute();
         b.frame_ends[i] = result_.frames.size();
         b.ran = i + 1;
+        if (group_script_) {  // a script: the whole transaction runs alone, after the group
+          group_script_ = false;
+          b.deferred = true;
+          break;
+        }
         if (!result_.status.is_ok()) {
           ok = false;
           break;

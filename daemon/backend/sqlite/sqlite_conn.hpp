@@ -149,7 +149,8 @@ class SqliteConn final : public WorkerConn {
   const std::atomic<bool>* item_cancel_ = nullptr;  // worker: the running item's cancel flag
   WalCheckpointer* checkpointer_ = nullptr;  // the writer's (loop thread)
   int wal_pages_ = 0;  // the writer's WAL size after its last commit (the worker writes it)
-  bool in_group_ = false;  // worker: a statement of a grouped batch runs (no ROLLBACK on error)
+  bool in_group_ = false;
+  bool group_script_ = false;  // worker: a grouped statement turned out to be a script  // worker: a statement of a grouped batch runs (no ROLLBACK on error)
   sqlite3_stmt* savepoint_ = nullptr;               // prepared once, for group commits
   sqlite3_stmt* release_ = nullptr;
   sqlite3_stmt* rollback_to_ = nullptr;
