@@ -163,7 +163,7 @@ void GroupCommit::on_batches_result(BackendConn* conn, BackendResult& r) {
     if (deferred[i]) {
       ++deferred_;
       Session* m = members[i];
-      guard_callback("a group commit's deferral", [m] { m->on_batch_group_deferred(); });
+      guard_callback("a group commit's deferral", [m] { m->on_group_deferred(); });
     }
   }
   // The writer is released before the members are answered: its grant (the next group, or

@@ -57,7 +57,7 @@ class GroupCommit final : private BackendListener {
   // batches (each its own SAVEPOINT, one COMMIT; SqliteConn::work_batch_group) and true is
   // returned; each member then gets its batch back as if it had run alone
   // (Session::on_batch_group_result) or, when it could not stay in the group, runs alone
-  // next (Session::on_batch_group_deferred).
+  // next (Session::on_group_deferred).
   bool start_batches(Session* leader, BackendConn* conn);
   // A member's request is cancelled (cancel, kill, drain, disconnect).
   void cancel(const Session* s);

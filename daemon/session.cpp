@@ -610,27 +610,6 @@ void Session::on_batch_group_result() {
   on_batch_result(r);
 }
 
-void Session::on_batch_group_deferred() {
-  group_ = nullptr;
-  if (batch_job_) batch_job_->payloads.release();
-  if (abandoned_) {
-    set_state(State::kIdle);
-    return finish_current();
-  }
-  if (abort_ || group_cancelled_) {
-    Status why = abort_ ? *abort_
-                        : Status(proto::ErrorCategory::kCancelled, "statement cancelled", "57014");
-    abort_.reset();
-    server_.count_error();
-    reply_error(why);
-    fail(failure_for(why));
-    return finish_current();
-  }
-  batch_solo_ = true;
-  set_state(State::kLeasing);
-  pool().wait_front(this);
-}
-
 std::size_t Session::group_bytes() const {
   return current_ != nullptr ? current_->payload.size() : 0;
 }
@@ -669,9 +648,11 @@ void Session::on_group_result(const GroupItem& it, const std::uint8_t* frames) {
   finish_current();  // a one-shot: deletes this session
 }
 
+// A one-shot or a whole pipelined transaction the group did not run.
 void Session::on_group_deferred() {
   group_ = nullptr;
   groupable_ = false;
+  if (batch_job_) batch_job_->payloads.release();
   if (abandoned_) {
     set_state(State::kIdle);
     return finish_current();
@@ -682,10 +663,10 @@ void Session::on_group_deferred() {
     abort_.reset();
     server_.count_error();
     reply_error(why);
-    set_state(State::kIdle);
+    if (one_shot_) set_state(State::kIdle); else fail(failure_for(why));
     return finish_current();
   }
-  solo_ = true;
+  if (one_shot_) solo_ = true; else batch_solo_ = true;  // it runs alone next
   set_state(State::kLeasing);
   pool().wait_front(this);
 }

@@ -125,7 +125,8 @@ class Session final : public PoolWaiter, public BackendListener {
   void join_group(GroupCommit* g, GroupItem& it);
   // The group completed: `it` holds the result, its reply frames are in `frames`.
   void on_group_result(const GroupItem& it, const std::uint8_t* frames);
-  // The group did not run the request: it queues first in line to run alone.
+  // The group did not run the request (a one-shot, or a whole pipelined transaction): it
+  // queues first in line to run alone.
   void on_group_deferred();
   // Group commit of pipelined transactions (GroupCommit::start_batches). True while the
   // session waits for the writer with a whole pipelined transaction queued: statements that
@@ -136,8 +137,6 @@ class Session final : public PoolWaiter, public BackendListener {
   void join_batch_group(GroupCommit* g);
   // The group ran the batch: its outcome is in the job, served as if it had run alone.
   void on_batch_group_result();
-  // The batch could not stay in the group: the session queues first in line to run alone.
-  void on_batch_group_deferred();
 
  private:
   void on_lease(BackendConn* conn, Status status) override;
