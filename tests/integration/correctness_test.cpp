@@ -409,6 +409,19 @@ TEST_CASE("SQLite: a grouped one-shot with RETURNING * after ALTER TABLE returns
 
 // ---- 6. PostgreSQL: cached plans after a schema change ----
 
+namespace {
+
+// Runs `sql` directly on the test server with psql (outside dbmgrd).
+int psql(const std::string& sql) {
+  std::string cmd = "PGPASSWORD=" + env("DBMGR_TEST_PG_PASSWORD") + " " +
+                    env("DBMGR_TEST_PG_BINDIR") + "/psql -qAt -h " + env("DBMGR_TEST_PG_HOST") +
+                    " -p " + env("DBMGR_TEST_PG_PORT") + " -U " + env("DBMGR_TEST_PG_USER") +
+                    " -d " + env("DBMGR_TEST_PG_DB") + " -c \"" + sql + "\" >/dev/null";
+  return std::system(cmd.c_str());
+}
+
+}  // namespace
+
 TEST_CASE("PostgreSQL: SELECT * after DROP + CREATE and ADD COLUMN: new columns, no error") {
   Daemon d(pg_daemon("pool:\n  pool_size: 1\n  max_overflow: 0\n"));  // one connection: its cache
   dbmgr::DatabaseManager m(d.options());
@@ -433,22 +446,50 @@ TEST_CASE("PostgreSQL: SELECT * after DROP + CREATE and ADD COLUMN: new columns,
     s.commit();
   }
   CHECK(count(m, "SELECT count(*) FROM " + t) == 2);
-  // Not the first statement: nothing can be retried transparently; a clear error, and the
-  // transaction is rolled back.
+  // Not the first statement, the schema changed through dbmgrd: the daemon knows (its schema
+  // epoch) and prepares the statement anew before it runs; the transaction goes on.
   m.execute("ALTER TABLE " + t + " ADD COLUMN e integer");
   {
     auto s = m.get_session();
     s.execute("INSERT INTO " + t + " VALUES ('z', 4, 'eff', 5)");
-    dbmgr::Error e = error_of([&] { s.execute("SELECT * FROM " + t); });
+    auto r3 = s.execute("SELECT * FROM " + t + " ORDER BY b");
+    CHECK(columns_of(r3) == std::vector<std::string>{"a", "b", "c", "e"});
+    REQUIRE(r3.size() == 3);
+    CHECK(r3[2].get<std::int64_t>(3) == 5);
+    s.commit();
+  }
+  CHECK(count(m, "SELECT count(*) FROM " + t) == 3);
+  // DDL inside the same transaction, then a statement cached before it.
+  {
+    auto s = m.get_session();
+    s.execute("INSERT INTO " + t + " VALUES ('v', 6, 'gee', 7)");
+    s.execute("ALTER TABLE " + t + " DROP COLUMN c");
+    auto r4 = s.execute("SELECT * FROM " + t + " ORDER BY b");
+    CHECK(columns_of(r4) == std::vector<std::string>{"a", "b", "e"});
+    CHECK(r4.size() == 4);
+    s.commit();
+  }
+  // Changed from outside dbmgrd (psql), and not the first statement: nothing can be retried
+  // transparently; a clear error, and the transaction is rolled back.
+  {
+    auto s = m.get_session();  // the SELECT cached again, after the DDL transaction ended
+    CHECK(s.execute("SELECT * FROM " + t + " ORDER BY b").column_count() == 3);
+    s.commit();
+  }
+  REQUIRE(psql("ALTER TABLE " + t + " ADD COLUMN f integer") == 0);
+  {
+    auto s = m.get_session();
+    s.execute("INSERT INTO " + t + " VALUES ('w', 8, 9, 10)");
+    dbmgr::Error e = error_of([&] { s.execute("SELECT * FROM " + t + " ORDER BY b"); });
     CHECK(e.category() == dbmgr::ErrorCategory::kSerialization);
     CHECK(e.sqlstate() == "0A000");
     CHECK(e.message().find("changed since it was prepared") != std::string::npos);
     s.rollback();
-    auto r3 = s.execute("SELECT * FROM " + t);  // a new transaction: prepared anew
-    CHECK(r3.column_count() == 4);
+    auto r5 = s.execute("SELECT * FROM " + t + " ORDER BY b");  // a new transaction: prepared anew
+    CHECK(r5.column_count() == 4);
     s.commit();
   }
-  CHECK(count(m, "SELECT count(*) FROM " + t) == 2);  // the failed transaction left nothing
+  CHECK(count(m, "SELECT count(*) FROM " + t) == 4);  // the failed transaction left nothing
   m.execute("DROP TABLE " + t);
 }
 
@@ -701,14 +742,6 @@ TEST_CASE("error categories: SQLite and PostgreSQL errors by SQLSTATE class, not
 
 namespace {
 
-// Runs `sql` directly on the test server with psql (outside dbmgrd).
-int psql(const std::string& sql) {
-  std::string cmd = "PGPASSWORD=" + env("DBMGR_TEST_PG_PASSWORD") + " " +
-                    env("DBMGR_TEST_PG_BINDIR") + "/psql -qAt -h " + env("DBMGR_TEST_PG_HOST") +
-                    " -p " + env("DBMGR_TEST_PG_PORT") + " -U " + env("DBMGR_TEST_PG_USER") +
-                    " -d " + env("DBMGR_TEST_PG_DB") + " -c \"" + sql + "\" >/dev/null";
-  return std::system(cmd.c_str());
-}
 
 // A SQLite statement that keeps a worker thread busy for a few seconds.
 constexpr const char* kBusySqlite =

@@ -1,6 +1,7 @@
 // PostgreSQL backend: non-blocking libpq in the loop, pipelined, prepared, streamed.
 #include "backend/postgres/pg_conn.hpp"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -23,6 +24,16 @@ constexpr Oid kInt4Oid = 23;
 constexpr Oid kOidOid = 26;
 constexpr Oid kFloat4Oid = 700;
 constexpr Oid kFloat8Oid = 701;
+
+// The schema epoch: bumped each time DDL (pgsql::changes_schema) is sent through any
+// PostgreSQL connection of this daemon, and again when that DDL's transaction ends. A cached
+// statement prepared in an older epoch is prepared anew before it runs, so a schema change
+// made through dbmgrd never leaves a stale plan (0A000 "cached plan must not change result
+// type", or an inferred parameter type that no longer fits) in the middle of another
+// transaction, where it could not be retried. Only DDL from outside the daemon can; see
+// docs/protocol.md "Schema changes". One counter for every database: DDL is rare, and a
+// needless re-prepare costs one Parse.
+std::atomic<std::uint64_t> g_schema_epoch{0};
 
 proto::ValueTag tag_of(Oid t) {
   switch (t) {
@@ -71,6 +82,7 @@ PgConn::PgConn(uv_loop_t* loop, PgParams params) : loop_(loop), params_(std::mov
 PgConn::~PgConn() {
   if (pending_row_ != nullptr) PQclear(pending_row_);
   if (conn_ != nullptr) PQfinish(conn_);
+  if (schema_tx_open_) schema_tx_ended();  // the server rolls it back
 }
 
 std::string PgConn::server_version() const { return server_version_; }
@@ -549,6 +561,10 @@ bool PgConn::send_exec() {
   }
   if (scan.multi_statement) {
     if (pgsql::changes_session_state(req_.sql)) dirty_ = true;
+    if (req_.params.size() == 0 && pgsql::changes_schema(req_.sql)) {
+      g_schema_epoch.fetch_add(1, std::memory_order_relaxed);
+      schema_tx_open_ = true;
+    }
     if (req_.params.size() > 0) {
       deliver_async(Status::invalid("parameters are only allowed in a single statement"));
       return false;
@@ -670,9 +686,15 @@ bool PgConn::send_exec() {
 
   // The prepared statement for this SQL and parameter types, prepared on first use.
   Cached* hit = nullptr;
-  for (auto& c : cache_) {
-    if (c.key == key_) {
-      hit = &c;
+  const std::uint64_t epoch = g_schema_epoch.load(std::memory_order_relaxed);
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (it->key == key_) {
+      if (it->epoch == epoch) {
+        hit = &*it;
+      } else {  // the schema changed since it was prepared: prepare it anew
+        pending_deallocate_.push_back(std::move(it->name));
+        cache_.erase(it);
+      }
       break;
     }
   }
@@ -687,7 +709,8 @@ bool PgConn::send_exec() {
     }
     // Whether the SQL changes session state is decided once, when it is first prepared.
     cache_.push_back(Cached{key_, fmt::format("dbmgr_{}", ++name_counter_), 0,
-                            pgsql::changes_session_state(req_.sql)});
+                            pgsql::changes_session_state(req_.sql),
+                            pgsql::changes_schema(req_.sql), epoch});
     hit = &cache_.back();
     std::string sql = pgsql::rewrite_placeholders(req_.sql);
     prepared_now_ = true;
@@ -698,6 +721,10 @@ bool PgConn::send_exec() {
   }
   hit->used = ++use_counter_;
   if (hit->changes_session) dirty_ = true;
+  if (hit->changes_schema) {
+    g_schema_epoch.fetch_add(1, std::memory_order_relaxed);
+    schema_tx_open_ = true;
+  }
   current_stmt_ = hit->name;
   push(Step::kExec);
   if (PQsendQueryPrepared(conn_, hit->name.c_str(), static_cast<int>(n), values_.data(),
@@ -1021,6 +1048,7 @@ void PgConn::op_done() {
   }
   if (!steps_.empty() && nsteps_ > 0 && steps_[0] == Step::kScript) PQenterPipelineMode(conn_);
   const PGTransactionStatusType tx = PQtransactionStatus(conn_);
+  if (schema_tx_open_ && tx == PQTRANS_IDLE) schema_tx_ended();
   const bool in_tx = tx == PQTRANS_INTRANS || tx == PQTRANS_INERROR;
   if (op_ == BackendOp::kExecute && !rollback_after_error_) {
     if (!result_.status.is_ok()) {
@@ -1087,7 +1115,15 @@ void PgConn::op_done() {
   finish_op();
 }
 
+void PgConn::schema_tx_ended() {
+  // Statements other connections prepared while the DDL's transaction was open saw the old
+  // schema: after its commit they are stale too.
+  schema_tx_open_ = false;
+  g_schema_epoch.fetch_add(1, std::memory_order_relaxed);
+}
+
 void PgConn::fail_broken(std::string why) {
+  if (schema_tx_open_) schema_tx_ended();
   if (phase_ == Phase::kCreatingDb) {
     return connect_failed(Status::connection(why));
   }

@@ -79,6 +79,8 @@ class PgConn final : public BackendConn {
     std::string name;  // server-side statement name
     std::uint64_t used = 0;
     bool changes_session = false;  // SET, temp tables, advisory locks...: reset after use
+    bool changes_schema = false;   // CREATE, ALTER, DROP (pgsql::changes_schema)
+    std::uint64_t epoch = 0;       // the schema epoch it was prepared in (pg_conn.cpp)
   };
   static constexpr std::size_t kStmtCacheSize = 256;
 
@@ -185,6 +187,8 @@ class PgConn final : public BackendConn {
   std::uint64_t name_counter_ = 0;
   std::vector<std::string> pending_deallocate_;
   std::string key_;             // scratch: the cache key of the current statement
+  bool schema_tx_open_ = false; // DDL was sent and its transaction has not ended yet
+  void schema_tx_ended();       // ... it ended (committed, rolled back, or the link broke)
   std::string current_stmt_;    // name of the statement being executed
   std::string sql_;             // scratch: rewritten SQL
 

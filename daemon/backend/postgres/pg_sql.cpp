@@ -101,19 +101,22 @@ std::string rewrite_placeholders(std::string_view sql) {
   return out;
 }
 
-bool changes_session_state(std::string_view sql) {
-  // Statements are checked word by word at their start; function calls anywhere.
+namespace {
+
+// The SQL lowercased outside literals, identifiers and comments.
+std::string lowered_code(std::string_view sql) {
   std::string lower;
   lower.reserve(sql.size());
   walk(sql, [&](std::size_t i) {
     lower += static_cast<char>(std::tolower(static_cast<unsigned char>(sql[i])));
   });
-  if (lower.find("advisory_lock") != std::string::npos ||
-      lower.find("advisory_xact") != std::string::npos ||
-      lower.find("set_config") != std::string::npos) {
-    return true;
-  }
-  // Each top-level statement's leading words.
+  return lower;
+}
+
+// Calls f(stmt, w1, w2, w3) with each top-level statement of `lower` and its leading words;
+// stops at the first call that returns true, and returns whether one did.
+template <typename F>
+bool any_statement(std::string_view lower, F&& f) {
   std::size_t start = 0;
   while (start < lower.size()) {
     std::size_t end = lower.find(';', start);
@@ -123,6 +126,31 @@ bool changes_session_state(std::string_view sql) {
     std::string_view w1 = first_word(stmt, &pos);
     std::string_view w2 = first_word(stmt, &pos);
     std::string_view w3 = first_word(stmt, &pos);
+    if (f(stmt, w1, w2, w3)) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+bool creates_temp(std::string_view w1, std::string_view w2, std::string_view w3) {
+  return iequals(w1, "create") &&
+         (iequals(w2, "temp") || iequals(w2, "temporary") ||
+          ((iequals(w2, "global") || iequals(w2, "local") || iequals(w2, "unlogged")) &&
+           (iequals(w3, "temp") || iequals(w3, "temporary"))));
+}
+
+}  // namespace
+
+bool changes_session_state(std::string_view sql) {
+  // Statements are checked word by word at their start; function calls anywhere.
+  const std::string lower = lowered_code(sql);
+  if (lower.find("advisory_lock") != std::string::npos ||
+      lower.find("advisory_xact") != std::string::npos ||
+      lower.find("set_config") != std::string::npos) {
+    return true;
+  }
+  return any_statement(lower, [](std::string_view stmt, std::string_view w1,
+                                 std::string_view w2, std::string_view w3) {
     if (iequals(w1, "set") && !iequals(w2, "local") && !iequals(w2, "transaction") &&
         !iequals(w2, "constraints")) {
       return true;
@@ -131,16 +159,18 @@ bool changes_session_state(std::string_view sql) {
         iequals(w1, "load")) {
       return true;
     }
-    if (iequals(w1, "create") &&
-        (iequals(w2, "temp") || iequals(w2, "temporary") ||
-         ((iequals(w2, "global") || iequals(w2, "local") || iequals(w2, "unlogged")) &&
-          (iequals(w3, "temp") || iequals(w3, "temporary"))))) {
-      return true;
-    }
-    if (iequals(w1, "declare") && stmt.find(" with hold") != std::string_view::npos) return true;
-    start = end + 1;
-  }
-  return false;
+    if (creates_temp(w1, w2, w3)) return true;
+    return iequals(w1, "declare") && stmt.find(" with hold") != std::string_view::npos;
+  });
+}
+
+bool changes_schema(std::string_view sql) {
+  const std::string lower = lowered_code(sql);
+  return any_statement(lower, [](std::string_view, std::string_view w1, std::string_view w2,
+                                 std::string_view w3) {
+    if (creates_temp(w1, w2, w3)) return false;  // seen by its own session only
+    return iequals(w1, "create") || iequals(w1, "alter") || iequals(w1, "drop");
+  });
 }
 
 }  // namespace dbmgr::daemon::pgsql

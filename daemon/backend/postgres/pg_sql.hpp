@@ -33,4 +33,9 @@ std::string rewrite_placeholders(std::string_view sql);
 // cursors WITH HOLD, set_config(..., false), SET SESSION AUTHORIZATION/ROLE).
 bool changes_session_state(std::string_view sql);
 
+// True when a top-level statement is CREATE, ALTER or DROP (DDL that may change what a
+// statement prepared before it returns or accepts), except CREATE TEMP..., whose table only
+// its own session sees (and which changes_session_state() resets).
+bool changes_schema(std::string_view sql);
+
 }  // namespace dbmgr::daemon::pgsql
