@@ -9,13 +9,22 @@ The URL names the database and, in its query, the socket and prefix:
 
 Host, port, user and password in the URL are ignored: dbmgrd holds the credentials.
 Registration: `register()` below (tests), or the entry points of a packaged install.
-Works with SQLAlchemy 1.4 (`dbapi()`) and 2.x (`import_dbapi()`). First version: values come
-back as dbmgr's types (dates, times, NUMERIC and UUID as text; see docs/python.md).
+Works with SQLAlchemy 1.4 (`dbapi()`) and 2.x (`import_dbapi()`).
+
+dbmgr carries dates, times, NUMERIC and UUID from PostgreSQL as text (docs/protocol.md); the
+PostgreSQL dialect turns them into datetime, date, time and Decimal where the column's
+SQLAlchemy type says so, as SQLite's own dialect does for SQLite's text dates. Raw DB-API
+results stay text (docs/python.md).
 """
 
+import datetime
+import decimal
+
 from sqlalchemy import pool
-from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+from sqlalchemy.sql import elements, operators
 
 
 def _connect_args(url):
@@ -33,6 +42,12 @@ def _connect_args(url):
 
 class _DbmgrDialect:
     driver = "dbmgr"
+
+    @classmethod
+    def load_provisioning(cls):
+        # SQLAlchemy's own test suite (tests/python/sasuite): dbmgr.provision.
+        import dbmgr.provision  # noqa: F401
+
     default_paramstyle = "qmark"
     supports_statement_cache = True
     supports_native_decimal = False
@@ -95,8 +110,87 @@ class SQLiteDialect_dbmgr(_DbmgrDialect, SQLiteDialect):
             raise NotImplementedError("dbmgr: SQLite sessions are SERIALIZABLE")
 
 
+def _from_text(parse, what):
+    """A result processor: a text value parsed by `parse`, anything else as it came."""
+    def process(value):
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse(value)
+        except ValueError:
+            import dbmgr
+            raise dbmgr.DataError("dbmgr: %r is not a %s Python can hold" % (value, what))
+    return process
+
+
+class _PGDate(sqltypes.Date):
+    def result_processor(self, dialect, coltype):
+        return _from_text(datetime.date.fromisoformat, "date")
+
+
+class _PGDateTime(sqltypes.DateTime):
+    # PostgreSQL's ISO output ("2012-10-15 12:57:18.000396", "+05:30" for timestamptz) is
+    # what datetime.fromisoformat reads (Python 3.11).
+    def result_processor(self, dialect, coltype):
+        return _from_text(datetime.datetime.fromisoformat, "timestamp")
+
+
+class _PGTime(sqltypes.Time):
+    def result_processor(self, dialect, coltype):
+        return _from_text(datetime.time.fromisoformat, "time")
+
+
+class _PGNumeric(sqltypes.Numeric):
+    # Decimal parameters go to the driver as they are (it sends their digits); NUMERIC comes
+    # back as text: Decimal, or float where the type asks for floats.
+    def bind_processor(self, dialect):
+        return None
+
+    def result_processor(self, dialect, coltype):
+        if self.asdecimal:
+            def process(value):
+                if value is None or isinstance(value, decimal.Decimal):
+                    return value
+                if isinstance(value, float):
+                    return decimal.Decimal(repr(value))
+                return decimal.Decimal(value)
+        else:
+            def process(value):
+                return None if value is None else float(value)
+        return process
+
+
+class _PGFloat(_PGNumeric, sqltypes.Float):
+    pass
+
+
+class PGCompiler_dbmgr(PGCompiler):
+    def visit_binary(self, binary, override_operator=None, **kw):
+        # dbmgrd binds parameters on the server: a parameter that is only tested for NULL
+        # (`? IS NULL`) has no type the server could infer ("could not determine data type of
+        # parameter $1"), where psycopg2 would have inlined it. Such a parameter is cast to
+        # its SQLAlchemy type; for a NULL test the cast changes nothing else.
+        if (binary.operator in (operators.is_, operators.is_not)
+                and isinstance(binary.left, elements.BindParameter)
+                and not binary.left.expanding
+                and not isinstance(binary.left.type, sqltypes.NullType)):
+            binary = binary._clone()
+            binary.left = elements.Cast(binary.left, binary.left.type)
+        return super().visit_binary(binary, override_operator=override_operator, **kw)
+
+
 class PGDialect_dbmgr(_DbmgrDialect, PGDialect):
     supports_statement_cache = True
+    statement_compiler = PGCompiler_dbmgr
+    supports_native_decimal = True
+    colspecs = dict(PGDialect.colspecs)
+    colspecs.update({
+        sqltypes.Date: _PGDate,
+        sqltypes.DateTime: _PGDateTime,
+        sqltypes.Time: _PGTime,
+        sqltypes.Numeric: _PGNumeric,
+        sqltypes.Float: _PGFloat,
+    })
 
 
 def register():

@@ -1,0 +1,177 @@
+"""SQLAlchemy's own dialect compliance suite (sqlalchemy.testing.suite, as Debian ships it),
+run in one go four times: through dbmgr (`sqlite+dbmgr`, `postgresql+dbmgr`, each on a real
+dbmgrd this script starts) and, as the reference, through SQLAlchemy's built-in dialects on the
+same databases directly (`sqlite+pysqlite` on a file, `postgresql+psycopg2` on the test
+server). Every test that passes on the reference must pass through dbmgr, except those listed
+with their reason in expected_differences.txt; a listed one that no longer differs fails too
+(remove it). Prints the pass/fail/skip counts of all four runs (docs/python.md reports them).
+
+Run by meson test sqlalchemy_suite (tests/python/meson.build): $DBMGRD, $DBMGR_LIBRARY,
+$PYTHONPATH and DBMGR_TEST_PG_* (scripts/test-servers.sh) as for python_dbapi. Without a test
+PostgreSQL only the SQLite half runs, and says so.
+"""
+
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "python"))
+
+from testdaemon import Daemon  # noqa: E402
+
+PG_DATABASE = "dbmgr_sasuite"
+
+
+def run_pytest(work, name, dburi):
+    """One run of the suite against `dburi`, in its own folder `work` (SQLAlchemy reads
+    its [sqla_testing] section from test.cfg there; pysqlite's ATTACHed files land there).
+    Returns {test id: (outcome, message)}."""
+    os.makedirs(work, exist_ok=True)
+    with open(os.path.join(work, "test.cfg"), "w") as f:
+        f.write("[sqla_testing]\n"
+                "requirement_cls = sqlalchemy.testing.requirements:SuiteRequirements\n"
+                "profile_file = %s\n" % os.path.join(work, "profiles.txt"))
+    xml = os.path.join(work, "result.xml")
+    log = os.path.join(work, "pytest.log")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-c", os.path.join(HERE, "pytest.ini"),
+           "--rootdir", HERE, "--confcutdir", HERE, os.path.join(HERE, "test_suite.py"),
+           "--dburi", dburi, "--junitxml", xml]
+    with open(log, "wb") as out:
+        rc = subprocess.run(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT,
+                            timeout=900).returncode
+    if not os.path.exists(xml) or rc not in (0, 1):  # 1: some tests failed
+        with open(log, "rb") as f:
+            tail = f.read()[-4000:].decode("utf-8", "replace")
+        raise RuntimeError("%s: pytest exited %d without results:\n%s" % (name, rc, tail))
+    return load(xml)
+
+
+def load(xml):
+    results = {}
+    for tc in ET.parse(xml).getroot().iter("testcase"):
+        # Test classes carry the dialect in their names (FooTest_sqlite+dbmgr_3_40_1).
+        cls = re.sub(r"_(sqlite|postgresql)\+\w+.*$", "", tc.get("classname").split(".")[-1])
+        outcome, message = "passed", ""
+        for child in tc:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome, message = child.tag, (child.get("message") or "").splitlines()
+                message = message[0][:200] if message else ""
+                break
+        results[cls + "::" + tc.get("name")] = (outcome, message)
+    return results
+
+
+def read_expected():
+    expected = []
+    with open(os.path.join(HERE, "expected_differences.txt")) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                engine, prefix = line.split(None, 1)
+                expected.append((engine, prefix.strip()))
+    return expected
+
+
+def counts(results):
+    c = collections.Counter(v[0] for v in results.values())
+    return "%d passed, %d failed, %d errors, %d skipped" % (
+        c["passed"], c["failure"], c["error"], c["skipped"])
+
+
+def compare(engine, ref, via, expected, problems):
+    used = set()
+    for test in sorted(ref):
+        if ref[test][0] != "passed" or via.get(test, ("absent",))[0] == "passed":
+            continue
+        match = [e for e in expected if e[0] == engine and test.startswith(e[1])]
+        outcome, message = via.get(test, ("absent", ""))
+        if match:
+            used.update(match)
+            print("  expected: %s: %s (%s)" % (test, outcome, message))
+        else:
+            problems.append("%s: %s passes on the reference, through dbmgr: %s: %s"
+                            % (engine, test, outcome, message))
+    for e in expected:
+        if e[0] == engine and e not in used:
+            problems.append("%s: expected_differences.txt lists %s, which no longer differs "
+                            "(remove it)" % (engine, e[1]))
+    better = [t for t in sorted(via) if via[t][0] == "passed" and ref.get(t, ("",))[0] != "passed"]
+    for t in better:
+        print("  passes through dbmgr only: %s (reference: %s)" % (t, ref.get(t, ("absent",))[0]))
+
+
+def pg_admin(sql_list):
+    import psycopg2
+    c = psycopg2.connect(host=os.environ["DBMGR_TEST_PG_HOST"],
+                         port=os.environ["DBMGR_TEST_PG_PORT"],
+                         user=os.environ["DBMGR_TEST_PG_USER"],
+                         password=os.environ["DBMGR_TEST_PG_PASSWORD"],
+                         dbname=sql_list[0])
+    c.autocommit = True
+    with c.cursor() as cur:
+        for sql in sql_list[1:]:
+            cur.execute(sql)
+    c.close()
+
+
+def main():
+    expected = read_expected()
+    problems = []
+    top = tempfile.mkdtemp(prefix="dbmgr-sasuite.")
+    try:
+        # SQLite: a file of the reference's own, and one dbmgrd creates under prefix test.
+        ref = run_pytest(os.path.join(top, "sqlite-ref"), "sqlite+pysqlite",
+                         "sqlite:///" + os.path.join(top, "sqlite-ref", "ref.db"))
+        d = Daemon("sqlite")
+        try:
+            via = run_pytest(os.path.join(top, "sqlite-dbmgr"), "sqlite+dbmgr",
+                             "sqlite+dbmgr:///sasuite?prefix=test&socket=" + d.socket)
+        finally:
+            d.stop()
+        print("sqlite+pysqlite (reference): " + counts(ref))
+        print("sqlite+dbmgr:                " + counts(via))
+        compare("sqlite", ref, via, expected, problems)
+
+        if os.environ.get("DBMGR_TEST_PG_HOST"):
+            # A database of its own: the suite lists every table of its schema, and other
+            # tests use the test database at the same time. The suite expects the schemas
+            # test_schema and test_schema_2 to exist.
+            admin_db = os.environ["DBMGR_TEST_PG_DB"]
+            pg_admin([admin_db, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % PG_DATABASE,
+                      "CREATE DATABASE %s" % PG_DATABASE])
+            pg_admin([PG_DATABASE, "CREATE SCHEMA test_schema", "CREATE SCHEMA test_schema_2"])
+            ref = run_pytest(os.path.join(top, "pg-ref"), "postgresql+psycopg2",
+                             "postgresql+psycopg2://%s:%s@/%s?host=%s&port=%s" % (
+                                 os.environ["DBMGR_TEST_PG_USER"],
+                                 os.environ["DBMGR_TEST_PG_PASSWORD"], PG_DATABASE,
+                                 os.environ["DBMGR_TEST_PG_HOST"],
+                                 os.environ["DBMGR_TEST_PG_PORT"]))
+            d = Daemon("postgresql", pg_database=PG_DATABASE)
+            try:
+                via = run_pytest(os.path.join(top, "pg-dbmgr"), "postgresql+dbmgr",
+                                 "postgresql+dbmgr:///%s?socket=%s" % (PG_DATABASE, d.socket))
+            finally:
+                d.stop()
+            pg_admin([admin_db, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % PG_DATABASE])
+            print("postgresql+psycopg2 (reference): " + counts(ref))
+            print("postgresql+dbmgr:                " + counts(via))
+            compare("postgresql", ref, via, expected, problems)
+        else:
+            print("PostgreSQL half not run: no test server (scripts/test-servers.sh start DIR pg)")
+            expected = [e for e in expected if e[0] != "postgresql"]
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    for p in problems:
+        print("FAIL " + p)
+    print("sqlalchemy_suite: %s" % ("FAILED" if problems else "ok"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
