@@ -7,6 +7,8 @@ docs/python.md. Quick start:
     with dbmgr.connect(database="app", prefix="test") as conn:   # commits on success
         cur = conn.cursor()
         cur.execute("INSERT INTO users (id, name) VALUES (?, ?)", (1, "ann"))
+
+`dbmgr.DatabaseManager` (SQLAlchemy on top) is the seed's manager: dbmgr.manager.
 """
 
 from .dbapi import (  # noqa: F401
@@ -18,3 +20,11 @@ from . import _capi
 
 __version__ = _capi.version().decode()
 library_path = _capi.library_path
+
+
+def __getattr__(name):
+    # DatabaseManager needs SQLAlchemy; the DB-API driver alone does not.
+    if name == "DatabaseManager":
+        from .manager import DatabaseManager
+        return DatabaseManager
+    raise AttributeError("module 'dbmgr' has no attribute %r" % name)
