@@ -71,3 +71,19 @@ def test_url_read_only_and_client_name(daemon, table):
             c.exec_driver_sql("INSERT INTO %s VALUES (1)" % table)
         assert e.value.orig.category == "read_only"
     engine.dispose()
+
+
+def test_entry_points_register_the_dialects(daemon):
+    # A fresh interpreter that never calls register(): SQLAlchemy finds the dialects through
+    # the package's entry points (client/python/dbmgr-VERSION.dist-info, installed beside it).
+    import subprocess
+    import sys
+    code = (
+        "import importlib.metadata as md, sqlalchemy, dbmgr\n"
+        "assert md.version('dbmgr') == dbmgr.__version__, (md.version('dbmgr'), dbmgr.__version__)\n"
+        "e = sqlalchemy.create_engine(%r, future=True)\n"
+        "assert type(e.dialect).__module__ == 'dbmgr.sqlalchemy'\n"
+        "with e.connect() as c:\n"
+        "    assert c.exec_driver_sql('SELECT 1').scalar() == 1\n" % _url(daemon))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
