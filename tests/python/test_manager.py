@@ -276,3 +276,72 @@ def test_a_killed_daemon_mid_transaction(own_daemon):
     assert isinstance(e.value.orig, dbmgr.Error)
     assert e.value.orig.category == "connection"
     m.engine.dispose()
+    if own_daemon.engine == "postgresql":  # the table outlives the daemon: drop it
+        from testdaemon import Daemon
+        d = Daemon("postgresql")
+        try:
+            with d.connect(autocommit=True) as c:
+                c.cursor().execute("DROP TABLE IF EXISTS py_mgr_killed_%d" % os.getpid())
+        finally:
+            d.stop()
+
+
+def test_get_async_db(daemon, table):
+    import asyncio
+    m = _manager(daemon)
+    User = _model(m, table)
+
+    async def add(email, fail=False):
+        async with m.get_async_db() as db:
+            db.add(User(email=email))
+            await db.flush()
+            if fail:
+                raise RuntimeError("this coroutine fails")
+
+    async def main():
+        await add("one")
+        with pytest.raises(RuntimeError):
+            await add("never", fail=True)
+        # Fifty sessions at once from one thread: on SQLite they queue for the one writer.
+        results = await asyncio.gather(*(add("c%02d" % i, fail=(i % 10 == 3))
+                                         for i in range(50)), return_exceptions=True)
+        assert sum(isinstance(r, RuntimeError) for r in results) == 5
+        assert all(r is None or isinstance(r, RuntimeError) for r in results)
+        async with m.get_async_db() as db:
+            return (await db.execute(select(func.count()).select_from(User))).scalar()
+
+    assert asyncio.run(main()) == 46
+    want = ["c%02d" % i for i in range(50) if i % 10 != 3] + ["one"]
+    assert _emails(m, User) == sorted(want)
+    m.drop_all()
+    m.dispose()
+
+
+def test_get_async_db_does_not_block_the_loop(daemon):
+    # While one session waits for a slow statement, the event loop keeps running others.
+    import asyncio
+    m = _manager(daemon)
+    slow = ("SELECT pg_sleep(0.5)" if daemon.engine == "postgresql" else
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
+            "SELECT count(*) FROM c")
+
+    async def main():
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker():
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        async def query():
+            async with m.get_async_db() as db:
+                await db.execute(sqlalchemy.text(slow))
+            done.set()
+
+        await asyncio.gather(ticker(), query())
+        return ticks
+
+    assert asyncio.run(main()) >= 10
+    m.dispose()

@@ -1,10 +1,10 @@
 """SQLAlchemy's own dialect compliance suite (sqlalchemy.testing.suite, as Debian ships it),
-run in one go four times: through dbmgr (`sqlite+dbmgr`, `postgresql+dbmgr`, each on a real
-dbmgrd this script starts) and, as the reference, through SQLAlchemy's built-in dialects on the
+run in one go six times: through dbmgr (`sqlite+dbmgr`, `postgresql+dbmgr` and their asyncio
+forms `..._async`, each on a real dbmgrd this script starts) and, as the reference, through SQLAlchemy's built-in dialects on the
 same databases directly (`sqlite+pysqlite` on a file, `postgresql+psycopg2` on the test
 server). Every test that passes on the reference must pass through dbmgr, except those listed
 with their reason in expected_differences.txt; a listed one that no longer differs fails too
-(remove it). Prints the pass/fail/skip counts of all four runs (docs/python.md reports them).
+(remove it). Prints the pass/fail/skip counts of all six runs (docs/python.md reports them).
 
 Run by meson test sqlalchemy_suite (tests/python/meson.build): $DBMGRD, $DBMGR_LIBRARY,
 $PYTHONPATH and DBMGR_TEST_PG_* (scripts/test-servers.sh) as for python_dbapi. Without a test
@@ -26,6 +26,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "python"))
 from testdaemon import Daemon  # noqa: E402
 
 PG_DATABASE = "dbmgr_sasuite"
+# Each run through dbmgr: the blocking dialects and their asyncio forms (create_async_engine;
+# SQLAlchemy's plugin runs each test in a greenlet for them).
+DRIVERS = ("dbmgr", "dbmgr_async")
 
 
 def run_pytest(work, name, dburi):
@@ -84,7 +87,7 @@ def counts(results):
         c["passed"], c["failure"], c["error"], c["skipped"])
 
 
-def compare(engine, ref, via, expected, problems):
+def compare(engine, driver, ref, via, expected, problems):
     used = set()
     for test in sorted(ref):
         if ref[test][0] != "passed" or via.get(test, ("absent",))[0] == "passed":
@@ -95,12 +98,12 @@ def compare(engine, ref, via, expected, problems):
             used.update(match)
             print("  expected: %s: %s (%s)" % (test, outcome, message))
         else:
-            problems.append("%s: %s passes on the reference, through dbmgr: %s: %s"
-                            % (engine, test, outcome, message))
+            problems.append("%s+%s: %s passes on the reference, through dbmgr: %s: %s"
+                            % (engine, driver, test, outcome, message))
     for e in expected:
         if e[0] == engine and e not in used:
-            problems.append("%s: expected_differences.txt lists %s, which no longer differs "
-                            "(remove it)" % (engine, e[1]))
+            problems.append("%s+%s: expected_differences.txt lists %s, which no longer "
+                            "differs (remove it)" % (engine, driver, e[1]))
     better = [t for t in sorted(via) if via[t][0] == "passed" and ref.get(t, ("",))[0] != "passed"]
     for t in better:
         print("  passes through dbmgr only: %s (reference: %s)" % (t, ref.get(t, ("absent",))[0]))
@@ -128,15 +131,16 @@ def main():
         # SQLite: a file of the reference's own, and one dbmgrd creates under prefix test.
         ref = run_pytest(os.path.join(top, "sqlite-ref"), "sqlite+pysqlite",
                          "sqlite:///" + os.path.join(top, "sqlite-ref", "ref.db"))
-        d = Daemon("sqlite")
-        try:
-            via = run_pytest(os.path.join(top, "sqlite-dbmgr"), "sqlite+dbmgr",
-                             "sqlite+dbmgr:///sasuite?prefix=test&socket=" + d.socket)
-        finally:
-            d.stop()
-        print("sqlite+pysqlite (reference): " + counts(ref))
-        print("sqlite+dbmgr:                " + counts(via))
-        compare("sqlite", ref, via, expected, problems)
+        print("sqlite+pysqlite (reference):   " + counts(ref))
+        for driver in DRIVERS:
+            d = Daemon("sqlite")
+            try:
+                via = run_pytest(os.path.join(top, "sqlite-" + driver), "sqlite+" + driver,
+                                 "sqlite+%s:///sasuite?prefix=test&socket=%s" % (driver, d.socket))
+            finally:
+                d.stop()
+            print("sqlite+%-23s " % (driver + ":") + counts(via))
+            compare("sqlite", driver, ref, via, expected, problems)
 
         if os.environ.get("DBMGR_TEST_PG_HOST"):
             # A database of its own: the suite lists every table of its schema, and other
@@ -152,16 +156,18 @@ def main():
                                  os.environ["DBMGR_TEST_PG_PASSWORD"], PG_DATABASE,
                                  os.environ["DBMGR_TEST_PG_HOST"],
                                  os.environ["DBMGR_TEST_PG_PORT"]))
-            d = Daemon("postgresql", pg_database=PG_DATABASE)
-            try:
-                via = run_pytest(os.path.join(top, "pg-dbmgr"), "postgresql+dbmgr",
-                                 "postgresql+dbmgr:///%s?socket=%s" % (PG_DATABASE, d.socket))
-            finally:
-                d.stop()
-            pg_admin([admin_db, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % PG_DATABASE])
             print("postgresql+psycopg2 (reference): " + counts(ref))
-            print("postgresql+dbmgr:                " + counts(via))
-            compare("postgresql", ref, via, expected, problems)
+            for driver in DRIVERS:
+                d = Daemon("postgresql", pg_database=PG_DATABASE)
+                try:
+                    via = run_pytest(os.path.join(top, "pg-" + driver), "postgresql+" + driver,
+                                     "postgresql+%s:///%s?socket=%s" % (driver, PG_DATABASE,
+                                                                        d.socket))
+                finally:
+                    d.stop()
+                print("postgresql+%-21s " % (driver + ":") + counts(via))
+                compare("postgresql", driver, ref, via, expected, problems)
+            pg_admin([admin_db, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % PG_DATABASE])
         else:
             print("PostgreSQL half not run: no test server (scripts/test-servers.sh start DIR pg)")
             expected = [e for e in expected if e[0] != "postgresql"]

@@ -36,6 +36,7 @@ _PREFIX_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 
 # dbmgrd's type -> the SQLAlchemy dialect that talks to it through dbmgr.
 _DIALECTS = {"sqlite": "sqlite+dbmgr", "postgresql": "postgresql+dbmgr"}
+_ASYNC_DIALECTS = {"sqlite": "sqlite+dbmgr_async", "postgresql": "postgresql+dbmgr_async"}
 
 _registered = []
 
@@ -66,6 +67,8 @@ class DatabaseManager:
         self._pid = os.getpid()
         self.engine = None
         self.SessionLocal = None
+        self.async_engine = None
+        self.AsyncSessionLocal = None
         self._scoped = None
         self._info = None
         self.db_prefix = None
@@ -104,13 +107,19 @@ class DatabaseManager:
                 query["prefix"] = prefix
             if self._client_name:
                 query["client_name"] = self._client_name
-            url = "%s:///%s" % (dialect, urllib.parse.quote(self._database or "", safe=""))
+            path = ":///" + urllib.parse.quote(self._database or "", safe="")
             if query:
-                url += "?" + urllib.parse.urlencode(query)
-            engine = sqlalchemy.create_engine(url, future=True)
+                path += "?" + urllib.parse.urlencode(query)
+            engine = sqlalchemy.create_engine(dialect + path, future=True)
             self.engine = engine
             self.SessionLocal = sessionmaker(bind=engine, autoflush=False,
                                              expire_on_commit=False, future=True)
+            # The asyncio engine connects on first use only.
+            from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+            old_async = self.async_engine
+            self.async_engine = create_async_engine(_ASYNC_DIALECTS[info["type"]] + path)
+            self.AsyncSessionLocal = sessionmaker(bind=self.async_engine, class_=AsyncSession,
+                                                  autoflush=False, expire_on_commit=False)
             self._scoped = scoped_session(self.SessionLocal)
             self._info = info
             self.db_prefix = prefix
@@ -118,6 +127,7 @@ class DatabaseManager:
             old_scoped.remove()
         if old_engine is not None:
             old_engine.dispose()
+            old_async.sync_engine.dispose()
         if test_connection:
             with self.engine.connect() as c:
                 c.exec_driver_sql("SELECT 1").scalar()
@@ -195,6 +205,28 @@ class DatabaseManager:
         with self.get_db() as db:
             yield db
 
+    @contextlib.asynccontextmanager
+    async def get_async_db(self, auto_commit=True):
+        """An SQLAlchemy AsyncSession for an `async with` block, with get_db()'s rules:
+        committed when the block ends (auto_commit), rolled back when it raises, closed
+        either way. Its statements run through postgresql+dbmgr_async or sqlite+dbmgr_async
+        (dbmgr.sqlalchemy): the event loop never waits on the daemon."""
+        db = self.AsyncSessionLocal()
+        try:
+            yield db
+            if auto_commit:
+                await db.commit()
+        except BaseException:
+            await db.rollback()
+            raise
+        finally:
+            await db.close()
+
+    async def get_async_db_dependency(self):
+        """get_async_db() as a FastAPI dependency (an async generator without parameters)."""
+        async with self.get_async_db() as db:
+            yield db
+
     def get_session(self):
         """This thread's own Session (the same object on each call in a thread; autocommit
         off, autoflush off, expire_on_commit off). Commit it yourself; cleanup_thread() rolls
@@ -211,3 +243,4 @@ class DatabaseManager:
         """Closes this thread's session and disposes the engine."""
         self.cleanup_thread()
         self.engine.dispose()
+        self.async_engine.sync_engine.dispose()

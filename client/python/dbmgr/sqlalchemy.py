@@ -193,8 +193,173 @@ class PGDialect_dbmgr(_DbmgrDialect, PGDialect):
     })
 
 
+# ---- asyncio: sqlite+dbmgr_async, postgresql+dbmgr_async (create_async_engine, AsyncSession) ----
+#
+# SQLAlchemy's asyncio layer runs a dialect's blocking DB-API calls inside greenlets and needs
+# each call that waits to be awaitable (sqlalchemy.util.concurrency.await_only). These adapters
+# run each dbmgr call that talks to the daemon (connect, execute, commit, rollback, close) on
+# the connection's own worker thread, as aiosqlite does for sqlite3, so the event loop never
+# blocks; fetches read rows the call already received and stay on the loop's thread. A thread
+# per connection, not a shared pool: on SQLite a session waiting for the one writer blocks its
+# thread, and the session holding the writer must still get a thread to commit (a bounded pool
+# of them all waiting would starve it). The C interface has no asynchronous calls yet; when it
+# does, one thread for all (docs/python.md).
+
+
+def _run_in_thread(executor, fn, *args):
+    import asyncio
+    return asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+
+class _AsyncCursor:
+    server_side = False
+
+    def __init__(self, adapt):
+        self._adapt = adapt
+        self._cursor = adapt._connection.cursor()
+        self.await_ = adapt.await_
+
+    description = property(lambda self: self._cursor.description)
+    rowcount = property(lambda self: self._cursor.rowcount)
+    lastrowid = property(lambda self: self._cursor.lastrowid)
+
+    @property
+    def arraysize(self):
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value):
+        self._cursor.arraysize = value
+
+    def execute(self, operation, parameters=None):
+        args = (operation,) if parameters is None else (operation, parameters)
+        return self.await_(_run_in_thread(self._adapt._thread, self._cursor.execute, *args))
+
+    def executemany(self, operation, seq_of_parameters):
+        return self.await_(_run_in_thread(self._adapt._thread, self._cursor.executemany,
+                                          operation, list(seq_of_parameters)))
+
+    def setinputsizes(self, *inputsizes):
+        pass
+
+    def __iter__(self):
+        return iter(self._cursor)
+
+    def fetchone(self):
+        return self._cursor.fetchone()
+
+    def fetchmany(self, size=None):
+        return self._cursor.fetchmany() if size is None else self._cursor.fetchmany(size)
+
+    def fetchall(self):
+        return self._cursor.fetchall()
+
+    def close(self):
+        self._cursor.close()
+
+
+def _adapted_connection_base():
+    from sqlalchemy.engine import AdaptedConnection
+    return AdaptedConnection
+
+
+def _await_only(awaitable):
+    from sqlalchemy.util.concurrency import await_only
+    return await_only(awaitable)
+
+
+def _await_fallback(awaitable):
+    from sqlalchemy.util.concurrency import await_fallback
+    return await_fallback(awaitable)
+
+
+class _AsyncConnection(_adapted_connection_base()):
+    await_ = staticmethod(_await_only)
+
+    def __init__(self, dbapi, connection, thread):
+        self.dbapi = dbapi
+        self._connection = connection
+        self._thread = thread  # a ThreadPoolExecutor of one worker: this connection's
+
+    def cursor(self, server_side=False):
+        return _AsyncCursor(self)
+
+    def commit(self):
+        self.await_(_run_in_thread(self._thread, self._connection.commit))
+
+    def rollback(self):
+        self.await_(_run_in_thread(self._thread, self._connection.rollback))
+
+    def close(self):
+        try:
+            self.await_(_run_in_thread(self._thread, self._connection.close))
+        finally:
+            self._thread.shutdown(wait=False)
+
+    def info(self):
+        return self.await_(_run_in_thread(self._thread, self._connection.info))
+
+
+class _AsyncFallbackConnection(_AsyncConnection):
+    await_ = staticmethod(_await_fallback)
+
+
+class _AsyncDBAPI:
+    """The dbmgr module for SQLAlchemy's asyncio layer: its names, with connect() awaited."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def connect(self, *args, **kw):
+        from sqlalchemy import util
+        fallback = util.asbool(kw.pop("async_fallback", False))
+        cls = _AsyncFallbackConnection if fallback else _AsyncConnection
+        import concurrent.futures
+        thread = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                       thread_name_prefix="dbmgr-async")
+        try:
+            conn = cls.await_(_run_in_thread(thread, lambda: self._module.connect(*args, **kw)))
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(self, conn, thread)
+
+
+class _DbmgrAsyncDialect:
+    driver = "dbmgr_async"
+    is_async = True
+    supports_statement_cache = True
+
+    def get_driver_connection(self, connection):
+        return connection._connection
+
+
+class SQLiteDialect_dbmgr_async(_DbmgrAsyncDialect, SQLiteDialect_dbmgr):
+    supports_statement_cache = True
+
+    @classmethod
+    def import_dbapi(cls):
+        import dbmgr
+        return _AsyncDBAPI(_SQLiteDBAPI(dbmgr))
+
+
+class PGDialect_dbmgr_async(_DbmgrAsyncDialect, PGDialect_dbmgr):
+    supports_statement_cache = True
+
+    @classmethod
+    def import_dbapi(cls):
+        import dbmgr
+        return _AsyncDBAPI(dbmgr)
+
+
 def register():
-    """Registers both dialects with SQLAlchemy (for tests and scripts)."""
+    """Registers the dialects with SQLAlchemy (for tests and scripts; an installed package
+    registers them through its entry points)."""
     from sqlalchemy.dialects import registry
     registry.register("sqlite.dbmgr", "dbmgr.sqlalchemy", "SQLiteDialect_dbmgr")
     registry.register("postgresql.dbmgr", "dbmgr.sqlalchemy", "PGDialect_dbmgr")
+    registry.register("sqlite.dbmgr_async", "dbmgr.sqlalchemy", "SQLiteDialect_dbmgr_async")
+    registry.register("postgresql.dbmgr_async", "dbmgr.sqlalchemy", "PGDialect_dbmgr_async")
