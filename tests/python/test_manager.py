@@ -44,7 +44,8 @@ def _emails(m, User):
 
 
 def test_seed_quick_start(daemon, table):
-    # docs/python.md's DatabaseManager example, as written there (names adapted to the test).
+    # The quick start's steps on both engines (test_doc_examples_run runs the snippet as
+    # written, on SQLite).
     db_manager = _manager(daemon, test_connection=True)
 
     class User(db_manager.Base):
