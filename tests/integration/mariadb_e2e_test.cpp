@@ -526,6 +526,17 @@ TEST_CASE("MariaDB: a read-only session or one-shot cannot write through DDL, CO
   m.execute("DROP FUNCTION ro_flip");
 }
 
+TEST_CASE("MariaDB: an UPDATE counts the rows it matched, also those it left unchanged") {
+  Daemon d(mariadb_daemon());
+  dbmgr::DatabaseManager m(d.options("test", "mrows"));
+  fresh_table(m, "CREATE TABLE r (id INT PRIMARY KEY, v INT)");
+  m.execute("INSERT INTO r VALUES (1, 5), (2, 5), (3, 6)");
+  // MariaDB's own default would say 1 (only row 3 changes); PostgreSQL and SQLite say 3.
+  CHECK(m.execute("UPDATE r SET v = 5").affected_rows() == 3);
+  CHECK(m.execute("UPDATE r SET v = 5 WHERE id = 1").affected_rows() == 1);
+  CHECK(m.execute("DELETE FROM r WHERE id > 1").affected_rows() == 2);
+}
+
 TEST_CASE("MariaDB: errors carry SQLSTATE and category; placeholders; REGEXP") {
   Daemon d(mariadb_daemon());
   dbmgr::DatabaseManager m(d.options("test", "merr"));

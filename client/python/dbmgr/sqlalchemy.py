@@ -1,4 +1,5 @@
-"""SQLAlchemy dialects on the dbmgr driver: `sqlite+dbmgr://` and `postgresql+dbmgr://`.
+"""SQLAlchemy dialects on the dbmgr driver: `sqlite+dbmgr://`, `postgresql+dbmgr://` and
+`mysql+dbmgr://` (also `mariadb+dbmgr://`).
 
 Each subclasses SQLAlchemy's own dialect for the database and changes the driver only: the
 DB-API module is `dbmgr`, the paramstyle qmark (dbmgrd rewrites `?` to `$n` for PostgreSQL).
@@ -22,6 +23,7 @@ import decimal
 
 from sqlalchemy import pool
 from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects.mysql import base as _mysql
 from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.sql import elements, operators
@@ -193,6 +195,60 @@ class PGDialect_dbmgr(_DbmgrDialect, PGDialect):
     })
 
 
+# ---- MySQL / MariaDB: mysql+dbmgr, mariadb+dbmgr ----
+
+
+class _MyTime(_mysql.TIME):
+    # MariaDB TIME comes as text "12:57:18[.ffffff]" (pymysql gives a timedelta).
+    def result_processor(self, dialect, coltype):
+        return _from_text(datetime.time.fromisoformat, "time of day")
+
+
+class _MyNumeric(_mysql.NUMERIC):
+    bind_processor = _PGNumeric.bind_processor
+    result_processor = _PGNumeric.result_processor
+
+
+class _MyFloat(_mysql.FLOAT):
+    bind_processor = _PGNumeric.bind_processor
+    result_processor = _PGNumeric.result_processor
+
+
+class MySQLDialect_dbmgr(_DbmgrDialect, _mysql.MySQLDialect):
+    """MySQL and MariaDB through a dbmgrd whose DATABASE_TYPE is mysql or mariadb (the
+    MariaDB ODBC driver behind it). SQLAlchemy's MySQL dialect with the dbmgr driver;
+    values come as docs/protocol.md says (DECIMAL, dates and times as text)."""
+    supports_statement_cache = True
+    supports_native_decimal = True
+    supports_server_side_cursors = False
+    colspecs = dict(_mysql.MySQLDialect.colspecs)
+    colspecs.update({
+        sqltypes.Date: _PGDate,
+        sqltypes.DateTime: _PGDateTime,
+        sqltypes.Time: _MyTime,
+        sqltypes.Numeric: _MyNumeric,
+        sqltypes.Float: _MyFloat,
+    })
+
+    # SQLSTATE -> the server's error number, for the few SQLAlchemy's MySQL dialect
+    # reads (1146: no such table, in reflection). dbmgr's errors carry SQLSTATE, not the
+    # number; a disconnect is told by category (_DbmgrDialect.is_disconnect).
+    _CODES = {"42S02": 1146}
+
+    def _extract_error_code(self, exception):
+        return self._CODES.get(getattr(exception, "sqlstate", None))
+
+    def _detect_charset(self, connection):
+        return "utf8mb4"  # dbmgr's text is UTF-8 (the daemon's Unicode ODBC driver)
+
+    def get_isolation_level(self, dbapi_connection):
+        return "REPEATABLE READ"  # InnoDB's default; dbmgrd sets no other
+
+    def set_isolation_level(self, dbapi_connection, level):
+        if level != "REPEATABLE READ":
+            raise NotImplementedError("dbmgr: MariaDB sessions are REPEATABLE READ")
+
+
 # ---- asyncio: sqlite+dbmgr_async, postgresql+dbmgr_async (create_async_engine, AsyncSession) ----
 #
 # SQLAlchemy's asyncio layer runs a dialect's blocking DB-API calls inside greenlets and needs
@@ -361,5 +417,7 @@ def register():
     from sqlalchemy.dialects import registry
     registry.register("sqlite.dbmgr", "dbmgr.sqlalchemy", "SQLiteDialect_dbmgr")
     registry.register("postgresql.dbmgr", "dbmgr.sqlalchemy", "PGDialect_dbmgr")
+    registry.register("mysql.dbmgr", "dbmgr.sqlalchemy", "MySQLDialect_dbmgr")
+    registry.register("mariadb.dbmgr", "dbmgr.sqlalchemy", "MySQLDialect_dbmgr")
     registry.register("sqlite.dbmgr_async", "dbmgr.sqlalchemy", "SQLiteDialect_dbmgr_async")
     registry.register("postgresql.dbmgr_async", "dbmgr.sqlalchemy", "PGDialect_dbmgr_async")

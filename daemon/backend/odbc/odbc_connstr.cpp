@@ -86,8 +86,10 @@ ConnString connection_string(const config::DatabaseConfig& db, std::string_view 
       b.add_secret("PWD", db.password);
       b.add("CHARSET", "utf8mb4");
       // 1048576 no result cache: rows stream from the server instead of arriving whole
-      // (forward-only cursors only, which is all dbmgrd uses); 2097152 forward-only cursor.
-      b.add("OPTION", "3145728");
+      // (forward-only cursors only, which is all dbmgrd uses); 2097152 forward-only cursor;
+      // 2 found rows: an UPDATE counts the rows it matched, also those it left as they were,
+      // as PostgreSQL, SQLite and SQL Server count (and SQLAlchemy's ORM expects).
+      b.add("OPTION", "3145730");
       b.add("NO_PROMPT", "1");
       if (db.sslmode == "require" || db.sslmode == "verify-ca" || db.sslmode == "verify-full") {
         b.add("FORCETLS", "1");
