@@ -11,7 +11,7 @@ build_pkgs=(
 )
 test_pkgs=(
   clang libclang-rt-14-dev libbenchmark-dev sqlite3 procps
-  python3-pytest python3-sqlalchemy python3-greenlet python3-psycopg2
+  python3-pytest python3-sqlalchemy python3-greenlet python3-psycopg2 python3-pymysql
   python3-fastapi python3-httpx
   postgresql postgresql-client
   mariadb-server mariadb-client pgbouncer odbc-mariadb odbc-postgresql tdsodbc libsqliteodbc unixodbc

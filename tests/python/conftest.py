@@ -16,6 +16,8 @@ def _engines():
 def _start(engine):
     if engine == "postgresql" and not os.environ.get("DBMGR_TEST_PG_HOST"):
         pytest.skip("PostgreSQL test server not set up (scripts/test-servers.sh start DIR pg)")
+    if engine == "mariadb" and not os.environ.get("DBMGR_TEST_MARIADB_SOCKET"):
+        pytest.skip("MariaDB test server not set up (scripts/test-servers.sh start DIR mariadb)")
     return Daemon(engine)
 
 

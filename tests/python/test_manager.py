@@ -346,3 +346,51 @@ def test_get_async_db_does_not_block_the_loop(daemon):
 
     assert asyncio.run(main()) >= 10
     m.dispose()
+
+
+@pytest.mark.parametrize("own_daemon", ["mariadb"], indirect=True)
+def test_mariadb(own_daemon):
+    # mysql+dbmgr under the manager: what the daemon resolved, the PK column type it names,
+    # an autoincrement id read back after the INSERT (LAST_INSERT_ID on the session's own
+    # connection), commit and rollback with the table read back.
+    m = DatabaseManager(socket=own_daemon.socket)
+    assert m.DATABASE_TYPE == "mariadb" and m.engine.dialect.name == "mysql"
+    assert m.PK_TYPE == "UUID"
+    assert os.environ["DBMGR_TEST_MARIADB_PASSWORD"] not in m.DATABASE_URI
+    t = "py_mgr_maria_%d" % os.getpid()
+
+    class Item(m.Base):
+        __tablename__ = t
+        id = m.pk_column()
+        serial = Column(Integer, nullable=False)
+        email = Column(String(200), unique=True)
+
+    class Counter(m.Base):
+        __tablename__ = t + "_n"
+        n = Column(Integer, primary_key=True, autoincrement=True)
+        label = Column(String(20))
+
+    m.drop_all()
+    m.create_all()
+    try:
+        with m.engine.connect() as c:
+            ddl = c.exec_driver_sql("SHOW CREATE TABLE %s" % t).fetchone()[1]
+        assert ("`id` %s" % m._info["pk_column_type"].lower()) in ddl.lower()
+        with m.get_db() as db:
+            db.add(Item(serial=1, email="a"))
+            c1, c2 = Counter(label="x"), Counter(label="y")
+            db.add_all([c1, c2])
+            db.flush()
+            assert (c1.n, c2.n) != (None, None) and c2.n == c1.n + 1
+        with pytest.raises(RuntimeError):
+            with m.get_db() as db:
+                db.add(Item(serial=2, email="b"))
+                db.flush()
+                raise RuntimeError("rolled back")
+        with m.get_db() as db:
+            assert [(i.serial, i.email) for i in db.scalars(select(Item))] == [(1, "a")]
+            assert str(uuid.UUID(db.scalars(select(Item.id)).one()))
+            assert db.scalar(select(func.count()).select_from(Counter)) == 2
+    finally:
+        m.drop_all()
+        m.dispose()

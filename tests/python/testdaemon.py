@@ -16,7 +16,7 @@ import dbmgr
 class Daemon:
     """A dbmgrd process on its own socket and folder."""
 
-    def __init__(self, engine, pg_database=None):
+    def __init__(self, engine, pg_database=None, mariadb_database=None):
         self.engine = engine
         self.dir = tempfile.mkdtemp(prefix="dbmgr-py.")
         self.socket = os.path.join(self.dir, "dbmgrd.sock")
@@ -34,6 +34,12 @@ class Daemon:
                        DATABASE_USER=os.environ["DBMGR_TEST_PG_USER"],
                        DATABASE_PASSWORD=os.environ["DBMGR_TEST_PG_PASSWORD"],
                        DATABASE_NAME=pg_database or os.environ["DBMGR_TEST_PG_DB"])
+        elif engine == "mariadb":
+            env.update(DATABASE_TYPE="mariadb",
+                       DATABASE_HOST=os.environ["DBMGR_TEST_MARIADB_SOCKET"],
+                       DATABASE_USER=os.environ["DBMGR_TEST_MARIADB_USER"],
+                       DATABASE_PASSWORD=os.environ["DBMGR_TEST_MARIADB_PASSWORD"],
+                       DATABASE_NAME=mariadb_database or os.environ["DBMGR_TEST_MARIADB_DB"])
         self.log = open(os.path.join(self.dir, "dbmgrd.log"), "wb")
         self.proc = subprocess.Popen(
             [os.environ["DBMGRD"], "--socket", self.socket, "--log-level", "warn"],

@@ -1,10 +1,10 @@
 """SQLAlchemy's pytest plugin, with the dbmgr dialects registered: run by run_suite.py."""
 
 import pytest
-from sqlalchemy.dialects import registry
 
-registry.register("sqlite.dbmgr", "dbmgr.sqlalchemy", "SQLiteDialect_dbmgr")
-registry.register("postgresql.dbmgr", "dbmgr.sqlalchemy", "PGDialect_dbmgr")
+import dbmgr.sqlalchemy  # noqa: E402
+
+dbmgr.sqlalchemy.register()  # the blocking and asyncio dialects (entry points would do too)
 
 pytest.register_assert_rewrite("sqlalchemy.testing.assertions")
 

@@ -1,14 +1,14 @@
 """SQLAlchemy's own dialect compliance suite (sqlalchemy.testing.suite, as Debian ships it),
-run in one go six times: through dbmgr (`sqlite+dbmgr`, `postgresql+dbmgr` and their asyncio
-forms `..._async`, each on a real dbmgrd this script starts) and, as the reference, through SQLAlchemy's built-in dialects on the
-same databases directly (`sqlite+pysqlite` on a file, `postgresql+psycopg2` on the test
-server). Every test that passes on the reference must pass through dbmgr, except those listed
+run in one go nine times: through dbmgr (`sqlite+dbmgr`, `postgresql+dbmgr`, `mysql+dbmgr` and
+their asyncio forms `..._async`, each on a real dbmgrd this script starts) and, as the
+reference, through SQLAlchemy's usual drivers on the same kinds of database directly
+(`sqlite+pysqlite` on a file, `postgresql+psycopg2` and `mysql+pymysql` on the test servers). Every test that passes on the reference must pass through dbmgr, except those listed
 with their reason in expected_differences.txt; a listed one that no longer differs fails too
-(remove it). Prints the pass/fail/skip counts of all six runs (docs/python.md reports them).
+(remove it). Prints the pass/fail/skip counts of all nine runs (docs/python.md reports them).
 
 Run by meson test sqlalchemy_suite (tests/python/meson.build): $DBMGRD, $DBMGR_LIBRARY,
-$PYTHONPATH and DBMGR_TEST_PG_* (scripts/test-servers.sh) as for python_dbapi. Without a test
-PostgreSQL only the SQLite half runs, and says so.
+$PYTHONPATH, DBMGR_TEST_PG_* and DBMGR_TEST_MARIADB_* (scripts/test-servers.sh) as for
+python_dbapi. A server that is not set up is left out, and the run says so.
 """
 
 import collections
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
 from testdaemon import Daemon  # noqa: E402
 
-PG_DATABASE = "dbmgr_sasuite"
+SUITE_DB = "dbmgr_sasuite"  # on PostgreSQL and on MariaDB
 # Each run through dbmgr: the blocking dialects and their asyncio forms (create_async_engine;
 # SQLAlchemy's plugin runs each test in a greenlet for them).
 DRIVERS = ("dbmgr", "dbmgr_async")
@@ -59,7 +59,7 @@ def load(xml):
     results = {}
     for tc in ET.parse(xml).getroot().iter("testcase"):
         # Test classes carry the dialect in their names (FooTest_sqlite+dbmgr_3_40_1).
-        cls = re.sub(r"_(sqlite|postgresql)\+\w+.*$", "", tc.get("classname").split(".")[-1])
+        cls = re.sub(r"_(sqlite|postgresql|mysql|mariadb)\+\w+.*$", "", tc.get("classname").split(".")[-1])
         outcome, message = "passed", ""
         for child in tc:
             if child.tag in ("failure", "error", "skipped"):
@@ -123,54 +123,78 @@ def pg_admin(sql_list):
     c.close()
 
 
+def mariadb_admin(sql_list):
+    import pymysql
+    c = pymysql.connect(unix_socket=os.environ["DBMGR_TEST_MARIADB_SOCKET"],
+                        user=os.environ["DBMGR_TEST_MARIADB_USER"],
+                        password=os.environ["DBMGR_TEST_MARIADB_PASSWORD"], autocommit=True)
+    with c.cursor() as cur:
+        for sql in sql_list:
+            cur.execute(sql)
+    c.close()
+
+
+def run_engine(top, engine, ref_name, ref_uri, daemon_kw, dbmgr_uri, expected, problems):
+    """The reference run, then one run per dbmgr driver, each on a dbmgrd of its own."""
+    ref = run_pytest(os.path.join(top, engine + "-ref"), ref_name, ref_uri)
+    print("%-33s %s" % (ref_name + " (reference):", counts(ref)))
+    for driver in DRIVERS:
+        d = Daemon(**daemon_kw)
+        try:
+            via = run_pytest(os.path.join(top, engine + "-" + driver), engine + "+" + driver,
+                             dbmgr_uri % (engine + "+" + driver, d.socket))
+        finally:
+            d.stop()
+        print("%-33s %s" % (engine + "+" + driver + ":", counts(via)))
+        compare(engine, driver, ref, via, expected, problems)
+
+
 def main():
     expected = read_expected()
     problems = []
     top = tempfile.mkdtemp(prefix="dbmgr-sasuite.")
     try:
         # SQLite: a file of the reference's own, and one dbmgrd creates under prefix test.
-        ref = run_pytest(os.path.join(top, "sqlite-ref"), "sqlite+pysqlite",
-                         "sqlite:///" + os.path.join(top, "sqlite-ref", "ref.db"))
-        print("sqlite+pysqlite (reference):   " + counts(ref))
-        for driver in DRIVERS:
-            d = Daemon("sqlite")
-            try:
-                via = run_pytest(os.path.join(top, "sqlite-" + driver), "sqlite+" + driver,
-                                 "sqlite+%s:///sasuite?prefix=test&socket=%s" % (driver, d.socket))
-            finally:
-                d.stop()
-            print("sqlite+%-23s " % (driver + ":") + counts(via))
-            compare("sqlite", driver, ref, via, expected, problems)
+        run_engine(top, "sqlite", "sqlite+pysqlite",
+                   "sqlite:///" + os.path.join(top, "sqlite-ref", "ref.db"),
+                   dict(engine="sqlite"), "%s:///sasuite?prefix=test&socket=%s",
+                   expected, problems)
 
+        # A database of its own on each server: the suite lists every table of its schema,
+        # and other tests use the test database at the same time. The suite expects the
+        # schemas test_schema and test_schema_2 to exist (on MariaDB: databases).
         if os.environ.get("DBMGR_TEST_PG_HOST"):
-            # A database of its own: the suite lists every table of its schema, and other
-            # tests use the test database at the same time. The suite expects the schemas
-            # test_schema and test_schema_2 to exist.
             admin_db = os.environ["DBMGR_TEST_PG_DB"]
-            pg_admin([admin_db, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % PG_DATABASE,
-                      "CREATE DATABASE %s" % PG_DATABASE])
-            pg_admin([PG_DATABASE, "CREATE SCHEMA test_schema", "CREATE SCHEMA test_schema_2"])
-            ref = run_pytest(os.path.join(top, "pg-ref"), "postgresql+psycopg2",
-                             "postgresql+psycopg2://%s:%s@/%s?host=%s&port=%s" % (
-                                 os.environ["DBMGR_TEST_PG_USER"],
-                                 os.environ["DBMGR_TEST_PG_PASSWORD"], PG_DATABASE,
-                                 os.environ["DBMGR_TEST_PG_HOST"],
-                                 os.environ["DBMGR_TEST_PG_PORT"]))
-            print("postgresql+psycopg2 (reference): " + counts(ref))
-            for driver in DRIVERS:
-                d = Daemon("postgresql", pg_database=PG_DATABASE)
-                try:
-                    via = run_pytest(os.path.join(top, "pg-" + driver), "postgresql+" + driver,
-                                     "postgresql+%s:///%s?socket=%s" % (driver, PG_DATABASE,
-                                                                        d.socket))
-                finally:
-                    d.stop()
-                print("postgresql+%-21s " % (driver + ":") + counts(via))
-                compare("postgresql", driver, ref, via, expected, problems)
-            pg_admin([admin_db, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % PG_DATABASE])
+            pg_admin([admin_db, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % SUITE_DB,
+                      "CREATE DATABASE %s" % SUITE_DB])
+            pg_admin([SUITE_DB, "CREATE SCHEMA test_schema", "CREATE SCHEMA test_schema_2"])
+            run_engine(top, "postgresql", "postgresql+psycopg2",
+                       "postgresql+psycopg2://%s:%s@/%s?host=%s&port=%s" % (
+                           os.environ["DBMGR_TEST_PG_USER"], os.environ["DBMGR_TEST_PG_PASSWORD"],
+                           SUITE_DB, os.environ["DBMGR_TEST_PG_HOST"],
+                           os.environ["DBMGR_TEST_PG_PORT"]),
+                       dict(engine="postgresql", pg_database=SUITE_DB),
+                       "%s:///" + SUITE_DB + "?socket=%s", expected, problems)
+            pg_admin([admin_db, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % SUITE_DB])
         else:
-            print("PostgreSQL half not run: no test server (scripts/test-servers.sh start DIR pg)")
+            print("PostgreSQL not run: no test server (scripts/test-servers.sh start DIR pg)")
             expected = [e for e in expected if e[0] != "postgresql"]
+
+        if os.environ.get("DBMGR_TEST_MARIADB_SOCKET"):
+            dbs = (SUITE_DB, "test_schema", "test_schema_2")
+            mariadb_admin(["DROP DATABASE IF EXISTS %s" % d for d in dbs] +
+                          ["CREATE DATABASE %s" % d for d in dbs])
+            run_engine(top, "mysql", "mysql+pymysql",
+                       "mysql+pymysql://%s:%s@/%s?unix_socket=%s&charset=utf8mb4" % (
+                           os.environ["DBMGR_TEST_MARIADB_USER"],
+                           os.environ["DBMGR_TEST_MARIADB_PASSWORD"], SUITE_DB,
+                           os.environ["DBMGR_TEST_MARIADB_SOCKET"]),
+                       dict(engine="mariadb", mariadb_database=SUITE_DB),
+                       "%s:///" + SUITE_DB + "?socket=%s", expected, problems)
+            mariadb_admin(["DROP DATABASE IF EXISTS %s" % d for d in dbs])
+        else:
+            print("MariaDB not run: no test server (scripts/test-servers.sh start DIR mariadb)")
+            expected = [e for e in expected if e[0] != "mysql"]
     finally:
         shutil.rmtree(top, ignore_errors=True)
     for p in problems:

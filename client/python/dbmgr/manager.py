@@ -35,8 +35,8 @@ from . import sqlalchemy as _dialects
 _PREFIX_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
 
 # dbmgrd's type -> the SQLAlchemy dialect that talks to it through dbmgr.
-_DIALECTS = {"sqlite": "sqlite+dbmgr", "postgresql": "postgresql+dbmgr"}
-_ASYNC_DIALECTS = {"sqlite": "sqlite+dbmgr_async", "postgresql": "postgresql+dbmgr_async"}
+_DIALECTS = {"sqlite": "sqlite+dbmgr", "postgresql": "postgresql+dbmgr",
+             "mysql": "mysql+dbmgr", "mariadb": "mysql+dbmgr"}
 
 _registered = []
 
@@ -45,6 +45,17 @@ def _register_dialects():
     if not _registered:
         _dialects.register()
         _registered.append(True)
+
+
+class _PkColumnType(sqlalchemy.types.UserDefinedType):
+    """A text-valued column whose DDL type is the one dbmgrd names (pk_column_type)."""
+    cache_ok = True
+
+    def __init__(self, ddl):
+        self.ddl = ddl
+
+    def get_col_spec(self, **kw):
+        return self.ddl
 
 
 class DatabaseManager:
@@ -117,7 +128,7 @@ class DatabaseManager:
             # The asyncio engine connects on first use only.
             from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
             old_async = self.async_engine
-            self.async_engine = create_async_engine(_ASYNC_DIALECTS[info["type"]] + path)
+            self.async_engine = create_async_engine(dialect + "_async" + path)
             self.AsyncSessionLocal = sessionmaker(bind=self.async_engine, class_=AsyncSession,
                                                   autoflush=False, expire_on_commit=False)
             self._scoped = scoped_session(self.SessionLocal)
@@ -146,7 +157,8 @@ class DatabaseManager:
 
     @property
     def DATABASE_TYPE(self):
-        """"sqlite" or "postgresql" (later "mysql", "mariadb", "mssql")."""
+        """"sqlite", "postgresql", "mysql" or "mariadb" (an "mssql" database has no dialect
+        here yet: the manager refuses it)."""
         return self._info["type"]
 
     @property
@@ -165,11 +177,16 @@ class DatabaseManager:
         return self._info["pk_type"]
 
     def pk_column(self, **kw):
-        """A primary-key Column of this database's PK type: a UUID (uuid.UUID values) where
-        PK_TYPE is UUID, a String(36) holding one otherwise; new rows get uuid4()."""
+        """A primary-key Column of this database's PK type, new rows getting uuid4(): on
+        PostgreSQL a UUID column (uuid.UUID values); on MariaDB/MySQL the column type dbmgrd
+        reports (UUID from MariaDB 10.7, else CHAR(36); values as text); on SQLite a
+        String(36) holding one."""
         if self.PK_TYPE == "UUID" and self.DATABASE_TYPE == "postgresql":
             from sqlalchemy.dialects.postgresql import UUID
             return Column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4, **kw)
+        if self.DATABASE_TYPE in ("mysql", "mariadb"):
+            return Column(_PkColumnType(self._info["pk_column_type"]), primary_key=True,
+                          default=lambda: str(uuid.uuid4()), **kw)
         return Column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()), **kw)
 
     def create_all(self):

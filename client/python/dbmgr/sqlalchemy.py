@@ -214,6 +214,22 @@ class _MyFloat(_mysql.FLOAT):
     result_processor = _PGNumeric.result_processor
 
 
+class _MyExecutionContext(_mysql.MySQLExecutionContext):
+    def get_lastrowid(self):
+        # dbmgrd does not report MariaDB's generated id (its ODBC driver does not expose it);
+        # the session's transaction runs on one server connection, so LAST_INSERT_ID() there
+        # is this INSERT's. One more round trip, for inserts that need the id only.
+        rid = self.cursor.lastrowid
+        if rid:
+            return rid
+        cur = self._dbapi_connection.cursor()
+        try:
+            cur.execute("SELECT LAST_INSERT_ID()")
+            return cur.fetchone()[0]
+        finally:
+            cur.close()
+
+
 class MySQLDialect_dbmgr(_DbmgrDialect, _mysql.MySQLDialect):
     """MySQL and MariaDB through a dbmgrd whose DATABASE_TYPE is mysql or mariadb (the
     MariaDB ODBC driver behind it). SQLAlchemy's MySQL dialect with the dbmgr driver;
@@ -221,6 +237,8 @@ class MySQLDialect_dbmgr(_DbmgrDialect, _mysql.MySQLDialect):
     supports_statement_cache = True
     supports_native_decimal = True
     supports_server_side_cursors = False
+    supports_sane_multi_rowcount = True  # executemany's rowcount is the sum of its rows
+    execution_ctx_cls = _MyExecutionContext
     colspecs = dict(_mysql.MySQLDialect.colspecs)
     colspecs.update({
         sqltypes.Date: _PGDate,
@@ -249,7 +267,7 @@ class MySQLDialect_dbmgr(_DbmgrDialect, _mysql.MySQLDialect):
             raise NotImplementedError("dbmgr: MariaDB sessions are REPEATABLE READ")
 
 
-# ---- asyncio: sqlite+dbmgr_async, postgresql+dbmgr_async (create_async_engine, AsyncSession) ----
+# ---- asyncio: sqlite+dbmgr_async, postgresql+dbmgr_async, mysql+dbmgr_async ----
 #
 # SQLAlchemy's asyncio layer runs a dialect's blocking DB-API calls inside greenlets and needs
 # each call that waits to be awaitable (sqlalchemy.util.concurrency.await_only). These adapters
@@ -411,6 +429,15 @@ class PGDialect_dbmgr_async(_DbmgrAsyncDialect, PGDialect_dbmgr):
         return _AsyncDBAPI(dbmgr)
 
 
+class MySQLDialect_dbmgr_async(_DbmgrAsyncDialect, MySQLDialect_dbmgr):
+    supports_statement_cache = True
+
+    @classmethod
+    def import_dbapi(cls):
+        import dbmgr
+        return _AsyncDBAPI(dbmgr)
+
+
 def register():
     """Registers the dialects with SQLAlchemy (for tests and scripts; an installed package
     registers them through its entry points)."""
@@ -421,3 +448,5 @@ def register():
     registry.register("mariadb.dbmgr", "dbmgr.sqlalchemy", "MySQLDialect_dbmgr")
     registry.register("sqlite.dbmgr_async", "dbmgr.sqlalchemy", "SQLiteDialect_dbmgr_async")
     registry.register("postgresql.dbmgr_async", "dbmgr.sqlalchemy", "PGDialect_dbmgr_async")
+    registry.register("mysql.dbmgr_async", "dbmgr.sqlalchemy", "MySQLDialect_dbmgr_async")
+    registry.register("mariadb.dbmgr_async", "dbmgr.sqlalchemy", "MySQLDialect_dbmgr_async")
