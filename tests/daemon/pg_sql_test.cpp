@@ -57,6 +57,32 @@ TEST_CASE("statements that change session state are recognised") {
   CHECK_FALSE(changes_session_state("SELECT * FROM settings WHERE k = 'set'"));
 }
 
+TEST_CASE("statement effects: schema changes, temp tables, dropped prepared statements") {
+  auto schema = [](const char* sql) { return effects(sql).schema; };
+  CHECK(schema("CREATE TABLE t (x int)"));
+  CHECK(schema("alter table t add column y text"));
+  CHECK(schema("/* migration */ DROP TABLE t"));
+  CHECK(schema("DO $$ BEGIN EXECUTE 'ALTER TABLE t ADD c int'; END $$"));
+  CHECK(schema("CALL migrate()"));
+  CHECK(schema("IMPORT FOREIGN SCHEMA s FROM SERVER x INTO y"));
+  CHECK(schema("SELECT 1; CREATE INDEX i ON t(x)"));
+  CHECK_FALSE(schema("CREATE TEMP TABLE t (x int)"));
+  CHECK_FALSE(schema("ALTER ROLE app SET work_mem = '8MB'"));
+  CHECK_FALSE(schema("CREATE DATABASE other"));
+  CHECK_FALSE(schema("ALTER SYSTEM SET work_mem = '8MB'"));
+  CHECK_FALSE(schema("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO app"));
+  CHECK_FALSE(schema("SELECT 'create table x'"));
+  CHECK_FALSE(schema("INSERT INTO ddl_log VALUES ('drop')"));
+  CHECK(effects("CREATE TEMPORARY TABLE t (x int)").temp_schema);
+  CHECK_FALSE(effects("CREATE TABLE t (x int)").temp_schema);
+  CHECK(effects("DEALLOCATE ALL").drops_statements);
+  CHECK(effects("deallocate prepare p").drops_statements);
+  CHECK(effects("DISCARD ALL").drops_statements);
+  CHECK_FALSE(effects("DISCARD PLANS").drops_statements);
+  CHECK(effects("DISCARD ALL").session_state == changes_session_state("DISCARD ALL"));
+  CHECK(effects("SET search_path TO x").session_state);
+}
+
 TEST_CASE("REGEXP becomes PostgreSQL's ~ outside literals and identifiers") {
   CHECK(rewrite_placeholders("SELECT email FROM u WHERE email REGEXP ?") ==
         "SELECT email FROM u WHERE email ~ $1");

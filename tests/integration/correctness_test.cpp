@@ -493,6 +493,65 @@ TEST_CASE("PostgreSQL: SELECT * after DROP + CREATE and ADD COLUMN: new columns,
   m.execute("DROP TABLE " + t);
 }
 
+TEST_CASE("PostgreSQL: DDL on another connection, through a DO block, a temp table, DEALLOCATE: no stale plan mid-transaction") {
+  // Two connections, each with the SELECT cached; DDL on one while the other is in the middle
+  // of a transaction.
+  Daemon d(pg_daemon("pool:\n  pool_size: 2\n  max_overflow: 0\n"));
+  dbmgr::DatabaseManager m(d.options());
+  std::string t = tname("xconn");
+  m.execute("DROP TABLE IF EXISTS " + t);
+  m.execute("CREATE TABLE " + t + "(a integer)");
+  const std::string sel = "SELECT * FROM " + t + " ORDER BY a";
+  auto warm_both = [&] {  // both connections prepare the SELECT (two sessions at once)
+    auto s1 = m.get_session();
+    auto s2 = m.get_session();
+    s1.execute(sel);
+    s2.execute(sel);
+    s1.commit();
+    s2.commit();
+  };
+  auto ddl_beside = [&](const std::string& ddl, std::size_t want_columns) {
+    warm_both();
+    auto s = m.get_session();
+    // Mid-transaction from here on, without a lock on t (the DDL would wait for it).
+    s.execute("SELECT 1");
+    auto other = m.get_session();                       // the other connection
+    other.execute(ddl);
+    other.commit();
+    CAPTURE(ddl);
+    auto r = s.execute(sel);
+    CHECK(r.column_count() == want_columns);
+    s.rollback();
+  };
+  SUBCASE("ALTER on the other connection") { ddl_beside("ALTER TABLE " + t + " ADD COLUMN b text", 2); }
+  SUBCASE("DDL inside a DO block") {
+    ddl_beside("DO $$ BEGIN EXECUTE 'ALTER TABLE " + t + " ADD COLUMN c text'; END $$", 2);
+  }
+  SUBCASE("a temp table that hides the table, on the same connection") {
+    warm_both();
+    auto s = m.get_session();
+    s.execute("CREATE TEMP TABLE " + t + "(a integer, y text, z text)");
+    CHECK(s.execute(sel).column_count() == 3);  // the temp table's columns
+    s.rollback();
+  }
+  SUBCASE("the client's DEALLOCATE ALL, then DDL elsewhere: later statements are not failed") {
+    warm_both();
+    auto s = m.get_session();
+    s.execute("SELECT 1");
+    s.execute("DEALLOCATE ALL");  // the server forgets the daemon's cached statements too
+    {
+      auto other = m.get_session();
+      other.execute("ALTER TABLE " + t + " ADD COLUMN d text");
+      other.commit();
+    }
+    CHECK(s.execute(sel).column_count() == 2);
+    CHECK(s.execute("SELECT count(*) FROM " + t).at(0).get<std::int64_t>(0) == 0);
+    CHECK(s.execute("SELECT 2").at(0).get<std::int64_t>(0) == 2);
+    s.commit();
+  }
+  m.execute("DROP TABLE " + t);
+}
+
 TEST_CASE("PostgreSQL: a cached INSERT after its column changed type: the parameter type is inferred anew") {
   Daemon d(pg_daemon("pool:\n  pool_size: 1\n  max_overflow: 0\n"));
   dbmgr::DatabaseManager m(d.options());

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <map>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -25,15 +27,20 @@ constexpr Oid kOidOid = 26;
 constexpr Oid kFloat4Oid = 700;
 constexpr Oid kFloat8Oid = 701;
 
-// The schema epoch: bumped each time DDL (pgsql::changes_schema) is sent through any
-// PostgreSQL connection of this daemon, and again when that DDL's transaction ends. A cached
-// statement prepared in an older epoch is prepared anew before it runs, so a schema change
-// made through dbmgrd never leaves a stale plan (0A000 "cached plan must not change result
-// type", or an inferred parameter type that no longer fits) in the middle of another
-// transaction, where it could not be retried. Only DDL from outside the daemon can; see
-// docs/protocol.md "Schema changes". One counter for every database: DDL is rare, and a
-// needless re-prepare costs one Parse.
-std::atomic<std::uint64_t> g_schema_epoch{0};
+// Schema epochs: one per database (server and name), moved on each time DDL
+// (pgsql::Effects::schema) is sent through any connection of this daemon to it, and again
+// when that DDL's transaction ends. A cached statement prepared in an older epoch is prepared
+// anew before it runs, so a schema change made through dbmgrd never leaves a stale plan (0A000
+// "cached plan must not change result type", or an inferred parameter type that no longer
+// fits) in the middle of another transaction, where it could not be retried. Only DDL from
+// outside the daemon, or run by a function a statement calls, can; see docs/protocol.md
+// "Schema changes". The map only grows: one counter per database ever connected to.
+std::atomic<std::uint64_t>* schema_epoch_for(const PgParams& p) {
+  static std::mutex mu;
+  static std::map<std::string, std::atomic<std::uint64_t>> epochs;
+  std::lock_guard<std::mutex> lock(mu);
+  return &epochs[p.host + '\0' + std::to_string(p.port) + '\0' + p.dbname];
+}
 
 proto::ValueTag tag_of(Oid t) {
   switch (t) {
@@ -72,7 +79,8 @@ std::string trim(std::string s) {
 
 }  // namespace
 
-PgConn::PgConn(uv_loop_t* loop, PgParams params) : loop_(loop), params_(std::move(params)) {
+PgConn::PgConn(uv_loop_t* loop, PgParams params)
+    : loop_(loop), params_(std::move(params)), schema_epoch_(schema_epoch_for(params_)) {
   uv_timer_init(loop_, &timer_);
   timer_.data = this;
   open_handles_ = 1;
@@ -560,11 +568,7 @@ bool PgConn::send_exec() {
     }
   }
   if (scan.multi_statement) {
-    if (pgsql::changes_session_state(req_.sql)) dirty_ = true;
-    if (req_.params.size() == 0 && pgsql::changes_schema(req_.sql)) {
-      g_schema_epoch.fetch_add(1, std::memory_order_relaxed);
-      schema_tx_open_ = true;
-    }
+    if (req_.params.size() == 0) after_effects(pgsql::effects(req_.sql));
     if (req_.params.size() > 0) {
       deliver_async(Status::invalid("parameters are only allowed in a single statement"));
       return false;
@@ -686,10 +690,10 @@ bool PgConn::send_exec() {
 
   // The prepared statement for this SQL and parameter types, prepared on first use.
   Cached* hit = nullptr;
-  const std::uint64_t epoch = g_schema_epoch.load(std::memory_order_relaxed);
+  const std::uint64_t epoch = schema_epoch_->load(std::memory_order_relaxed);
   for (auto it = cache_.begin(); it != cache_.end(); ++it) {
     if (it->key == key_) {
-      if (it->epoch == epoch) {
+      if (it->epoch == epoch && it->local_epoch == local_epoch_) {
         hit = &*it;
       } else {  // the schema changed since it was prepared: prepare it anew
         pending_deallocate_.push_back(std::move(it->name));
@@ -709,8 +713,7 @@ bool PgConn::send_exec() {
     }
     // Whether the SQL changes session state is decided once, when it is first prepared.
     cache_.push_back(Cached{key_, fmt::format("dbmgr_{}", ++name_counter_), 0,
-                            pgsql::changes_session_state(req_.sql),
-                            pgsql::changes_schema(req_.sql), epoch});
+                            pgsql::effects(req_.sql), epoch, local_epoch_});
     hit = &cache_.back();
     std::string sql = pgsql::rewrite_placeholders(req_.sql);
     prepared_now_ = true;
@@ -720,17 +723,13 @@ bool PgConn::send_exec() {
     }
   }
   hit->used = ++use_counter_;
-  if (hit->changes_session) dirty_ = true;
-  if (hit->changes_schema) {
-    g_schema_epoch.fetch_add(1, std::memory_order_relaxed);
-    schema_tx_open_ = true;
-  }
   current_stmt_ = hit->name;
   push(Step::kExec);
   if (PQsendQueryPrepared(conn_, hit->name.c_str(), static_cast<int>(n), values_.data(),
                           lengths_.data(), formats_.data(), 0) == 0) {
     return fail_send();
   }
+  after_effects(hit->fx);  // last: it may empty the cache (hit)
   if (req_.commit_after && begin && !late_commit) {  // a one-shot that needed BEGIN READ ONLY
     push(Step::kCommit);
     if (PQsendQueryParams(conn_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 0) return fail_send();
@@ -1119,7 +1118,24 @@ void PgConn::schema_tx_ended() {
   // Statements other connections prepared while the DDL's transaction was open saw the old
   // schema: after its commit they are stale too.
   schema_tx_open_ = false;
-  g_schema_epoch.fetch_add(1, std::memory_order_relaxed);
+  schema_epoch_->fetch_add(1, std::memory_order_relaxed);
+}
+
+void PgConn::after_effects(const pgsql::Effects& fx) {
+  if (fx.session_state) dirty_ = true;
+  if (fx.schema) {
+    schema_epoch_->fetch_add(1, std::memory_order_relaxed);
+    schema_tx_open_ = true;
+  }
+  if (fx.temp_schema) ++local_epoch_;  // a temp table may hide a table a statement read
+  if (fx.drops_statements) {
+    // DEALLOCATE or DISCARD ALL from the client: the server may no longer have the cached
+    // statements (a DEALLOCATE of one of them would then fail an unrelated statement).
+    // Forgotten ones that still exist go at the reset (DISCARD ALL).
+    cache_.clear();
+    pending_deallocate_.clear();
+    dirty_ = true;
+  }
 }
 
 void PgConn::fail_broken(std::string why) {

@@ -23,11 +23,13 @@
 #include <uv.h>
 
 #include <array>
+#include <atomic>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "backend/postgres/pg_sql.hpp"
 #include "backend/result_writer.hpp"
 #include "dbmgr/config/config.hpp"
 
@@ -78,9 +80,9 @@ class PgConn final : public BackendConn {
     std::string key;   // type signature + SQL
     std::string name;  // server-side statement name
     std::uint64_t used = 0;
-    bool changes_session = false;  // SET, temp tables, advisory locks...: reset after use
-    bool changes_schema = false;   // CREATE, ALTER, DROP (pgsql::changes_schema)
-    std::uint64_t epoch = 0;       // the schema epoch it was prepared in (pg_conn.cpp)
+    pgsql::Effects fx;             // what it does beyond its result (SET, DDL, ...)
+    std::uint64_t epoch = 0;       // the database's schema epoch it was prepared in
+    std::uint64_t local_epoch = 0; // ... and this connection's (temp tables)
   };
   static constexpr std::size_t kStmtCacheSize = 256;
 
@@ -187,8 +189,13 @@ class PgConn final : public BackendConn {
   std::uint64_t name_counter_ = 0;
   std::vector<std::string> pending_deallocate_;
   std::string key_;             // scratch: the cache key of the current statement
+  // Schema epochs (pg_conn.cpp): the database's, shared by every connection to it, and this
+  // connection's own, moved on by CREATE TEMP (a table only it sees).
+  std::atomic<std::uint64_t>* schema_epoch_;
+  std::uint64_t local_epoch_ = 0;
   bool schema_tx_open_ = false; // DDL was sent and its transaction has not ended yet
   void schema_tx_ended();       // ... it ended (committed, rolled back, or the link broke)
+  void after_effects(const pgsql::Effects& fx);  // what a statement being sent changes
   std::string current_stmt_;    // name of the statement being executed
   std::string sql_;             // scratch: rewritten SQL
 

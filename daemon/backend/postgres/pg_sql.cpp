@@ -141,36 +141,63 @@ bool creates_temp(std::string_view w1, std::string_view w2, std::string_view w3)
 
 }  // namespace
 
-bool changes_session_state(std::string_view sql) {
-  // Statements are checked word by word at their start; function calls anywhere.
-  const std::string lower = lowered_code(sql);
-  if (lower.find("advisory_lock") != std::string::npos ||
-      lower.find("advisory_xact") != std::string::npos ||
-      lower.find("set_config") != std::string::npos) {
+namespace {
+
+bool session_state_statement(std::string_view stmt, std::string_view w1, std::string_view w2,
+                             std::string_view w3) {
+  if (iequals(w1, "set") && !iequals(w2, "local") && !iequals(w2, "transaction") &&
+      !iequals(w2, "constraints")) {
     return true;
   }
-  return any_statement(lower, [](std::string_view stmt, std::string_view w1,
-                                 std::string_view w2, std::string_view w3) {
-    if (iequals(w1, "set") && !iequals(w2, "local") && !iequals(w2, "transaction") &&
-        !iequals(w2, "constraints")) {
-      return true;
-    }
-    if (iequals(w1, "reset") || iequals(w1, "prepare") || iequals(w1, "listen") ||
-        iequals(w1, "load")) {
-      return true;
-    }
-    if (creates_temp(w1, w2, w3)) return true;
-    return iequals(w1, "declare") && stmt.find(" with hold") != std::string_view::npos;
-  });
+  if (iequals(w1, "reset") || iequals(w1, "prepare") || iequals(w1, "listen") ||
+      iequals(w1, "load")) {
+    return true;
+  }
+  if (creates_temp(w1, w2, w3)) return true;
+  return iequals(w1, "declare") && stmt.find(" with hold") != std::string_view::npos;
 }
 
-bool changes_schema(std::string_view sql) {
+bool schema_statement(std::string_view w1, std::string_view w2) {
+  if (iequals(w1, "do") || iequals(w1, "call")) return true;
+  if (iequals(w1, "import")) return iequals(w2, "foreign");
+  if (!iequals(w1, "create") && !iequals(w1, "alter") && !iequals(w1, "drop")) return false;
+  // Objects no prepared statement's result or parameters depend on.
+  for (std::string_view o : {"role", "user", "group", "database", "tablespace", "system",
+                             "default"}) {
+    if (iequals(w2, o)) return false;
+  }
+  return true;
+}
+
+// Functions anywhere in the text that make the session's state need a reset.
+bool session_state_call(std::string_view lower) {
+  return lower.find("advisory_lock") != std::string::npos ||
+         lower.find("advisory_xact") != std::string::npos ||
+         lower.find("set_config") != std::string::npos;
+}
+
+}  // namespace
+
+bool changes_session_state(std::string_view sql) { return effects(sql).session_state; }
+
+Effects effects(std::string_view sql) {
   const std::string lower = lowered_code(sql);
-  return any_statement(lower, [](std::string_view, std::string_view w1, std::string_view w2,
-                                 std::string_view w3) {
-    if (creates_temp(w1, w2, w3)) return false;  // seen by its own session only
-    return iequals(w1, "create") || iequals(w1, "alter") || iequals(w1, "drop");
+  Effects e;
+  e.session_state = session_state_call(lower);
+  any_statement(lower, [&](std::string_view stmt, std::string_view w1, std::string_view w2,
+                           std::string_view w3) {
+    if (session_state_statement(stmt, w1, w2, w3)) e.session_state = true;
+    if (creates_temp(w1, w2, w3)) {
+      e.temp_schema = true;
+    } else if (schema_statement(w1, w2)) {
+      e.schema = true;
+    }
+    if (iequals(w1, "deallocate") || (iequals(w1, "discard") && iequals(w2, "all"))) {
+      e.drops_statements = true;
+    }
+    return false;  // every statement
   });
+  return e;
 }
 
 }  // namespace dbmgr::daemon::pgsql

@@ -33,9 +33,18 @@ std::string rewrite_placeholders(std::string_view sql);
 // cursors WITH HOLD, set_config(..., false), SET SESSION AUTHORIZATION/ROLE).
 bool changes_session_state(std::string_view sql);
 
-// True when a top-level statement is CREATE, ALTER or DROP (DDL that may change what a
-// statement prepared before it returns or accepts), except CREATE TEMP..., whose table only
-// its own session sees (and which changes_session_state() resets).
-bool changes_schema(std::string_view sql);
+// What a statement does beyond its result, decided in one pass over its text (at prepare
+// time, once per cached statement).
+struct Effects {
+  bool session_state = false;  // changes_session_state()
+  // DDL that may change what a statement prepared before it returns or accepts, as other
+  // sessions see it: CREATE, ALTER or DROP (but of a role, user, group, database,
+  // tablespace, the system or default privileges, and CREATE TEMP ...), DO and CALL (their
+  // bodies may run DDL) and IMPORT FOREIGN SCHEMA.
+  bool schema = false;
+  bool temp_schema = false;    // CREATE TEMP ...: a table only its own session sees
+  bool drops_statements = false;  // DEALLOCATE, DISCARD ALL: prepared statements are gone
+};
+Effects effects(std::string_view sql);
 
 }  // namespace dbmgr::daemon::pgsql
