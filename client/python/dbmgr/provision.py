@@ -1,6 +1,6 @@
 """Provisioning of SQLAlchemy's dialect test suite (sqlalchemy.testing) for the dbmgr
 dialects, loaded by their load_provisioning() when SQLAlchemy's pytest plugin sets up a
-database (tests/python/sasuite). Not used otherwise.
+database (tests/sqlalchemy). Not used otherwise.
 
 PostgreSQL, MySQL/MariaDB: SQLAlchemy's own provisioning for the database (nothing in it
 assumes a particular driver).

@@ -47,7 +47,7 @@ class _DbmgrDialect:
 
     @classmethod
     def load_provisioning(cls):
-        # SQLAlchemy's own test suite (tests/python/sasuite): dbmgr.provision.
+        # SQLAlchemy's own test suite (tests/sqlalchemy): dbmgr.provision.
         import dbmgr.provision  # noqa: F401
 
     default_paramstyle = "qmark"
@@ -370,6 +370,13 @@ class _AsyncConnection(_adapted_connection_base()):
         finally:
             self._thread.shutdown(wait=False)
 
+    def terminate(self):
+        # Not awaited: SQLAlchemy calls it for a connection it must drop without an event
+        # loop (an AsyncSession garbage-collected unclosed). The close (a rollback of what is
+        # open) runs on the connection's thread, which then ends.
+        self._thread.submit(self._connection.close)
+        self._thread.shutdown(wait=False)
+
     def info(self):
         return self.await_(_run_in_thread(self._thread, self._connection.info))
 
@@ -405,7 +412,11 @@ class _AsyncDBAPI:
 class _DbmgrAsyncDialect:
     driver = "dbmgr_async"
     is_async = True
+    has_terminate = True
     supports_statement_cache = True
+
+    def do_terminate(self, dbapi_connection):
+        dbapi_connection.terminate()
 
     def get_driver_connection(self, connection):
         return connection._connection
