@@ -87,3 +87,56 @@ def test_entry_points_register_the_dialects(daemon):
         "    assert c.exec_driver_sql('SELECT 1').scalar() == 1\n" % _url(daemon))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("own_daemon", ["postgresql"], indirect=True)
+def test_postgresql_arrays_dates_numerics_round_trip(own_daemon):
+    # Typed columns through postgresql+dbmgr come back as psycopg2 would give them: arrays
+    # (text, quotes, commas, backslashes, NULLs, two dimensions), dates, NUMERIC.
+    import datetime
+    import decimal
+    from sqlalchemy import ARRAY, Date, Numeric, Text, cast, literal
+    from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
+    Base = declarative_base()
+    t = "py_arr_%d" % os.getpid()
+
+    class Row(Base):
+        __tablename__ = t
+        id = Column(Integer, primary_key=True)
+        ints = Column(PG_ARRAY(Integer))
+        texts = Column(ARRAY(Text))
+        grid = Column(PG_ARRAY(Integer, dimensions=2))
+        days = Column(ARRAY(Date))
+        amounts = Column(ARRAY(Numeric(10, 2)))
+        day = Column(Date)
+        amount = Column(Numeric(10, 2))
+
+    engine = create_engine(_url(own_daemon), future=True)
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    texts = ['a "quoted" word', "x,y", "back\\slash", None, "NULL", "", "{braces}"]
+    try:
+        with Session(engine) as s:
+            s.add(Row(id=1, ints=[1, -2, 30], texts=texts, grid=[[1, 2], [3, 4]],
+                      days=[datetime.date(2026, 12, 7), None],
+                      amounts=[decimal.Decimal("1.50"), decimal.Decimal("-0.01")],
+                      day=datetime.date(2000, 2, 29), amount=decimal.Decimal("12.34")))
+            s.add(Row(id=2, ints=[], texts=None))
+            s.commit()
+        with Session(engine) as s:
+            r = s.get(Row, 1)
+            assert r.ints == [1, -2, 30]
+            assert r.texts == texts
+            assert r.grid == [[1, 2], [3, 4]]
+            assert r.days == [datetime.date(2026, 12, 7), None]
+            assert r.amounts == [decimal.Decimal("1.50"), decimal.Decimal("-0.01")]
+            assert r.day == datetime.date(2000, 2, 29)
+            assert r.amount == decimal.Decimal("12.34")
+            r2 = s.get(Row, 2)
+            assert r2.ints == [] and r2.texts is None
+            # An array parameter in a WHERE clause (the server casts the text).
+            assert s.scalars(select(Row.id).where(Row.ints.contains([30]))).all() == [1]
+            assert s.scalar(select(cast(literal("{7,8}"), ARRAY(Integer)))) == [7, 8]
+    finally:
+        Base.metadata.drop_all(engine)
+        engine.dispose()

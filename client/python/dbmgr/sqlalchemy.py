@@ -12,10 +12,10 @@ Host, port, user and password in the URL are ignored: dbmgrd holds the credentia
 Registration: `register()` below (tests), or the entry points of a packaged install.
 Works with SQLAlchemy 1.4 (`dbapi()`) and 2.x (`import_dbapi()`).
 
-dbmgr carries dates, times, NUMERIC and UUID from PostgreSQL as text (docs/protocol.md); the
-PostgreSQL dialect turns them into datetime, date, time and Decimal where the column's
-SQLAlchemy type says so, as SQLite's own dialect does for SQLite's text dates. Raw DB-API
-results stay text (docs/python.md).
+dbmgr carries dates, times, NUMERIC, UUID and arrays from PostgreSQL as text
+(docs/protocol.md); the PostgreSQL dialect turns them into datetime, date, time, Decimal and
+lists where the column's SQLAlchemy type says so, as SQLite's own dialect does for SQLite's
+text dates. Raw DB-API results stay text (docs/python.md).
 """
 
 import datetime
@@ -24,6 +24,7 @@ import decimal
 from sqlalchemy import pool
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.mysql import base as _mysql
+from sqlalchemy.dialects.postgresql import ARRAY as PGARRAY
 from sqlalchemy.dialects.postgresql.base import PGCompiler, PGDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.sql import elements, operators
@@ -166,6 +167,119 @@ class _PGFloat(_PGNumeric, sqltypes.Float):
     pass
 
 
+def _parse_pg_array(text):
+    """PostgreSQL's text form of an array ({1,2}, {"a b",NULL}, {{1,2},{3,4}}, [0:1]={1,2})
+    as nested lists of str and None (an unquoted NULL; a quoted "NULL" is the text)."""
+    if text.startswith("["):  # explicit bounds
+        text = text[text.index("=") + 1:]
+    if not text.startswith("{"):
+        raise ValueError("not an array: %r" % text[:40])
+
+    def parse(i):
+        out = []
+        i += 1
+        if text[i] == "}":
+            return out, i + 1
+        while True:
+            c = text[i]
+            if c == "{":
+                v, i = parse(i)
+            elif c == '"':
+                i += 1
+                buf = []
+                while text[i] != '"':
+                    if text[i] == "\\":
+                        i += 1
+                    buf.append(text[i])
+                    i += 1
+                i += 1
+                v = "".join(buf)
+            else:
+                j = i
+                while text[j] not in ",}":
+                    j += 1
+                raw = text[i:j].strip()
+                i = j
+                v = None if raw.upper() == "NULL" else raw
+            out.append(v)
+            if text[i] == ",":
+                i += 1
+            elif text[i] == "}":
+                return out, i + 1
+            else:
+                raise ValueError("bad array text at %d" % i)
+
+    value, end = parse(0)
+    if text[end:].strip():
+        raise ValueError("text after the array")
+    return value
+
+
+def _array_literal(value, item):
+    """A Python list (nested for more dimensions) as PostgreSQL's array text, every element
+    quoted: the server reads it with the column's element type."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, (list, tuple)):
+        return "{" + ",".join(_array_literal(v, item) for v in value) + "}"
+    if item is not None:
+        value = item(value)
+    if isinstance(value, bool):
+        s = "t" if value else "f"
+    elif isinstance(value, datetime.datetime):
+        s = value.isoformat(sep=" ")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError("dbmgr: arrays of bytes are not supported")
+    else:
+        s = str(value)
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _PGArray(PGARRAY):
+    # dbmgr carries an array as its text: parsed here, each element converted as the
+    # element type says; a list parameter goes as array text (the server casts it).
+    def bind_processor(self, dialect):
+        item = self.item_type.dialect_impl(dialect).bind_processor(dialect)
+
+        def process(value):
+            return None if value is None else _array_literal(list(value), item)
+        return process
+
+    def result_processor(self, dialect, coltype):
+        impl = self.item_type.dialect_impl(dialect)
+        proc = impl.result_processor(dialect, coltype)
+        aff = self.item_type._type_affinity
+        if aff is not None and issubclass(aff, sqltypes.Boolean):
+            base = lambda v: v == "t"  # noqa: E731
+        elif aff is not None and issubclass(aff, sqltypes.Integer):
+            base = int
+        else:
+            base = None
+        container = tuple if self.as_tuple else list
+
+        def conv(v):
+            if base is not None:
+                v = base(v)
+            return proc(v) if proc is not None else v
+
+        def walk(v):
+            if isinstance(v, list):
+                return container(walk(x) for x in v)
+            return None if v is None else conv(v)
+
+        def process(value):
+            if value is None:
+                return None
+            if isinstance(value, str):
+                try:
+                    value = _parse_pg_array(value)
+                except (ValueError, IndexError):
+                    import dbmgr
+                    raise dbmgr.DataError("dbmgr: %r is not an array" % value[:80])
+            return walk(value)
+        return process
+
+
 class PGCompiler_dbmgr(PGCompiler):
     def visit_binary(self, binary, override_operator=None, **kw):
         # dbmgrd binds parameters on the server: a parameter that is only tested for NULL
@@ -192,6 +306,8 @@ class PGDialect_dbmgr(_DbmgrDialect, PGDialect):
         sqltypes.Time: _PGTime,
         sqltypes.Numeric: _PGNumeric,
         sqltypes.Float: _PGFloat,
+        sqltypes.ARRAY: _PGArray,
+        PGARRAY: _PGArray,
     })
 
 
