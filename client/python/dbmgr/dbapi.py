@@ -218,22 +218,32 @@ def _bind(params):
 class _Result:
     """Owns a dbmgr_result; converts its cells to Python on demand."""
 
-    __slots__ = ("handle", "ncols", "nrows", "affected", "last_id", "description")
+    __slots__ = ("handle", "ncols", "nrows", "affected", "last_id", "_description")
 
     def __init__(self, handle):
+        # One C call per number this statement's kind needs (ctypes calls are the driver's
+        # cost per statement): rows for a result, affected rows for the others.
         self.handle = handle
         r = handle
         self.ncols = _capi.result_column_count(r)
-        self.nrows = _capi.result_row_count(r)
-        self.affected = _capi.result_affected_rows(r)
-        self.last_id = _capi.result_last_insert_id(r)
         if self.ncols:
-            self.description = tuple(
+            self.nrows = _capi.result_row_count(r)
+            self.affected = self.nrows
+        else:
+            self.nrows = 0
+            self.affected = _capi.result_affected_rows(r)
+        self.last_id = _capi.result_last_insert_id(r)
+        self._description = None
+
+    def description(self):
+        """PEP 249's description, built on first use (two C calls per column)."""
+        if self._description is None and self.ncols and self.handle:
+            r = self.handle
+            self._description = tuple(
                 ((_capi.result_column_name(r, c) or b"").decode("utf-8", "replace"),
                  _capi.result_column_type(r, c), None, None, None, None, None)
                 for c in range(self.ncols))
-        else:
-            self.description = None
+        return self._description
 
     def rows(self, start, stop):
         r = self.handle
@@ -357,7 +367,10 @@ class Connection:
             sql_b = sql.encode("utf-8")
         else:
             raise ProgrammingError("sql must be a str", client_side=True)
-        arr, keep = _bind(params)
+        if params:
+            arr, keep = _bind(params)
+        else:
+            arr, keep = None, None
         out = ctypes.c_void_p()
         err = ctypes.c_void_p()
         if self._autocommit:
@@ -425,9 +438,14 @@ class Cursor:
         self._result = None
         self._pos = 0
         self._closed = False
-        self.description = None
+        self._described = None  # the result whose description this cursor reports
         self.rowcount = -1
         self.lastrowid = None
+
+    @property
+    def description(self):
+        d = self._described
+        return None if d is None else d.description()
 
     def _check(self):
         if self._closed:
@@ -438,11 +456,12 @@ class Cursor:
         if self._result is not None:
             self._result.free()
             self._result = None
+            self._described = None
 
     def execute(self, operation, parameters=()):
         self._check()
         self._drop()
-        self.description = None
+        self._described = None
         self.rowcount = -1
         self.lastrowid = None
         if parameters is None:
@@ -454,7 +473,7 @@ class Cursor:
         self._pos = 0
         if res.ncols:
             self._result = res
-            self.description = res.description
+            self._described = res  # its description is built when asked for
             self.rowcount = res.nrows
         else:
             self.rowcount = res.affected
@@ -475,7 +494,7 @@ class Cursor:
             else:
                 total += self.rowcount
         self._drop()
-        self.description = None
+        self._described = None
         self.rowcount = -1 if unknown else total
         return self
 
