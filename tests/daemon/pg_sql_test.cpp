@@ -63,7 +63,8 @@ TEST_CASE("statement effects: schema changes, temp tables, dropped prepared stat
   CHECK(schema("alter table t add column y text"));
   CHECK(schema("/* migration */ DROP TABLE t"));
   CHECK(schema("DO $$ BEGIN EXECUTE 'ALTER TABLE t ADD c int'; END $$"));
-  CHECK(schema("CALL migrate()"));
+  CHECK_FALSE(schema("CALL migrate()"));
+  CHECK(effects("DO $$ BEGIN PERFORM set_config('a.b', 'c', false); END $$").session_state);
   CHECK(schema("IMPORT FOREIGN SCHEMA s FROM SERVER x INTO y"));
   CHECK(schema("SELECT 1; CREATE INDEX i ON t(x)"));
   CHECK_FALSE(schema("CREATE TEMP TABLE t (x int)"));
@@ -73,8 +74,13 @@ TEST_CASE("statement effects: schema changes, temp tables, dropped prepared stat
   CHECK_FALSE(schema("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO app"));
   CHECK_FALSE(schema("SELECT 'create table x'"));
   CHECK_FALSE(schema("INSERT INTO ddl_log VALUES ('drop')"));
-  CHECK(effects("CREATE TEMPORARY TABLE t (x int)").temp_schema);
-  CHECK_FALSE(effects("CREATE TABLE t (x int)").temp_schema);
+  CHECK(effects("CREATE TEMPORARY TABLE t (x int)").local_schema);
+  CHECK_FALSE(effects("CREATE TABLE t (x int)").local_schema);
+  CHECK(effects("ROLLBACK TO SAVEPOINT sa_savepoint_1").local_schema);
+  CHECK(effects("rollback to s").local_schema);
+  CHECK(effects("ROLLBACK TRANSACTION TO SAVEPOINT s").local_schema);
+  CHECK_FALSE(effects("ROLLBACK").local_schema);
+  CHECK(effects("DISCARD TEMP").local_schema);
   CHECK(effects("DEALLOCATE ALL").drops_statements);
   CHECK(effects("deallocate prepare p").drops_statements);
   CHECK(effects("DISCARD ALL").drops_statements);

@@ -534,6 +534,21 @@ TEST_CASE("PostgreSQL: DDL on another connection, through a DO block, a temp tab
     CHECK(s.execute(sel).column_count() == 3);  // the temp table's columns
     s.rollback();
   }
+  SUBCASE("ROLLBACK TO SAVEPOINT undoes DDL a cached statement was prepared after") {
+    auto s = m.get_session();
+    s.execute("SELECT 1");
+    s.execute("SAVEPOINT sp");
+    s.execute("ALTER TABLE " + t + " ADD COLUMN y text");
+    CHECK(s.execute(sel).column_count() == 2);
+    s.execute("ROLLBACK TO SAVEPOINT sp");
+    CHECK(s.execute(sel).column_count() == 1);
+    s.execute("SAVEPOINT sp2");
+    s.execute("CREATE TEMP TABLE " + t + "(a integer, b text)");  // hides t
+    CHECK(s.execute(sel).column_count() == 2);
+    s.execute("ROLLBACK TO SAVEPOINT sp2");
+    CHECK(s.execute(sel).column_count() == 1);
+    s.commit();
+  }
   SUBCASE("the client's DEALLOCATE ALL, then DDL elsewhere: later statements are not failed") {
     warm_both();
     auto s = m.get_session();
@@ -550,6 +565,23 @@ TEST_CASE("PostgreSQL: DDL on another connection, through a DO block, a temp tab
     s.commit();
   }
   m.execute("DROP TABLE " + t);
+}
+
+TEST_CASE("PostgreSQL: what a DO block sets does not reach the next session on its connection") {
+  Daemon d(pg_daemon("pool:\n  pool_size: 1\n  max_overflow: 0\n"));  // one connection
+  dbmgr::DatabaseManager m(d.options());
+  {
+    auto s = m.get_session();
+    s.execute("DO $$ BEGIN PERFORM set_config('dbmgr_test.leak', 'leaked', false); "
+              "CREATE TEMP TABLE do_tmp(x int); END $$");
+    s.commit();
+  }
+  auto s = m.get_session();
+  auto r = s.execute("SELECT coalesce(current_setting('dbmgr_test.leak', true), ''), "
+                     "to_regclass('pg_temp.do_tmp') IS NULL");
+  CHECK(r.at(0).get<std::string>(0) == "");
+  CHECK(r.at(0).get<bool>(1));
+  s.commit();
 }
 
 TEST_CASE("PostgreSQL: a cached INSERT after its column changed type: the parameter type is inferred anew") {

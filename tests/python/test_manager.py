@@ -442,3 +442,23 @@ def test_async_session_dropped_unclosed_is_terminated(daemon, table):
     assert _emails(m, User) == ["after"]
     m.drop_all()
     m.dispose()
+
+
+@pytest.mark.parametrize("own_daemon", ["mariadb"], indirect=True)
+def test_mariadb_generated_id_refused_in_autocommit(own_daemon):
+    # An autocommit connection's statements may run on different server connections: the
+    # dialect refuses to read LAST_INSERT_ID() there instead of returning another insert's.
+    e = sqlalchemy.create_engine("mysql+dbmgr:///?socket=" + own_daemon.socket,
+                                 connect_args={"autocommit": True}, future=True)
+    md = sqlalchemy.MetaData()
+    t = sqlalchemy.Table("py_ac_%d" % os.getpid(), md,
+                         Column("n", Integer, primary_key=True, autoincrement=True))
+    md.create_all(e)
+    try:
+        with e.connect() as c:
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as err:
+                c.execute(t.insert().values())
+            assert isinstance(err.value.orig, dbmgr.NotSupportedError)
+    finally:
+        md.drop_all(e)
+        e.dispose()

@@ -215,12 +215,18 @@ def _parse_pg_array(text):
     return value
 
 
+def _has_elements(v):
+    return any(_has_elements(x) if isinstance(x, (list, tuple)) else True for x in v)
+
+
 def _array_literal(value, item):
     """A Python list (nested for more dimensions) as PostgreSQL's array text, every element
     quoted: the server reads it with the column's element type."""
     if value is None:
         return "NULL"
     if isinstance(value, (list, tuple)):
+        if all(isinstance(v, (list, tuple)) and not _has_elements(v) for v in value):
+            return "{}"  # PostgreSQL has no {{},{}}: an array without elements is {}
         return "{" + ",".join(_array_literal(v, item) for v in value) + "}"
     if item is not None:
         value = item(value)
@@ -320,6 +326,24 @@ class _MyTime(_mysql.TIME):
         return _from_text(datetime.time.fromisoformat, "time of day")
 
 
+def _mysql_zero_date(parse):
+    """A parser that reads MariaDB's zero date ("0000-00-00", allowed by some sql_modes) as
+    None, as pymysql does."""
+    def p(v):
+        return None if v.startswith("0000-00-00") else parse(v)
+    return p
+
+
+class _MyDate(sqltypes.Date):
+    def result_processor(self, dialect, coltype):
+        return _from_text(_mysql_zero_date(datetime.date.fromisoformat), "date")
+
+
+class _MyDateTime(sqltypes.DateTime):
+    def result_processor(self, dialect, coltype):
+        return _from_text(_mysql_zero_date(datetime.datetime.fromisoformat), "datetime")
+
+
 class _MyNumeric(_mysql.NUMERIC):
     bind_processor = _PGNumeric.bind_processor
     result_processor = _PGNumeric.result_processor
@@ -338,6 +362,13 @@ class _MyExecutionContext(_mysql.MySQLExecutionContext):
         rid = self.cursor.lastrowid
         if rid:
             return rid
+        if getattr(self._dbapi_connection, "_autocommit", False):
+            # Each statement of an autocommit connection may run on another server
+            # connection: LAST_INSERT_ID() there would be another insert's.
+            import dbmgr
+            raise dbmgr.NotSupportedError(
+                "dbmgr: a generated MariaDB id cannot be read back on an autocommit "
+                "connection; insert in a transaction (autocommit off, the default)")
         cur = self._dbapi_connection.cursor()
         try:
             cur.execute("SELECT LAST_INSERT_ID()")
@@ -357,8 +388,8 @@ class MySQLDialect_dbmgr(_DbmgrDialect, _mysql.MySQLDialect):
     execution_ctx_cls = _MyExecutionContext
     colspecs = dict(_mysql.MySQLDialect.colspecs)
     colspecs.update({
-        sqltypes.Date: _PGDate,
-        sqltypes.DateTime: _PGDateTime,
+        sqltypes.Date: _MyDate,
+        sqltypes.DateTime: _MyDateTime,
         sqltypes.Time: _MyTime,
         sqltypes.Numeric: _MyNumeric,
         sqltypes.Float: _MyFloat,
@@ -375,12 +406,11 @@ class MySQLDialect_dbmgr(_DbmgrDialect, _mysql.MySQLDialect):
     def _detect_charset(self, connection):
         return "utf8mb4"  # dbmgr's text is UTF-8 (the daemon's Unicode ODBC driver)
 
-    def get_isolation_level(self, dbapi_connection):
-        return "REPEATABLE READ"  # InnoDB's default; dbmgrd sets no other
+    # get_isolation_level: MySQLDialect's own (it asks the server; dbmgrd sets none).
 
     def set_isolation_level(self, dbapi_connection, level):
-        if level != "REPEATABLE READ":
-            raise NotImplementedError("dbmgr: MariaDB sessions are REPEATABLE READ")
+        # A session's isolation would outlive its transaction on the pooled server connection.
+        raise NotImplementedError("dbmgr: the isolation level is the MariaDB server's")
 
 
 # ---- asyncio: sqlite+dbmgr_async, postgresql+dbmgr_async, mysql+dbmgr_async ----
@@ -486,13 +516,6 @@ class _AsyncConnection(_adapted_connection_base()):
         finally:
             self._thread.shutdown(wait=False)
 
-    def terminate(self):
-        # Not awaited: SQLAlchemy calls it for a connection it must drop without an event
-        # loop (an AsyncSession garbage-collected unclosed). The close (a rollback of what is
-        # open) runs on the connection's thread, which then ends.
-        self._thread.submit(self._connection.close)
-        self._thread.shutdown(wait=False)
-
     def info(self):
         return self.await_(_run_in_thread(self._thread, self._connection.info))
 
@@ -528,11 +551,10 @@ class _AsyncDBAPI:
 class _DbmgrAsyncDialect:
     driver = "dbmgr_async"
     is_async = True
-    has_terminate = True
     supports_statement_cache = True
-
-    def do_terminate(self, dbapi_connection):
-        dbapi_connection.terminate()
+    # No terminate(): SQLAlchemy 1.4 would first try an awaited rollback outside any event
+    # loop and log its failure. A connection dropped unclosed is closed by the driver itself
+    # when collected (its session rolls back), and SQLAlchemy warns about it.
 
     def get_driver_connection(self, connection):
         return connection._connection

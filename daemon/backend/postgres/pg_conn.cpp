@@ -1121,13 +1121,13 @@ void PgConn::schema_tx_ended() {
   schema_epoch_->fetch_add(1, std::memory_order_relaxed);
 }
 
-void PgConn::after_effects(const pgsql::Effects& fx) {
+void PgConn::after_effects(pgsql::Effects fx) {
   if (fx.session_state) dirty_ = true;
   if (fx.schema) {
     schema_epoch_->fetch_add(1, std::memory_order_relaxed);
     schema_tx_open_ = true;
   }
-  if (fx.temp_schema) ++local_epoch_;  // a temp table may hide a table a statement read
+  if (fx.local_schema) ++local_epoch_;  // e.g. a temp table may hide a table a statement read
   if (fx.drops_statements) {
     // DEALLOCATE or DISCARD ALL from the client: the server may no longer have the cached
     // statements (a DEALLOCATE of one of them would then fail an unrelated statement).

@@ -195,7 +195,8 @@ class PgConn final : public BackendConn {
   std::uint64_t local_epoch_ = 0;
   bool schema_tx_open_ = false; // DDL was sent and its transaction has not ended yet
   void schema_tx_ended();       // ... it ended (committed, rolled back, or the link broke)
-  void after_effects(const pgsql::Effects& fx);  // what a statement being sent changes
+  void after_effects(pgsql::Effects fx);  // what a statement being sent changes (a copy:
+                                          // it may clear the cache the original is in)
   std::string current_stmt_;    // name of the statement being executed
   std::string sql_;             // scratch: rewritten SQL
 

@@ -158,7 +158,9 @@ bool session_state_statement(std::string_view stmt, std::string_view w1, std::st
 }
 
 bool schema_statement(std::string_view w1, std::string_view w2) {
-  if (iequals(w1, "do") || iequals(w1, "call")) return true;
+  // DO runs an anonymous block, usually a migration (CALL is not counted: procedures may run
+  // per request, and each would re-prepare every cached statement of the database).
+  if (iequals(w1, "do")) return true;
   if (iequals(w1, "import")) return iequals(w2, "foreign");
   if (!iequals(w1, "create") && !iequals(w1, "alter") && !iequals(w1, "drop")) return false;
   // Objects no prepared statement's result or parameters depend on.
@@ -187,8 +189,17 @@ Effects effects(std::string_view sql) {
   any_statement(lower, [&](std::string_view stmt, std::string_view w1, std::string_view w2,
                            std::string_view w3) {
     if (session_state_statement(stmt, w1, w2, w3)) e.session_state = true;
+    // A DO block's body is a literal the scan does not read: whatever it sets (set_config,
+    // temp tables) is reset after the transaction.
+    if (iequals(w1, "do")) e.session_state = true;
+    // ROLLBACK TO SAVEPOINT undoes DDL of this transaction, DISCARD TEMP drops temp tables:
+    // statements this connection prepared since may no longer fit.
+    if ((iequals(w1, "rollback") && (iequals(w2, "to") || iequals(w3, "to"))) ||
+        (iequals(w1, "discard") && (iequals(w2, "temp") || iequals(w2, "temporary")))) {
+      e.local_schema = true;
+    }
     if (creates_temp(w1, w2, w3)) {
-      e.temp_schema = true;
+      e.local_schema = true;
     } else if (schema_statement(w1, w2)) {
       e.schema = true;
     }

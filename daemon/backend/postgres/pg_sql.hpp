@@ -39,10 +39,13 @@ struct Effects {
   bool session_state = false;  // changes_session_state()
   // DDL that may change what a statement prepared before it returns or accepts, as other
   // sessions see it: CREATE, ALTER or DROP (but of a role, user, group, database,
-  // tablespace, the system or default privileges, and CREATE TEMP ...), DO and CALL (their
-  // bodies may run DDL) and IMPORT FOREIGN SCHEMA.
+  // tablespace, the system or default privileges, and CREATE TEMP ...), DO (its body may run
+  // DDL) and IMPORT FOREIGN SCHEMA. Not CALL, nor a function a statement calls.
   bool schema = false;
-  bool temp_schema = false;    // CREATE TEMP ...: a table only its own session sees
+  // What only this connection's statements can be stale after: CREATE TEMP ... (a table
+  // only its session sees), ROLLBACK TO SAVEPOINT (undoes this transaction's DDL), DISCARD
+  // TEMP.
+  bool local_schema = false;
   bool drops_statements = false;  // DEALLOCATE, DISCARD ALL: prepared statements are gone
 };
 Effects effects(std::string_view sql);
