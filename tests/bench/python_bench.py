@@ -245,7 +245,16 @@ def main():
         for p in daemons:
             p.terminate()
             p.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)  # the SQLite file with it
+        drop_pg_data()
+
+
+def drop_pg_data():
+    import psycopg2
+    c = psycopg2.connect(**pg_kw())
+    c.autocommit = True
+    c.cursor().execute("DROP TABLE IF EXISTS py_accounts")
+    c.close()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,34 @@ std::int64_t count_in_file(const std::string& path, const char* sql) {
   return n;
 }
 
+// The tables, then a session that holds the default engine's writer, so that the
+// transactions a test sends next queue behind it.
+struct HeldWriter {
+  dbmgr::daemon::Pool& writer;
+  const dbmgr::daemon::GroupCommit* g;
+  RawClient& holder;
+  RawClient& c;  // the client that ran the DDL (no session of its own): admin requests
+};
+
+HeldWriter hold_writer(InProc& d, std::initializer_list<const char*> ddls) {
+  RawClient& c = d.client();
+  for (const char* ddl : ddls) {
+    auto id = c.one_shot(ddl);
+    REQUIRE(d.until([&] { return c.final_reply(id) != nullptr; }));
+    REQUIRE(c.type_of(id) == T::kComplete);
+  }
+  auto engine = d.server->engine_for("", "");
+  REQUIRE(engine.is_ok());
+  const auto* g = engine.value()->group_commit();
+  REQUIRE(g != nullptr);
+  RawClient& holder = d.client();
+  holder.open(1);
+  auto hold = holder.execute(1, "INSERT INTO items(v) VALUES ('hold')");
+  REQUIRE(d.until([&] { return holder.final_reply(hold) != nullptr; }));
+  REQUIRE(holder.type_of(hold) == T::kComplete);
+  return HeldWriter{engine.value()->pool_for(false), g, holder, c};
+}
+
 }  // namespace
 
 TEST_CASE("group commit: statement_timeout of one grouped one-shot, by the injected clock") {
@@ -106,27 +134,15 @@ std::vector<std::uint32_t> pipelined(RawClient& c, std::uint32_t sid,
 
 TEST_CASE("group commit of pipelined transactions: each gets what it would have got alone") {
   InProc d(InProcOptions{"", /*fake=*/false});
-  RawClient& c = d.client();
-  for (const char* ddl : {"CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT UNIQUE)",
-                          "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
-                          "CREATE TABLE child (id INTEGER PRIMARY KEY, p INTEGER REFERENCES "
-                          "parent(id) DEFERRABLE INITIALLY DEFERRED)"}) {
-    auto id = c.one_shot(ddl);
-    REQUIRE(d.until([&] { return c.final_reply(id) != nullptr; }));
-    REQUIRE(c.type_of(id) == T::kComplete);
-  }
-  auto engine = d.server->engine_for("", "");
-  REQUIRE(engine.is_ok());
-  auto& writer = engine.value()->pool_for(false);
-  const auto* g = engine.value()->group_commit();
-  REQUIRE(g != nullptr);
-
   // A session holds the writer, so that the transactions below queue behind it.
-  RawClient& holder = d.client();
-  holder.open(1);
-  auto hold = holder.execute(1, "INSERT INTO items(v) VALUES ('hold')");
-  REQUIRE(d.until([&] { return holder.final_reply(hold) != nullptr; }));
-  REQUIRE(holder.type_of(hold) == T::kComplete);
+  HeldWriter held = hold_writer(
+      d, {"CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT UNIQUE)",
+          "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
+          "CREATE TABLE child (id INTEGER PRIMARY KEY, p INTEGER REFERENCES "
+          "parent(id) DEFERRABLE INITIALLY DEFERRED)"});
+  auto& writer = held.writer;
+  const auto* g = held.g;
+  RawClient& holder = held.holder;
 
   RawClient& c1 = d.client();
   RawClient& c2 = d.client();
@@ -213,18 +229,11 @@ TEST_CASE("group commit of pipelined transactions: each gets what it would have 
 TEST_CASE("group commit of pipelined transactions: a timeout restarts the group, a cancel and a "
           "disconnect skip their members") {
   InProc d(InProcOptions{"pool:\n  statement_timeout: 10s\n", /*fake=*/false});
-  RawClient& c = d.client();
-  auto create = c.one_shot("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)");
-  REQUIRE(d.until([&] { return c.final_reply(create) != nullptr; }));
-  auto engine = d.server->engine_for("", "");
-  REQUIRE(engine.is_ok());
-  auto& writer = engine.value()->pool_for(false);
-  const auto* g = engine.value()->group_commit();
-
-  RawClient& holder = d.client();
-  holder.open(1);
-  auto hold = holder.execute(1, "INSERT INTO items(v) VALUES ('hold')");
-  REQUIRE(d.until([&] { return holder.final_reply(hold) != nullptr; }));
+  HeldWriter held = hold_writer(d, {"CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)"});
+  auto& writer = held.writer;
+  const auto* g = held.g;
+  RawClient& holder = held.holder;
+  RawClient& c = held.c;
 
   RawClient& c1 = d.client();
   RawClient& c2 = d.client();
@@ -281,18 +290,10 @@ TEST_CASE("group commit of pipelined transactions: a timeout restarts the group,
 
 TEST_CASE("group commit of pipelined transactions: rows that must stream run alone after it") {
   InProc d(InProcOptions{"", /*fake=*/false});
-  RawClient& c = d.client();
-  auto create = c.one_shot("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)");
-  REQUIRE(d.until([&] { return c.final_reply(create) != nullptr; }));
-  auto engine = d.server->engine_for("", "");
-  REQUIRE(engine.is_ok());
-  auto& writer = engine.value()->pool_for(false);
-  const auto* g = engine.value()->group_commit();
-
-  RawClient& holder = d.client();
-  holder.open(1);
-  auto hold = holder.execute(1, "INSERT INTO items(v) VALUES ('hold')");
-  REQUIRE(d.until([&] { return holder.final_reply(hold) != nullptr; }));
+  HeldWriter held = hold_writer(d, {"CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)"});
+  auto& writer = held.writer;
+  const auto* g = held.g;
+  RawClient& holder = held.holder;
 
   RawClient& c1 = d.client();
   RawClient& c2 = d.client();
@@ -325,18 +326,11 @@ TEST_CASE("group commit of pipelined transactions: rows that must stream run alo
 // lease it does not have.
 TEST_CASE("group commit of pipelined transactions: a member killed in its second statement") {
   InProc d(InProcOptions{"pool:\n  statement_timeout: 10s\n", /*fake=*/false});
-  RawClient& c = d.client();
-  auto create = c.one_shot("CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)");
-  REQUIRE(d.until([&] { return c.final_reply(create) != nullptr; }));
-  auto engine = d.server->engine_for("", "");
-  REQUIRE(engine.is_ok());
-  auto& writer = engine.value()->pool_for(false);
-  const auto* g = engine.value()->group_commit();
-
-  RawClient& holder = d.client();
-  holder.open(1);
-  auto hold = holder.execute(1, "INSERT INTO items(v) VALUES ('hold')");
-  REQUIRE(d.until([&] { return holder.final_reply(hold) != nullptr; }));
+  HeldWriter held = hold_writer(d, {"CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)"});
+  auto& writer = held.writer;
+  const auto* g = held.g;
+  RawClient& holder = held.holder;
+  RawClient& c = held.c;
 
   RawClient& c1 = d.client();
   RawClient& c2 = d.client();

@@ -37,6 +37,17 @@ def _model(m, table):
     return User
 
 
+@pytest.fixture
+def users(daemon, table):
+    """A manager on the test daemon and its User model on a table of its own; afterwards,
+    also when the test fails, the table is dropped and the manager disposed."""
+    m = _manager(daemon)
+    User = _model(m, table)
+    yield m, User
+    m.drop_all()
+    m.dispose()
+
+
 def _emails(m, User):
     """What the database holds, read through a fresh session (the oracle)."""
     with m.get_db() as db:
@@ -87,9 +98,8 @@ def test_what_the_daemon_resolved(daemon):
     m.dispose()
 
 
-def test_get_db_commits_rolls_back_and_never_swallows(daemon, table):
-    m = _manager(daemon)
-    User = _model(m, table)
+def test_get_db_commits_rolls_back_and_never_swallows(users):
+    m, User = users
     with m.get_db() as db:
         db.add(User(email="a"))
     with pytest.raises(RuntimeError):
@@ -111,15 +121,12 @@ def test_get_db_commits_rolls_back_and_never_swallows(daemon, table):
             db.add(User(email="a"))
     assert isinstance(e.value.orig, dbmgr.IntegrityError)
     assert _emails(m, User) == ["a", "d"]
-    m.drop_all()
-    m.dispose()
 
 
-def test_fastapi_dependency(daemon, table):
+def test_fastapi_dependency(users):
     import fastapi  # python3-fastapi and python3-httpx (TestClient), scripts/install-deps.sh
     from fastapi.testclient import TestClient
-    m = _manager(daemon)
-    User = _model(m, table)
+    m, User = users
     app = fastapi.FastAPI()
 
     @app.post("/users/{email}")
@@ -154,15 +161,12 @@ def test_fastapi_dependency(daemon, table):
     # leaves nothing.
     client.post("/late/dan")
     assert _emails(m, User) == ["ann", "bob", "cid", "dan"]
-    m.drop_all()
-    m.dispose()
 
 
-def test_a_waiter_beside_the_writer(daemon, table):
+def test_a_waiter_beside_the_writer(users):
     # Eight threads write at once through get_db(): on SQLite they queue for the one
     # writer; every acknowledged commit is there, nothing else.
-    m = _manager(daemon)
-    User = _model(m, table)
+    m, User = users
     done, errors = [], []
 
     def work(i):
@@ -182,13 +186,10 @@ def test_a_waiter_beside_the_writer(daemon, table):
     assert errors == []
     assert _emails(m, User) == sorted("t%d-%d" % d for d in done)
     assert len(done) == 80
-    m.drop_all()
-    m.dispose()
 
 
-def test_thread_sessions(daemon, table):
-    m = _manager(daemon)
-    User = _model(m, table)
+def test_thread_sessions(users):
+    m, User = users
     s = m.get_session()
     assert m.get_session() is s
     other = []
@@ -204,13 +205,10 @@ def test_thread_sessions(daemon, table):
     assert m.get_session() is not s
     assert _emails(m, User) == ["kept"]
     m.cleanup_thread()
-    m.drop_all()
-    m.dispose()
 
 
-def test_init_worker_after_fork(daemon, table):
-    m = _manager(daemon)
-    User = _model(m, table)
+def test_init_worker_after_fork(daemon, users):
+    m, User = users
     parent_session = m.get_session()
     assert parent_session.scalar(select(func.count()).select_from(User)) == 0
     if daemon.engine == "sqlite":
@@ -237,8 +235,6 @@ def test_init_worker_after_fork(daemon, table):
     parent_session.commit()
     m.cleanup_thread()
     assert _emails(m, User) == ["child", "parent"]
-    m.drop_all()
-    m.dispose()
 
 
 @pytest.mark.parametrize("own_daemon", ["sqlite"], indirect=True)
@@ -305,10 +301,9 @@ def test_a_killed_daemon_mid_transaction(own_daemon):
             d.stop()
 
 
-def test_get_async_db(daemon, table):
+def test_get_async_db(users):
     import asyncio
-    m = _manager(daemon)
-    User = _model(m, table)
+    m, User = users
 
     async def add(email, fail=False):
         async with m.get_async_db() as db:
@@ -332,8 +327,6 @@ def test_get_async_db(daemon, table):
     assert asyncio.run(main()) == 46
     want = ["c%02d" % i for i in range(50) if i % 10 != 3] + ["one"]
     assert _emails(m, User) == sorted(want)
-    m.drop_all()
-    m.dispose()
 
 
 def test_get_async_db_does_not_block_the_loop(daemon):
@@ -414,7 +407,7 @@ def test_mariadb(own_daemon):
         m.dispose()
 
 
-def test_async_session_dropped_unclosed_is_terminated(daemon, table):
+def test_async_session_dropped_unclosed_is_terminated(daemon, users):
     # An AsyncSession that is never closed, its connection garbage-collected: its open
     # transaction is rolled back and its dbmgr session freed (SQLAlchemy calls the dialect's
     # do_terminate; the driver's connection also closes itself when collected), so on SQLite
@@ -422,8 +415,7 @@ def test_async_session_dropped_unclosed_is_terminated(daemon, table):
     import asyncio
     import gc
     import warnings
-    m = _manager(daemon)
-    User = _model(m, table)
+    m, User = users
 
     async def leak():
         db = m.AsyncSessionLocal()
@@ -440,8 +432,6 @@ def test_async_session_dropped_unclosed_is_terminated(daemon, table):
         gc.collect()
     asyncio.run(asyncio.wait_for(write(), 20))
     assert _emails(m, User) == ["after"]
-    m.drop_all()
-    m.dispose()
 
 
 @pytest.mark.parametrize("own_daemon", ["mariadb"], indirect=True)
