@@ -655,3 +655,59 @@ TEST_CASE("a one-shot VACUUM runs (SQLite refuses it inside a transaction)") {
   }();
   CHECK(std::string(e.what()).find("VACUUM") != std::string::npos);
 }
+
+TEST_CASE("affected rows and the inserted id are the statement's own, never the connection's last") {
+  // sqlite3_changes() keeps the last INSERT/UPDATE/DELETE's count through DDL, and
+  // last_insert_rowid() the connection's last id: on the daemon's one pooled writer those
+  // belong to whichever client wrote last. (Found by tests/python/test_native.py.)
+  Daemon d;
+  dbmgr::DatabaseManager m(d.options("test", "own_counts"));
+  create_items(m);
+  {
+    auto s = m.get_session();
+    auto r = s.execute("INSERT INTO items(id, owner, v) VALUES (41, 1, 'a'), (42, 1, 'b')");
+    CHECK(r.affected_rows() == 2);
+    CHECK(r.last_insert_id() == 42);
+    s.commit();
+  }
+  // Another session on the same writer: DDL, a PRAGMA, a no-op UPDATE and DELETE.
+  for (bool session : {true, false}) {
+    CAPTURE(session);
+    auto run = [&](const std::string& sql) {
+      if (!session) return m.execute(sql);
+      auto s = m.get_session();
+      auto r = s.execute(sql);
+      s.commit();
+      return r;
+    };
+    auto ddl = run("CREATE TABLE IF NOT EXISTS other" + std::to_string(session) + " (x INTEGER)");
+    CHECK(ddl.affected_rows() == 0);
+    CHECK(ddl.last_insert_id() == 0);
+    auto none = run("UPDATE items SET v = 'z' WHERE id < 0");
+    CHECK(none.affected_rows() == 0);
+    CHECK(none.last_insert_id() == 0);
+    auto del = run("DELETE FROM items WHERE id = 42");
+    CHECK(del.affected_rows() == 1);
+    CHECK(del.last_insert_id() == 0);
+    run("INSERT INTO items(id, owner, v) VALUES (42, 1, 'b')");
+  }
+  // Inside one transaction, last_insert_rowid() in SQL still sees this transaction's insert
+  // after a statement that inserted nothing, and starts from 0 in the next transaction.
+  auto s = m.get_session();
+  s.execute("INSERT INTO items(id, owner, v) VALUES (77, 2, 'c')");
+  s.execute("UPDATE items SET v = 'd' WHERE id = 77");
+  CHECK(s.execute("SELECT last_insert_rowid()").scalar<std::int64_t>() == 77);
+  // ... a statement reads it while it runs ...
+  auto linked = s.execute("INSERT INTO items(id, owner, v) VALUES (78, last_insert_rowid(), 'e')");
+  CHECK(linked.last_insert_id() == 78);
+  CHECK(s.execute("SELECT owner FROM items WHERE id = 78").scalar<std::int64_t>() == 77);
+  // ... and a row inserted again under the id of the last insert is still reported.
+  s.execute("DELETE FROM items WHERE id = 78");
+  CHECK(s.execute("INSERT INTO items(id, owner, v) VALUES (78, 3, 'f')").last_insert_id() == 78);
+  CHECK(s.execute("WITH x(i) AS (VALUES (78)) UPDATE items SET v = 'g' WHERE id IN (SELECT i FROM x)")
+            .last_insert_id() == 0);
+  s.commit();
+  auto t = m.get_session();
+  CHECK(t.execute("SELECT last_insert_rowid()").scalar<std::int64_t>() == 0);
+  t.rollback();
+}

@@ -147,6 +147,22 @@ std::string_view leading_word(std::string_view sql, std::string& blanked) {
 }
 }  // namespace
 
+// The id this statement inserted, or 0, for a statement that changed rows: last_insert_rowid()
+// moved, or it stayed (a row re-inserted under the same id) and the statement inserts.
+std::int64_t SqliteConn::own_rowid(sqlite3_stmt* stmt, std::int64_t before) {
+  std::int64_t now = sqlite3_last_insert_rowid(db_);
+  if (now != before) return now;
+  if (now == 0 || stmt == nullptr) return 0;
+  thread_local std::string b;
+  std::string_view kw = leading_word(sqlite3_sql(stmt), b);
+  if (sqlscan::word_is(kw, "INSERT") || sqlscan::word_is(kw, "REPLACE")) return now;
+  if (sqlscan::word_is(kw, "WITH") &&
+      (sqlscan::has_word(b, "INSERT") || sqlscan::has_word(b, "REPLACE"))) {
+    return now;
+  }
+  return 0;
+}
+
 bool SqliteConn::autocommit_only_sql(std::string_view sql) {
   thread_local std::string b;
   return sqlscan::word_is(leading_word(sql, b), "VACUUM");
@@ -624,6 +640,8 @@ void SqliteConn::work_execute() {
       Status s = exec_simple(role_ == Role::kWriter ? "BEGIN IMMEDIATE" : "BEGIN");
       if (!s.is_ok()) return fail(std::move(s));
       in_tx_ = true;
+      // last_insert_rowid() in SQL starts from 0 in each transaction: no earlier lease's id
+      sqlite3_set_last_insert_rowid(db_, 0);
     }
     sqlite3_stmt* stmt = nullptr;
     bool cached = false;
@@ -643,6 +661,12 @@ void SqliteConn::work_execute() {
     if (stmt_ != nullptr) {
       if (Status bs = bind(stmt_, req_.params); !bs.is_ok()) return fail(std::move(bs));
     }
+    // What this statement changes and inserts is measured against these: sqlite3_changes()
+    // keeps the last INSERT/UPDATE/DELETE's count through DDL, and last_insert_rowid() the
+    // connection's last id (another client's, on a pooled connection).
+    // (Not reset to 0 here: `INSERT ... VALUES (last_insert_rowid())` reads it.)
+    changes_before_ = sqlite3_total_changes64(db_);
+    rowid_before_ = sqlite3_last_insert_rowid(db_);
     result_.statements++;
   } else {
     writer_.start(result_.frames.bytes());
@@ -683,8 +707,9 @@ void SqliteConn::work_execute() {
   if (Status cs = send_columns(); !cs.is_ok()) return fail(std::move(cs));
   proto::Complete done;
   bool readonly = stmt_ == nullptr || sqlite3_stmt_readonly(stmt_);
-  done.affected_rows = readonly ? rows_ : sqlite3_changes64(db_);
-  done.last_insert_id = readonly ? 0 : sqlite3_last_insert_rowid(db_);
+  bool changed = !readonly && sqlite3_total_changes64(db_) != changes_before_;
+  done.affected_rows = readonly ? rows_ : changed ? sqlite3_changes64(db_) : 0;
+  done.last_insert_id = changed ? own_rowid(stmt_, rowid_before_) : 0;
   finish_statement();
   // A one-shot is its own transaction: commit it, including one its own SQL began (BEGIN as
   // a one-shot on a reader, which otherwise begins nothing).
@@ -784,6 +809,7 @@ void SqliteConn::run_group_item(GroupItem& it, std::vector<std::uint8_t>& out) {
   timed_out_ = false;
   item_cancel_ = &it.cancel;
   sqlite3_set_last_insert_rowid(db_, 0);  // so last_insert_id is this statement's own
+  const std::int64_t changes_before = sqlite3_total_changes64(db_);  // see work_execute
   int ncols = 0;  // read after a step (see work_execute)
   std::int64_t rows = 0;
   int rc = SQLITE_DONE;
@@ -824,7 +850,8 @@ void SqliteConn::run_group_item(GroupItem& it, std::vector<std::uint8_t>& out) {
     }
   }
   bool readonly = sqlite3_stmt_readonly(stmt) != 0;
-  done.affected_rows = readonly ? rows : sqlite3_changes64(db_);
+  bool changed = sqlite3_total_changes64(db_) != changes_before;
+  done.affected_rows = readonly ? rows : changed ? sqlite3_changes64(db_) : 0;
   done.last_insert_id = readonly ? 0 : sqlite3_last_insert_rowid(db_);
   w.complete(done);
   finish();
