@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build_pkgs=(
-  meson ninja-build pkg-config g++ python3
+  meson ninja-build pkg-config g++ python3 python3-dev
   libuv1-dev libpq-dev libsqlite3-dev unixodbc-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
   doctest-dev libre2-dev libcli11-dev nlohmann-json3-dev libsystemd-dev
 )

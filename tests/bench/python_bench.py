@@ -3,7 +3,8 @@ processes, as gunicorn's are, each with its own connection, running `select1` (S
 `point-select` (a primary-key lookup in 100,000 rows) for a fixed time, in one run:
 
   pg-dbmgr          the dbmgr DB-API driver (one-shots) to a dbmgrd on the PostgreSQL below,
-                    pool 20 without overflow, like PgBouncer's
+                    pool 20 without overflow, like PgBouncer's; its C binding dbmgr._native
+  pg-dbmgr-ctypes   the same on the ctypes binding alone (DBMGR_NATIVE=0), with --ctypes
   pg-psycopg2       psycopg2 straight to PostgreSQL (autocommit)
   pg-pgbouncer      psycopg2 through PgBouncer (transaction pooling, pool 20), when
                     DBMGR_TEST_PGBOUNCER_HOST/PORT name one (scripts/test-servers.sh ... pgbouncer)
@@ -57,8 +58,13 @@ def connect(target, env):
     if target == "sqlite-sqlite3":
         c = sqlite3.connect(env["sqlite_file"], isolation_level=None, timeout=30)
         return c.cursor(), "?"
+    if target.endswith("-ctypes"):
+        os.environ["DBMGR_NATIVE"] = "0"
     import dbmgr
-    if target == "pg-dbmgr":
+    from dbmgr import _capi
+    if (_capi.native is None) != target.endswith("-ctypes"):
+        raise RuntimeError("%s: wrong binding (dbmgr._native %s)" % (target, _capi.native))
+    if target.startswith("pg-dbmgr"):
         c = dbmgr.connect(socket=env["pg_socket"], autocommit=True)
     else:
         c = dbmgr.connect(socket=env["sqlite_socket"], database="pybench", autocommit=True)
@@ -158,9 +164,11 @@ def setup_data(env):
 
 
 def cxx_select1(cxx, sock, duration, rounds, work):
-    """The C++ client's select1 at 1 client through the same dbmgrd: mean us per statement."""
+    """The C++ client's select1 at 1 client through the same dbmgrd, read-write one-shots as
+    the Python driver's with autocommit: (mean us per statement, client CPU us per statement)."""
     path = os.path.join(work, "cxx.csv")
     args = [cxx, "--targets", "pg-dbmgrd", "--workloads", "select1", "--clients", "1",
+            "--dbmgr-reads", "read-write",
             "--duration", str(duration), "--rounds", str(rounds), "--scale", "0.01",
             "--pg-host", os.environ["DBMGR_TEST_PG_HOST"], "--pg-port", os.environ["DBMGR_TEST_PG_PORT"],
             "--pg-user", os.environ["DBMGR_TEST_PG_USER"],
@@ -170,7 +178,7 @@ def cxx_select1(cxx, sock, duration, rounds, work):
     with open(path) as f:
         for row in csv.DictReader(f):
             if row["kind"] == "point" and row["round"] == "all":
-                return 1e6 / float(row["tps"])
+                return 1e6 / float(row["tps"]), float(row["client_cpu_ms_per_1k"])
     raise RuntimeError("no result from dbmgr-bench")
 
 
@@ -182,6 +190,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cxx-bench")
     ap.add_argument("--csv")
+    ap.add_argument("--ctypes", action="store_true",
+                    help="also run pg-dbmgr-ctypes (the driver without dbmgr._native)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="dbmgr-pybench.")
     env = {"sqlite_file": os.path.join(work, "pybench.db")}
@@ -199,7 +209,7 @@ def main():
         p, env["sqlite_socket"] = start_dbmgrd(work, "sqlite", {"DATABASE_PATH": work,
                                                                "DATABASE_NAME": "pybench"})
         daemons.append(p)
-        targets = ["pg-dbmgr", "pg-psycopg2"]
+        targets = ["pg-dbmgr"] + (["pg-dbmgr-ctypes"] if a.ctypes else []) + ["pg-psycopg2"]
         if os.environ.get("DBMGR_TEST_PGBOUNCER_HOST"):
             targets.append("pg-pgbouncer")
         else:
@@ -229,13 +239,23 @@ def main():
                 ratios.append("sqlite dbmgr/sqlite3 %.2f" % (by["sqlite-dbmgr"] / by["sqlite-sqlite3"]))
                 print("    ratios: " + ", ".join(ratios))
         if a.cxx_bench:
-            cxx = cxx_select1(a.cxx_bench, env["pg_socket"], a.duration, a.rounds, work)
-            py = run_point("pg-dbmgr", "select1", 1, a.duration, env)[1]
-            print("select1, 1 client through the same dbmgrd: C++ client %.1f us, Python driver "
-                  "%.1f us per statement: the driver's own cost %.1f us" % (cxx, py, py - cxx))
-            rows.append(dict(workload="select1", processes=1, target="cxx-vs-python",
-                             tps="", us_per_stmt=round(py - cxx, 1), client_cpu_us="",
-                             rounds="cxx %.1f python %.1f" % (cxx, py)))
+            # The driver's own cost is what its process spends per statement (CPU, user and
+            # system) beyond what the C++ client's spends for the same one-shot: a difference
+            # of CPU, which moves far less between runs than one of two ~100 us latencies.
+            cxx, cxx_cpu = cxx_select1(a.cxx_bench, env["pg_socket"], a.duration, a.rounds, work)
+            for t in ["pg-dbmgr"] + (["pg-dbmgr-ctypes"] if a.ctypes else []):
+                runs = [run_point(t, "select1", 1, a.duration, env) for _ in range(a.rounds)]
+                py = sum(r[1] for r in runs) / len(runs)
+                py_cpu = sum(r[2] for r in runs) / len(runs)
+                print("select1, 1 client through the same dbmgrd: C++ client %.1f us (CPU %.1f us), "
+                      "%s %.1f us (CPU %.1f us) per statement: the driver's own cost %.1f us of CPU"
+                      % (cxx, cxx_cpu, t, py, py_cpu, py_cpu - cxx_cpu))
+                name = "cxx-vs-python" if t == "pg-dbmgr" else "cxx-vs-python-ctypes"
+                rows.append(dict(workload="select1", processes=1, target=name,
+                                 tps="", us_per_stmt=round(py - cxx, 1),
+                                 client_cpu_us=round(py_cpu - cxx_cpu, 1),
+                                 rounds="cxx %.1f us cpu %.1f; python %.1f us cpu %.1f"
+                                        % (cxx, cxx_cpu, py, py_cpu)))
         if a.csv:
             with open(a.csv, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))

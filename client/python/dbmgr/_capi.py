@@ -1,10 +1,13 @@
-"""ctypes binding of libdbmgr's C interface (<dbmgr/dbmgr.h>, libdbmgr(3)).
+"""Binding of libdbmgr's C interface (<dbmgr/dbmgr.h>, libdbmgr(3)).
 
-Why ctypes: it is in the standard library, so the package needs no compiler and no
-extra Debian package, and it releases the GIL around every C call, so two threads with
-two connections run their statements at the same time. Its cost is per call, and this
-module makes O(cells) calls per result (one dbmgr_result_value per cell); see
-docs/python.md for the measured cost.
+Two layers (docs/python.md, "Binding"):
+  - ctypes, from the standard library, for everything: it needs no compiler, and it
+    releases the GIL around every C call. Its cost is about a microsecond per call and
+    per argument, so a statement through it costs several microseconds of Python.
+  - `native`, the extension module dbmgr._native (client/python/native.cpp, built and
+    installed by meson beside the package), for what runs per statement and per cell:
+    execute with its parameters, rows, description, commit, rollback, free. When it is
+    missing (or DBMGR_NATIVE=0), `native` is None and the driver runs on ctypes alone.
 
 Where the shared library comes from (first hit wins):
   1. $DBMGR_LIBRARY, a path to libdbmgr.so.0 (the tests set it to the build tree's);
@@ -90,6 +93,34 @@ def _load():
 
 
 lib, library_path = _load()
+
+
+def _load_native():
+    """dbmgr._native, or None: the installed one beside this package, else one built next
+    to the library that was loaded (a build tree's client/ folder)."""
+    if os.environ.get("DBMGR_NATIVE", "1") == "0":
+        return None
+    try:
+        from . import _native
+        return _native
+    except ImportError:
+        pass
+    folder = os.path.dirname(library_path)
+    if not folder:
+        return None
+    import glob
+    import importlib.machinery
+    import importlib.util
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for path in sorted(glob.glob(os.path.join(glob.escape(folder), "_native" + suffix))):
+            spec = importlib.util.spec_from_file_location(__package__ + "._native", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            return mod
+    return None
+
+
+native = _load_native()
 
 _P = ctypes.c_void_p
 _PP = ctypes.POINTER(ctypes.c_void_p)

@@ -161,8 +161,35 @@ def TimestampFromTicks(ticks):
     return Timestamp(*_time.localtime(ticks)[:6])
 
 
+def _adapt(k, p):
+    """A parameter that is not None, bool, int in int64, float, str or bytes, as the str
+    (or bytes) dbmgr sends; raises for what cannot be sent. k counts from 0."""
+    if isinstance(p, int):
+        raise DataError("parameter %d: integer %d out of the int64 range" % (k + 1, p),
+                        category="data", sqlstate="22003", client_side=True)
+    if isinstance(p, (bytearray, memoryview)):
+        return bytes(p)
+    if isinstance(p, datetime.datetime):
+        return p.isoformat(sep=" ")
+    if isinstance(p, (datetime.date, datetime.time)):
+        return p.isoformat()
+    if isinstance(p, decimal.Decimal):
+        if not p.is_finite():
+            raise DataError("parameter %d: %s is not a finite Decimal" % (k + 1, p),
+                            category="data", client_side=True)
+        return format(p, "f")
+    if isinstance(p, uuid.UUID):
+        return str(p)
+    raise ProgrammingError("parameter %d: cannot send a %s" % (k + 1, type(p).__name__),
+                           category="invalid_request", client_side=True)
+
+
+_native = _capi.native
+
+
 def _bind(params):
-    """Python parameters -> (ctypes array of dbmgr_value, list keeping the bytes alive)."""
+    """Python parameters -> (ctypes array of dbmgr_value, list keeping the bytes alive):
+    the ctypes path, without dbmgr._native."""
     n = len(params)
     arr = (_capi.Value * n)()
     keep = []
@@ -175,10 +202,7 @@ def _bind(params):
             v.type = _capi.BOOL
             v.i = 1 if p else 0
             continue
-        if isinstance(p, int):
-            if not _INT64_MIN <= p <= _INT64_MAX:
-                raise DataError("parameter %d: integer %d out of the int64 range" % (k + 1, p),
-                                category="data", sqlstate="22003", client_side=True)
+        if isinstance(p, int) and _INT64_MIN <= p <= _INT64_MAX:
             v.type = _capi.INT64
             v.i = p
             continue
@@ -186,27 +210,12 @@ def _bind(params):
             v.type = _capi.DOUBLE
             v.d = p
             continue
-        if isinstance(p, (bytes, bytearray, memoryview)):
-            b = bytes(p)
+        a = p if isinstance(p, (str, bytes)) else _adapt(k, p)
+        if isinstance(a, bytes):
+            b = a
             v.type = _capi.BLOB
         else:
-            if isinstance(p, str):
-                s = p
-            elif isinstance(p, datetime.datetime):
-                s = p.isoformat(sep=" ")
-            elif isinstance(p, (datetime.date, datetime.time)):
-                s = p.isoformat()
-            elif isinstance(p, decimal.Decimal):
-                if not p.is_finite():
-                    raise DataError("parameter %d: %s is not a finite Decimal" % (k + 1, p),
-                                    category="data", client_side=True)
-                s = format(p, "f")
-            elif isinstance(p, uuid.UUID):
-                s = str(p)
-            else:
-                raise ProgrammingError("parameter %d: cannot send a %s" % (k + 1, type(p).__name__),
-                                       category="invalid_request", client_side=True)
-            b = s.encode("utf-8")
+            b = a.encode("utf-8")
             v.type = _capi.TEXT
         buf = ctypes.create_string_buffer(b, len(b)) if b else None
         keep.append(buf)
@@ -216,36 +225,48 @@ def _bind(params):
 
 
 class _Result:
-    """Owns a dbmgr_result; converts its cells to Python on demand."""
+    """Owns a dbmgr_result (its address, an int); converts its cells to Python on demand."""
 
     __slots__ = ("handle", "ncols", "nrows", "affected", "last_id", "_description")
 
-    def __init__(self, handle):
-        # One C call per number this statement's kind needs (ctypes calls are the driver's
-        # cost per statement): rows for a result, affected rows for the others.
+    def __init__(self, handle, ncols, nrows, affected, last_id):
         self.handle = handle
-        r = handle
-        self.ncols = _capi.result_column_count(r)
-        if self.ncols:
-            self.nrows = _capi.result_row_count(r)
-            self.affected = self.nrows
-        else:
-            self.nrows = 0
-            self.affected = _capi.result_affected_rows(r)
-        self.last_id = _capi.result_last_insert_id(r)
+        self.ncols = ncols
+        self.nrows = nrows
+        self.affected = affected
+        self.last_id = last_id
         self._description = None
 
+    @classmethod
+    def from_ctypes(cls, handle):
+        # One C call per number this statement's kind needs (ctypes calls are the driver's
+        # cost per statement): rows for a result, affected rows for the others.
+        r = handle
+        ncols = _capi.result_column_count(r)
+        if ncols:
+            nrows = _capi.result_row_count(r)
+            affected = nrows
+        else:
+            nrows = 0
+            affected = _capi.result_affected_rows(r)
+        return cls(handle, ncols, nrows, affected, _capi.result_last_insert_id(r))
+
     def description(self):
-        """PEP 249's description, built on first use (two C calls per column)."""
+        """PEP 249's description, built on first use."""
         if self._description is None and self.ncols and self.handle:
             r = self.handle
-            self._description = tuple(
-                ((_capi.result_column_name(r, c) or b"").decode("utf-8", "replace"),
-                 _capi.result_column_type(r, c), None, None, None, None, None)
-                for c in range(self.ncols))
+            if _native is not None:
+                self._description = _native.describe(r, self.ncols)
+            else:
+                self._description = tuple(
+                    ((_capi.result_column_name(r, c) or b"").decode("utf-8", "replace"),
+                     _capi.result_column_type(r, c), None, None, None, None, None)
+                    for c in range(self.ncols))
         return self._description
 
     def rows(self, start, stop):
+        if _native is not None:
+            return _native.rows(self.handle, start, stop, self.ncols)
         r = self.handle
         value = _capi.Value()
         ref = ctypes.byref(value)
@@ -274,9 +295,17 @@ class _Result:
             out.append(tuple(cells))
         return out
 
+    def row(self, i):
+        if _native is not None:
+            return _native.row(self.handle, i, self.ncols)
+        return self.rows(i, i + 1)[0]
+
     def free(self):
         if self.handle:
-            _capi.result_free(self.handle)
+            if _native is not None:
+                _native.free(self.handle)
+            else:
+                _capi.result_free(self.handle)
             self.handle = None
 
 
@@ -363,6 +392,14 @@ class Connection:
         return {f: (getattr(info, f) or b"").decode("utf-8") for f, _ in _capi.Info._fields_}
 
     def _run(self, sql, params):
+        if _native is not None:
+            if not isinstance(sql, str):
+                raise ProgrammingError("sql must be a str", client_side=True)
+            r = _native.execute(0 if self._autocommit else self._session.value,
+                                self._manager.value, self._access, sql, params, _adapt)
+            if type(r) is int:
+                _raise_from(_capi.take_error(ctypes.c_void_p(r)))
+            return _Result(*r)
         if isinstance(sql, str):
             sql_b = sql.encode("utf-8")
         else:
@@ -382,16 +419,26 @@ class Connection:
         del keep
         if rc != 0:
             _raise_from(_capi.take_error(err))
-        return _Result(out)
+        return _Result.from_ctypes(out.value)
 
     def commit(self):
         self._check()
+        if _native is not None:
+            e = _native.commit(self._session.value)
+            if e:
+                _raise_from(_capi.take_error(ctypes.c_void_p(e)))
+            return
         err = ctypes.c_void_p()
         if _capi.session_commit(self._session, ctypes.byref(err)) != 0:
             _raise_from(_capi.take_error(err))
 
     def rollback(self):
         self._check()
+        if _native is not None:
+            e = _native.rollback(self._session.value)
+            if e:
+                _raise_from(_capi.take_error(ctypes.c_void_p(e)))
+            return
         err = ctypes.c_void_p()
         if _capi.session_rollback(self._session, ctypes.byref(err)) != 0:
             _raise_from(_capi.take_error(err))
@@ -509,7 +556,7 @@ class Cursor:
         r = self._result
         if self._pos >= r.nrows:
             return None
-        row = r.rows(self._pos, self._pos + 1)[0]
+        row = r.row(self._pos)
         self._pos += 1
         return row
 
