@@ -87,9 +87,10 @@ bool bind_one(PyObject* p, Py_ssize_t k, PyObject* adapt, dbmgr_value& v,
     v.len = static_cast<std::size_t>(PyBytes_GET_SIZE(p));
     return true;
   }
+  keep.push_back(nullptr);  // room first: a failed push_back must not leak the result
   PyObject* a = PyObject_CallFunction(adapt, "nO", k, p);
   if (a == nullptr) return false;
-  keep.push_back(a);
+  keep.back() = a;
   if (PyUnicode_Check(a)) {
     Py_ssize_t n = 0;
     const char* s = PyUnicode_AsUTF8AndSize(a, &n);
@@ -113,7 +114,7 @@ bool bind_one(PyObject* p, Py_ssize_t k, PyObject* adapt, dbmgr_value& v,
 struct Keep {
   std::vector<PyObject*> objs;
   ~Keep() {
-    for (PyObject* o : objs) Py_DECREF(o);
+    for (PyObject* o : objs) Py_XDECREF(o);
   }
 };
 
@@ -234,7 +235,9 @@ PyObject* py_rows(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
   Py_ssize_t ncols = PyLong_AsSsize_t(args[3]);
   if (PyErr_Occurred()) return nullptr;
-  if (start < 0 || stop < start || ncols < 0) {
+  if (start < 0 || stop < start || ncols < 0 ||
+      static_cast<std::size_t>(stop) > dbmgr_result_row_count(r) ||
+      static_cast<std::size_t>(ncols) != dbmgr_result_column_count(r)) {
     PyErr_SetString(PyExc_ValueError, "dbmgr: bad row range");
     return nullptr;
   }
@@ -262,7 +265,8 @@ PyObject* py_row(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   Py_ssize_t i = PyLong_AsSsize_t(args[1]);
   Py_ssize_t ncols = PyLong_AsSsize_t(args[2]);
   if (PyErr_Occurred()) return nullptr;
-  if (i < 0 || ncols < 0) {
+  if (i < 0 || ncols < 0 || static_cast<std::size_t>(i) >= dbmgr_result_row_count(r) ||
+      static_cast<std::size_t>(ncols) != dbmgr_result_column_count(r)) {
     PyErr_SetString(PyExc_ValueError, "dbmgr: bad row index");
     return nullptr;
   }

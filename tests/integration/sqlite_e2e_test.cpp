@@ -706,6 +706,12 @@ TEST_CASE("affected rows and the inserted id are the statement's own, never the 
   CHECK(s.execute("INSERT INTO items(id, owner, v) VALUES (78, 3, 'f')").last_insert_id() == 78);
   CHECK(s.execute("WITH x(i) AS (VALUES (78)) UPDATE items SET v = 'g' WHERE id IN (SELECT i FROM x)")
             .last_insert_id() == 0);
+  // An UPSERT that updates inserts no row: no id, though last_insert_rowid() is 78.
+  auto up = s.execute("INSERT INTO items(id, owner, v) VALUES (78, 4, 'h') "
+                      "ON CONFLICT(id) DO UPDATE SET v = excluded.v");
+  CHECK(up.affected_rows() == 1);
+  CHECK(up.last_insert_id() == 0);
+  CHECK(s.execute("SELECT last_insert_rowid()").scalar<std::int64_t>() == 78);
   s.commit();
   auto t = m.get_session();
   CHECK(t.execute("SELECT last_insert_rowid()").scalar<std::int64_t>() == 0);

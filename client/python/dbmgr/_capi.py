@@ -115,7 +115,10 @@ def _load_native():
         for path in sorted(glob.glob(os.path.join(glob.escape(folder), "_native" + suffix))):
             spec = importlib.util.spec_from_file_location(__package__ + "._native", path)
             mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
+            try:
+                spec.loader.exec_module(mod)
+            except ImportError:  # built for another Python or library: run on ctypes
+                return None
             return mod
     return None
 

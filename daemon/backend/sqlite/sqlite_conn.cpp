@@ -147,20 +147,24 @@ std::string_view leading_word(std::string_view sql, std::string& blanked) {
 }
 }  // namespace
 
-// The id this statement inserted, or 0, for a statement that changed rows: last_insert_rowid()
-// moved, or it stayed (a row re-inserted under the same id) and the statement inserts.
-std::int64_t SqliteConn::own_rowid(sqlite3_stmt* stmt, std::int64_t before) {
-  std::int64_t now = sqlite3_last_insert_rowid(db_);
-  if (now != before) return now;
-  if (now == 0 || stmt == nullptr) return 0;
+// Before a statement: remembers the connection's last id and sets it to 0, so that what it
+// holds afterwards is this statement's own (an UPSERT that updated, a WITHOUT ROWID table or
+// an INSTEAD OF trigger insert no rowid). SQL that reads last_insert_rowid() itself keeps it.
+void SqliteConn::start_rowid(std::string_view sql) {
+  rowid_before_ = sqlite3_last_insert_rowid(db_);
   thread_local std::string b;
-  std::string_view kw = leading_word(sqlite3_sql(stmt), b);
-  if (sqlscan::word_is(kw, "INSERT") || sqlscan::word_is(kw, "REPLACE")) return now;
-  if (sqlscan::word_is(kw, "WITH") &&
-      (sqlscan::has_word(b, "INSERT") || sqlscan::has_word(b, "REPLACE"))) {
-    return now;
-  }
-  return 0;
+  reads_rowid_ = !sqlscan::blank_opaque(sql, SqlLexing::kSqlite, b) ||
+                 sqlscan::has_word(b, "LAST_INSERT_ROWID");
+  if (!reads_rowid_) sqlite3_set_last_insert_rowid(db_, 0);
+}
+
+// After it: the id it inserted, or 0; when 0, last_insert_rowid() in SQL goes on seeing the
+// id from before. For SQL that reads it, only an id that moved counts.
+std::int64_t SqliteConn::own_rowid(bool changed) {
+  std::int64_t now = sqlite3_last_insert_rowid(db_);
+  std::int64_t own = !changed ? 0 : reads_rowid_ ? (now != rowid_before_ ? now : 0) : now;
+  if (own == 0 && !reads_rowid_) sqlite3_set_last_insert_rowid(db_, rowid_before_);
+  return own;
 }
 
 bool SqliteConn::autocommit_only_sql(std::string_view sql) {
@@ -664,9 +668,8 @@ void SqliteConn::work_execute() {
     // What this statement changes and inserts is measured against these: sqlite3_changes()
     // keeps the last INSERT/UPDATE/DELETE's count through DDL, and last_insert_rowid() the
     // connection's last id (another client's, on a pooled connection).
-    // (Not reset to 0 here: `INSERT ... VALUES (last_insert_rowid())` reads it.)
     changes_before_ = sqlite3_total_changes64(db_);
-    rowid_before_ = sqlite3_last_insert_rowid(db_);
+    start_rowid(req_.sql);
     result_.statements++;
   } else {
     writer_.start(result_.frames.bytes());
@@ -709,7 +712,7 @@ void SqliteConn::work_execute() {
   bool readonly = stmt_ == nullptr || sqlite3_stmt_readonly(stmt_);
   bool changed = !readonly && sqlite3_total_changes64(db_) != changes_before_;
   done.affected_rows = readonly ? rows_ : changed ? sqlite3_changes64(db_) : 0;
-  done.last_insert_id = changed ? own_rowid(stmt_, rowid_before_) : 0;
+  done.last_insert_id = own_rowid(changed);
   finish_statement();
   // A one-shot is its own transaction: commit it, including one its own SQL began (BEGIN as
   // a one-shot on a reader, which otherwise begins nothing).

@@ -112,7 +112,8 @@ class SqliteConn final : public WorkerConn {
   Status prepare(std::string_view sql, sqlite3_stmt** out, bool* cached, bool* script = nullptr);
   Status bind(sqlite3_stmt* stmt, const proto::ValueList& params);
   void finish_statement();
-  std::int64_t own_rowid(sqlite3_stmt* stmt, std::int64_t before);
+  void start_rowid(std::string_view sql);
+  std::int64_t own_rowid(bool changed);
   Status error_status(int rc, std::string_view what, SqlitePhase phase = SqlitePhase::kStep);
   static int on_progress(void* self);  // statement_timeout via the progress handler
   // sqlite3_set_authorizer(): no ATTACH, VACUUM INTO, DETACH, load_extension(), directory
@@ -143,6 +144,7 @@ class SqliteConn final : public WorkerConn {
   std::int64_t rows_ = 0;
   std::int64_t changes_before_ = 0;  // sqlite3_total_changes64 before the statement
   std::int64_t rowid_before_ = 0;    // sqlite3_last_insert_rowid before the statement
+  bool reads_rowid_ = false;         // its SQL calls last_insert_rowid()
   std::uint64_t use_counter_ = 0;
   Cached cache_[kStmtCacheSize];
   Clock::time_point deadline_{};
