@@ -17,6 +17,9 @@
 #include <re2/re2.h>
 
 #include "backend/sql_scan.hpp"
+
+#include <algorithm>
+#include <cctype>
 #include "backend/sqlstate.hpp"
 
 namespace dbmgr::daemon {
@@ -152,9 +155,13 @@ std::string_view leading_word(std::string_view sql, std::string& blanked) {
 // an INSTEAD OF trigger insert no rowid). SQL that reads last_insert_rowid() itself keeps it.
 void SqliteConn::start_rowid(std::string_view sql) {
   rowid_before_ = sqlite3_last_insert_rowid(db_);
-  thread_local std::string b;
-  reads_rowid_ = !sqlscan::blank_opaque(sql, SqlLexing::kSqlite, b) ||
-                 sqlscan::has_word(b, "LAST_INSERT_ROWID");
+  // A plain case-insensitive search, no lexing per statement: a hit inside a literal only
+  // costs that statement the reset (it is then judged by whether the id moved).
+  constexpr std::string_view kWord = "last_insert_rowid";
+  auto it = std::search(sql.begin(), sql.end(), kWord.begin(), kWord.end(), [](char a, char b) {
+    return std::tolower(static_cast<unsigned char>(a)) == b;
+  });
+  reads_rowid_ = it != sql.end();
   if (!reads_rowid_) sqlite3_set_last_insert_rowid(db_, 0);
 }
 
